@@ -33,7 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Column", "TABLES", "SchemaError", "validate", "columns", "empty", "screen_concept_columns"]
+#: CXR findings the imaging model predicts and the CPN takes as evidence (torchxrayvision-style ordered tuple).
+CXR_FINDINGS: tuple[str, ...] = ("consolidation", "effusion", "edema", "atelectasis")
+
+__all__ = ["CXR_FINDINGS", "Column", "TABLES", "SchemaError", "validate", "columns", "empty", "screen_concept_columns"]
 
 
 class SchemaError(ValueError):
