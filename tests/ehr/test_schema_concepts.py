@@ -50,8 +50,10 @@ def test_validate_names_column_and_row():
     ok = df.assign(stay_id=[1, 1], screen_time=pd.to_datetime(["2020-01-01", "2020-01-01"]))
     with pytest.raises(SchemaError, match="duplicate key"):
         validate(ok, "predictions")
-    with pytest.raises(SchemaError, match="'risk' is not finite at row 0"):
+    with pytest.raises(SchemaError, match="'risk' is null at row 0"):
         validate(ok.iloc[:1].assign(risk=np.nan), "predictions")
+    with pytest.raises(SchemaError, match="'risk' is not finite at row 0"):
+        validate(ok.iloc[:1].assign(risk=np.inf), "predictions")
     with pytest.raises(SchemaError, match="unknown table kind"):
         validate(ok, "nonsense")
     assert columns("alarms") == ["stay_id", "screen_time", "model", "threshold", "fired", "silenced"]
