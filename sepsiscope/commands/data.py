@@ -1,9 +1,94 @@
-"""CLI commands for the data area."""
+"""CLI: ``simulate``, ``ingest`` and ``screens`` — from a source to the screens table."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from sepsiscope.progress import console, step
+
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress.")
+
+
+def simulate(
+    out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
+    n_stays: int = typer.Option(2000, "--n-stays", min=1, help="Number of stays."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Generate the synthetic linked cohort (events, stays, CXR studies)."""
+    from ehr.synthetic import generate_cohort
+    from sepsiscope.cohort_io import write_cohort
+    from sepsiscope.runinfo import write_run_json
+
+    with step(f"simulating {n_stays} stays (seed {seed})", progress):
+        cohort = generate_cohort(n_stays, seed=seed)
+    write_cohort(out, cohort.events, cohort.stays, cohort.cxr)
+    write_run_json(out, {"command": "simulate", "n_stays": n_stays}, seeds={"cohort": seed})
+    console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
+                  f"{len(cohort.events):,} events, {len(cohort.cxr)} CXR studies -> {out}")
+
+
+def ingest(
+    path: Path = typer.Argument(..., help="Source data: PhysioNet .psv dir or zip; MIMIC directory."),
+    source: str = typer.Option("physionet", "--source", help="physionet | mimic"),
+    out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
+    definition: str = typer.Option("sepsis3", "--definition", help="MIMIC onset definition."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Read a real data source into the events/stays contract (+ an ingest report)."""
+    from sepsiscope.cohort_io import write_cohort
+    from sepsiscope.runinfo import write_run_json
+
+    if source == "mimic":
+        from sepsiscope.commands.mimic import ingest_mimic_cli
+
+        ingest_mimic_cli(path, out, definition, progress)
+        return
+    if source != "physionet":
+        raise typer.BadParameter(f"unknown source {source!r}; expected physionet or mimic")
+    from ehr.sources.physionet import read_physionet
+    from ehr.sources.report import IngestError
+
+    try:
+        with step(f"reading {path}", progress):
+            events, stays, report = read_physionet(path)
+    except IngestError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    write_cohort(out, events, stays)
+    report.write_json(out / "ingest_report.json")
+    write_run_json(out, {"command": "ingest", "source": source}, inputs={"source": path})
+    console.print(report.summary())
+    console.print(f"{len(stays)} stays, {int(stays.sepsis.sum())} septic, {len(events):,} events -> {out}")
+
+
+def screens(
+    cohort: Path = typer.Argument(..., help="Cohort directory (events.parquet, stays.parquet[, cxr.parquet])."),
+    out: Path = typer.Option(None, "--out", help="Screens parquet (default COHORT/screens.parquet)."),
+    horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon in hours."),
+    until_onset: bool = typer.Option(True, "--until-onset/--all-hours", help="Stop screening at onset."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Build the hourly screens table (last value carried forward, ages, labels)."""
+    from ehr.screens import build_screens
+    from sepsiscope.cohort_io import read_cohort
+
+    events, stays, cxr = read_cohort(cohort)
+    with step("building hourly screens", progress):
+        table = build_screens(events, stays, cxr, horizon_h=horizon_h, until_onset=until_onset)
+    out = out or Path(cohort) / "screens.parquet"
+    table.to_parquet(out, index=False)
+    rep = table.attrs.get("build_report", {})
+    console.print(json.dumps(rep))
+    console.print(f"{len(table):,} screens of {table.stay_id.nunique()} stays, "
+                  f"{table.label.mean():.3f} positive at {horizon_h:g} h -> {out}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Attach this area's commands to the CLI."""
+    app.command()(simulate)
+    app.command()(ingest)
+    app.command()(screens)

@@ -1,9 +1,94 @@
-"""CLI commands for the imaging area."""
+"""CLI commands for the imaging area: ``train imaging`` and ``explain-image``."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import typer
 
 
+def _train_imaging(
+    data: Path = typer.Option(..., "--data", help="Folder with labels.csv + images, or a MedMNIST-style .npz."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write (model.json + model.safetensors)."),
+    arch: str = typer.Option("densenet121", help="densenet121 | resnet18 | resnet34 | small"),
+    image_size: int = typer.Option(224, help="Square input size in pixels."),
+    epochs: int = typer.Option(10, help="Maximum epochs (early stopping on validation AUROC)."),
+    findings: str = typer.Option("", help="Comma-separated finding columns; default: every 0/1 finding column."),
+    split: str = typer.Option("train", help="Rows of labels.csv whose 'split' starts with this ('' = all)."),
+    val_fraction: float = typer.Option(0.2, help="Patient/duplicate-safe validation fraction."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    patience: int = typer.Option(3, help="Early-stopping patience in epochs."),
+    max_steps: int = typer.Option(0, help="Cap on steps per epoch (0 = no cap)."),
+    limit: int = typer.Option(0, help="Read only the first N labelled rows (0 = all)."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = torch default)."),
+    seed: int = typer.Option(0, help="Seed for the split, initialisation, shuffling and augmentation."),
+    resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a CXR finding model on labelled images and save it with validation metrics."""
+    import torch
+
+    from imaging.datasets import group_split, read_image_folder, read_npz
+    from imaging.models import CXRFindingModel
+    from imaging.train import FindingTrainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    names = tuple(f.strip() for f in findings.split(",") if f.strip()) or None
+    t0 = time.perf_counter()
+    if data.suffix == ".npz":
+        train_set = read_npz(data, split="train", image_size=image_size, findings=names)
+        try:
+            val_set = read_npz(data, split="val", image_size=image_size, findings=names)
+        except KeyError:
+            tr, va = group_split(train_set.groups, val_fraction, random_state=seed)
+            train_set, val_set = train_set.subset(tr), train_set.subset(va)
+    else:
+        full = read_image_folder(data, image_size, findings=names, split=split or None,
+                                 limit=limit or None, progress=progress)
+        tr, va = group_split(full.groups, val_fraction, random_state=seed)
+        train_set, val_set = full.subset(tr), full.subset(va)
+    load_s = time.perf_counter() - t0
+    typer.echo(f"{len(train_set)} training / {len(val_set)} validation images "
+               f"(findings {', '.join(train_set.findings)}; loaded in {load_s:.0f} s)")
+    model = CXRFindingModel(arch=arch, findings=train_set.findings, image_size=image_size)
+    trainer = FindingTrainer(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                             max_steps_per_epoch=max_steps or None, checkpoint_dir=out, resume=resume,
+                             progress=progress, random_state=seed)
+    trainer.fit(model, train_set, val_set)
+    model.save(out, extra={"data": str(data), "seed": seed, "val_fraction": val_fraction,
+                           "train_seconds": time.perf_counter() - t0 - load_s})
+    for h in trainer.history_:
+        typer.echo(f"epoch {h['epoch']}: loss {h['train_loss']:.4f}  val AUROC {h['val_auroc']:.4f}  "
+                   f"{h['images_per_s']:.0f} img/s")
+    for f in model.findings:
+        m = trainer.val_metrics_[f]
+        typer.echo(f"{f}: AUROC {m['auroc']:.3f}  accuracy {m['accuracy']:.3f}  sensitivity {m['sensitivity']:.3f}  "
+                   f"specificity {m['specificity']:.3f}  (n={m['n']}, T={model.temperatures[model.findings.index(f)]:.2f})")
+    typer.echo(f"saved {out} (best epoch {trainer.best_epoch_})")
+
+
+def _explain_image(
+    image: Path = typer.Argument(..., help="Image file (8-bit grayscale PNG/JPEG)."),
+    model_dir: Path = typer.Option(..., "--model", help="Imaging model directory."),
+    finding: str = typer.Option(..., "--finding", help="Finding to explain."),
+    out: Path = typer.Option(..., "--out", help="PNG overlay to write."),
+) -> None:
+    """Save a Grad-CAM overlay PNG for one finding on one image, and print the probabilities."""
+    from imaging.gradcam import save_grad_cam
+    from imaging.models import CXRFindingModel
+
+    model = CXRFindingModel.load(model_dir)
+    save_grad_cam(model, image, finding, out)
+    probs = model.predict_findings([image]).iloc[0].to_dict()
+    typer.echo(json.dumps({"image": str(image), "probabilities": probs, "overlay": str(out)}))
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Attach this area's commands to the CLI."""
+    train_app.command("imaging")(_train_imaging)
+    app.command("explain-image")(_explain_image)
