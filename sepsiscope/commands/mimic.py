@@ -1,9 +1,54 @@
-"""CLI commands for the mimic area."""
+"""CLI for MIMIC: ``sepsiscope ingest --source mimic PATH`` dispatches to :func:`ingest_mimic_cli`.
+
+The ``ingest`` command itself lives in ``sepsiscope/commands/data.py``; this module only holds
+the MIMIC part, so ``register`` adds nothing.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+__all__ = ["ingest_mimic_cli", "register"]
+
+
+def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = True) -> Path:
+    """Read a MIMIC-III/IV copy, label it, and write a cohort directory.
+
+    Writes ``events.parquet``, ``stays.parquet``, ``ingest_report.json`` and ``run.json`` (the
+    onset definition and its parameters under ``config.definition_params``). Exits with code 2 and
+    a one-line error on unreadable input.
+    """
+    from ehr.labels import definition_params
+    from ehr.sources.mimic import read_mimic
+    from ehr.sources.report import IngestError
+    from sepsiscope.cohort_io import write_cohort
+    from sepsiscope.progress import console, step
+    from sepsiscope.runinfo import write_run_json
+
+    path, out = Path(path), Path(out)
+    try:
+        params = definition_params(definition)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--definition") from exc
+    try:
+        with step(f"reading and labelling MIMIC at {path} ({definition})", progress):
+            events, stays, report = read_mimic(path, definition=definition, progress=False)
+    except IngestError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    write_cohort(out, events, stays)
+    report.write_json(out / "ingest_report.json")
+    write_run_json(out, {"command": "ingest", "source": "mimic", "mimic_source": str(stays["source"].iloc[0])
+                         if len(stays) else None, "definition": definition, "definition_params": params},
+                   inputs={"source": path}, extra={"timings_s": report.timings})
+    console.print(report.summary())
+    console.print(f"{len(stays)} stays, {int(stays['suspicion_time'].notna().sum())} with suspected infection, "
+                  f"{int(stays.sepsis.sum())} septic ({definition}), {len(events):,} events -> {out} "
+                  f"({report.timings.get('total', 0):.1f} s)")
+    return out
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Attach this area's commands to the CLI."""
+    """Attach this area's commands to the CLI (none: ``ingest`` in commands/data.py dispatches here)."""
