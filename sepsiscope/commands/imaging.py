@@ -1,4 +1,4 @@
-"""CLI commands for the imaging area: ``train imaging`` and ``explain-image``."""
+"""CLI commands for the imaging area: ``train imaging``, ``explain-image``, ``cxr-images``, ``score-cxr``."""
 
 from __future__ import annotations
 
@@ -88,7 +88,65 @@ def _explain_image(
     typer.echo(json.dumps({"image": str(image), "probabilities": probs, "overlay": str(out)}))
 
 
+def _cxr_images(
+    cohort: Path = typer.Argument(..., help="Cohort directory holding cxr.parquet (e.g. from the synthetic generator)."),
+    real: Path = typer.Option(None, "--real", help="Draw real images by finding from this labelled folder "
+                              "(Kermany: consolidation-positive from PNEUMONIA, negative from NORMAL)."),
+    size: int = typer.Option(128, help="Side of rendered images in pixels."),
+    conspicuity: float = typer.Option(1.0, help="Scale of rendered opacities (lower = subtler findings)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Give every CXR study an image: rendered from its ground truth, or a real image drawn by finding.
+
+    Rewrites COHORT/cxr.parquet with image_path and writes COHORT/labels.csv (image, truth findings,
+    patient_id) so that `sepsiscope train imaging --data COHORT` can train on the cohort's images.
+    """
+    import pandas as pd
+
+    from ehr.schema import CXR_FINDINGS, validate
+    from imaging.synthetic_images import render_cohort_images, sample_real_images
+
+    path = cohort / "cxr.parquet"
+    cxr = validate(pd.read_parquet(path), "cxr", source=str(path))
+    out = sample_real_images(cxr, real, seed=seed) if real is not None else render_cohort_images(
+        cxr, cohort, seed, size=size, conspicuity=conspicuity)
+    validate(out, "cxr").to_parquet(path, index=False)
+    labels = pd.DataFrame({"image": out["image_path"], "patient_id": out["subject_id"]})
+    for f in CXR_FINDINGS:
+        if f"truth_{f}" in out.columns:
+            labels[f] = out[f"truth_{f}"].fillna(0).astype(int)
+    labels.to_csv(cohort / "labels.csv", index=False)
+    typer.echo(f"{len(out)} studies: images {'drawn from ' + str(real) if real is not None else 'rendered'}; "
+               f"wrote {path} and {cohort / 'labels.csv'}")
+
+
+def _score_cxr(
+    cohort: Path = typer.Argument(..., help="Cohort directory holding cxr.parquet with image_path."),
+    model_dir: Path = typer.Option(..., "--model", help="Imaging model directory."),
+    finding_map: str = typer.Option("", help="model=cxr finding renames, e.g. 'pneumonia=consolidation' "
+                                    "for a Kermany model."),
+    batch_size: int = typer.Option(64),
+) -> None:
+    """Fill the cxr table's cxr_<finding> columns with the imaging model's probabilities."""
+    import pandas as pd
+
+    from ehr.schema import validate
+    from imaging.models import CXRFindingModel
+    from imaging.scoring import score_cxr_table
+
+    path = cohort / "cxr.parquet"
+    cxr = validate(pd.read_parquet(path), "cxr", source=str(path))
+    model = CXRFindingModel.load(model_dir)
+    mapping = dict(pair.split("=", 1) for pair in finding_map.split(",") if pair.strip())
+    out = score_cxr_table(model, cxr, cohort, finding_map=mapping, batch_size=batch_size)
+    out.to_parquet(path, index=False)
+    typer.echo(f"scored {int(out['image_path'].notna().sum())} of {len(out)} studies "
+               f"({', '.join('cxr_' + mapping.get(f, f) for f in model.findings)}) -> {path}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Attach this area's commands to the CLI."""
     train_app.command("imaging")(_train_imaging)
     app.command("explain-image")(_explain_image)
+    app.command("cxr-images")(_cxr_images)
+    app.command("score-cxr")(_score_cxr)

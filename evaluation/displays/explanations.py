@@ -1,0 +1,147 @@
+"""Per-alarm explanation: horizontal bars of each evidence item's contribution (blue raises, red lowers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from evaluation.displays._base import LOWER_COLOR, RAISE_COLOR
+
+__all__ = ["BayesFactorDisplay"]
+
+
+def _bars(expl: pd.DataFrame, column: str, top_k: int | None):
+    items = expl[expl["feature"] != "total"]
+    v = items[column].to_numpy("float64")
+    keep = np.isfinite(v)
+    items, v = items[keep], v[keep]
+    order = np.lexsort((items["feature"].to_numpy(str), -np.abs(v)))  # largest |contribution| first, ties by name
+    if top_k is not None:
+        order = order[:top_k]
+    items, v = items.iloc[order], v[order]
+    labels = []
+    for row in items.itertuples():
+        val = getattr(row, "value", None)
+        state = getattr(row, "state", None)
+        text = str(row.feature)
+        if val is not None and pd.notna(val):
+            text += f" = {val:.4g}"
+        if state is not None and pd.notna(state) and str(state) != "":
+            text += f" [{state}]"
+        labels.append(text)
+    total = expl.loc[expl["feature"] == "total", "contribution"]
+    return (items["feature"].to_numpy(str), v, np.array(labels, dtype=object),
+            float(total.iloc[0]) if len(total) else None)
+
+
+class BayesFactorDisplay:
+    """Bar chart of one alarm's evidence contributions, optionally next to another model's.
+
+    For the CPN, ``contribution`` is log10 B({i}) (the item alone) and ``baseline`` the in-context
+    factor log10 B(E)/B(E without i); for the GBDT, ``contribution`` is the SHAP log-odds.
+    Bars are sorted by absolute size, largest at the top; blue bars raise risk, red lower it.
+
+    Attributes
+    ----------
+    features, contributions, labels, colors : dict of str to ndarray
+        Per model, in drawing order (largest |contribution| first).
+    totals : dict of str to float or None
+        The ``total`` row's contribution (log10 B(E) for the CPN) when present.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> T = pd.Timestamp("2020-01-01")
+    >>> ex = pd.DataFrame({"stay_id": 1, "screen_time": T, "model": "cpn",
+    ...                    "feature": ["crp", "hr", "alb", "total"], "value": [120.0, 95, 40, None],
+    ...                    "contribution": [0.8, 0.3, -0.5, 0.6]})
+    >>> d = BayesFactorDisplay.from_explanations(ex, stay_id=1, screen_time=T)
+    >>> d.features["cpn"].tolist(), d.contributions["cpn"].tolist(), d.totals["cpn"]
+    (['crp', 'alb', 'hr'], [0.8, -0.5, 0.3], 0.6)
+    >>> [c == RAISE_COLOR for c in d.colors["cpn"]]
+    [True, False, True]
+    """
+
+    def __init__(self, *, features, contributions, labels, colors, totals, stay_id=None, screen_time=None,
+                 column="contribution"):
+        self.features = features
+        self.contributions = contributions
+        self.labels = labels
+        self.colors = colors
+        self.totals = totals
+        self.stay_id = stay_id
+        self.screen_time = screen_time
+        self.column = column
+
+    @classmethod
+    def from_explanations(cls, explanations: pd.DataFrame, *, stay_id, screen_time, model: str = "cpn",
+                          compare_model: str | None = None, top_k: int | None = 12, in_context: bool = False):
+        """Build from the contract ``explanations`` table for one screen.
+
+        Parameters
+        ----------
+        model : str, default "cpn"
+        compare_model : str, optional
+            A second model (e.g. ``"lightgbm"``) whose contributions for the same screen are drawn
+            beside the first; missing rows raise.
+        top_k : int or None, default 12
+            Largest contributions kept per model.
+        in_context : bool, default False
+            Draw the CPN's in-context factor (``baseline`` column) instead of the item-alone factor.
+        """
+        for col in ("stay_id", "screen_time", "model", "feature", "contribution"):
+            if col not in explanations.columns:
+                raise ValueError(f"explanations: missing column '{col}'")
+        screen_time = pd.Timestamp(screen_time)
+        here = explanations[(explanations["stay_id"] == stay_id) & (explanations["screen_time"] == screen_time)]
+        out = {k: {} for k in ("features", "contributions", "labels", "colors", "totals")}
+        for i, m in enumerate([model] + ([compare_model] if compare_model else [])):
+            e = here[here["model"] == m]
+            if e.empty:
+                raise ValueError(f"explanations: no rows for model {m!r} at stay_id {stay_id}, "
+                                 f"screen_time {screen_time}")
+            column = "baseline" if (in_context and i == 0) else "contribution"
+            if column not in e.columns:
+                raise ValueError(f"explanations: missing column '{column}'")
+            f, v, lab, tot = _bars(e, column, top_k)
+            out["features"][m], out["contributions"][m], out["labels"][m], out["totals"][m] = f, v, lab, tot
+            out["colors"][m] = np.where(v > 0, RAISE_COLOR, LOWER_COLOR)
+        return cls(**out, stay_id=stay_id, screen_time=screen_time,
+                   column="baseline" if in_context else "contribution")
+
+    def plot(self, ax=None, *, title: str | None = None):
+        """Draw one panel per model side by side; returns self with ``ax_`` (first panel),
+        ``axes_`` (all panels) and ``figure_`` set. ``ax`` may be one Axes or a sequence, one per model."""
+        models = list(self.features)
+        if ax is None:
+            n_rows = max(len(v) for v in self.features.values()) if models else 1
+            fig = Figure(figsize=(5.2 * len(models), 1.2 + 0.32 * max(n_rows, 3)), layout="constrained")
+            axes = [fig.add_subplot(1, len(models), i + 1) for i in range(len(models))]
+        else:
+            axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+            if len(axes) != len(models):
+                raise ValueError(f"plot: got {len(axes)} axes for {len(models)} model panel(s)")
+            fig = axes[0].figure
+        for i, (a, m) in enumerate(zip(axes, models)):
+            v = self.contributions[m]
+            y = np.arange(len(v))[::-1]  # largest at the top
+            a.barh(y, v, color=self.colors[m], edgecolor="black", lw=0.4)
+            a.set_yticks(y, self.labels[m], fontsize=7)
+            a.axvline(0, color="black", lw=0.8)
+            if i == 0 and self.column == "baseline":
+                what = "in-context log10 Bayes factor"
+            elif m.startswith("cpn"):
+                what = "log10 Bayes factor"
+            else:
+                what = "contribution (SHAP log-odds)"
+            a.set_xlabel(what)
+            head = m + (f": total log10 B(E) = {self.totals[m]:.2f}" if self.totals[m] is not None else "")
+            a.set_title(head, fontsize=9)
+            lim = max(float(np.abs(v).max()) if len(v) else 0.0, 1e-3) * 1.15
+            a.set_xlim(-lim, lim)
+        fig.suptitle(title if title is not None else
+                     f"stay {self.stay_id} at {self.screen_time}: blue raises risk, red lowers it", fontsize=9)
+        self.axes_ = axes
+        self.ax_, self.figure_ = axes[0], fig
+        return self
