@@ -68,7 +68,8 @@ def _train_imaging(
     for f in model.findings:
         m = trainer.val_metrics_[f]
         typer.echo(f"{f}: AUROC {m['auroc']:.3f}  accuracy {m['accuracy']:.3f}  sensitivity {m['sensitivity']:.3f}  "
-                   f"specificity {m['specificity']:.3f}  (n={m['n']}, T={model.temperatures[model.findings.index(f)]:.2f})")
+                   f"specificity {m['specificity']:.3f}  (n={m['n']}, "
+                   f"T={float(model.temperatures[model.findings.index(f)]):.2f})")
     typer.echo(f"saved {out} (best epoch {trainer.best_epoch_})")
 
 
@@ -89,7 +90,7 @@ def _explain_image(
 
 
 def _cxr_images(
-    cohort: Path = typer.Argument(..., help="Cohort directory holding cxr.parquet (e.g. from the synthetic generator)."),
+    cohort: Path = typer.Argument(..., help="Cohort directory holding cxr.parquet (e.g. the synthetic cohort)."),
     real: Path = typer.Option(None, "--real", help="Draw real images by finding from this labelled folder "
                               "(Kermany: consolidation-positive from PNEUMONIA, negative from NORMAL)."),
     size: int = typer.Option(128, help="Side of rendered images in pixels."),

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from ehr.schema import CXR_FINDINGS
+from imaging.models import CXRFindingModel
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+
+
+def test_default_findings_and_output_order(images):
+    torch.manual_seed(0)
+    m = CXRFindingModel(arch="small", image_size=32)
+    assert m.findings == CXR_FINDINGS
+    df = m.predict_findings(images)
+    assert list(df.columns) == list(CXR_FINDINGS) and df.shape == (3, 4)
+    assert ((df.to_numpy() > 0) & (df.to_numpy() < 1)).all()
+    # column k of the frame is output unit k of the head
+    z = m.predict_logits(images)
+    assert np.allclose(df.to_numpy(), 1 / (1 + np.exp(-z)), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch, dim", [("densenet121", 1024), ("resnet18", 512), ("small", 128)])
+def test_feature_dims(arch, dim, images):
+    m = CXRFindingModel(arch=arch, findings=("effusion", "edema"), image_size=32)
+    assert m.feature_dim == dim
+    assert m.features(images).shape == (3, dim)
+    assert m.predict_logits(images).shape == (3, 2)
+    assert m.trunk[0][0].in_channels == 1 if arch == "densenet121" else True
+
+
+def test_one_channel_first_layer():
+    m = CXRFindingModel(arch="resnet34", findings=("x",), image_size=32)
+    first = next(mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d))
+    assert first.in_channels == 1
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown arch"):
+        CXRFindingModel(arch="vgg11")
+    with pytest.raises(ValueError, match="unique"):
+        CXRFindingModel(arch="small", findings=("a", "a"))
+
+
+def test_save_load_roundtrip(tmp_path, images):
+    torch.manual_seed(1)
+    m = CXRFindingModel(arch="small", findings=("effusion", "edema"), image_size=32)
+    m.temperatures.copy_(torch.tensor([2.0, 0.5]))
+    m.metrics = {"validation": {"mean_auroc": 0.9}}
+    m.save(tmp_path / "m")
+    meta = (tmp_path / "m" / "model.json").read_text()
+    assert '"kind": "imaging"' in meta and '"temperatures"' in meta
+    back = CXRFindingModel.load(tmp_path / "m")
+    assert back.findings == ("effusion", "edema") and back.image_size == 32 and back.arch == "small"
+    assert back.metrics["validation"]["mean_auroc"] == 0.9
+    np.testing.assert_array_equal(back.predict_proba(images), m.predict_proba(images))
+    assert torch.equal(back.temperatures, torch.tensor([2.0, 0.5]))
+
+
+def test_weights_file_state_dict_and_safetensors(tmp_path, images):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    m = CXRFindingModel(arch="small", findings=("effusion",), image_size=32)
+    torch.save(m.state_dict(), tmp_path / "w.pt")
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    for f in ("w.pt", "w.safetensors"):
+        other = CXRFindingModel(arch="small", findings=("effusion",), image_size=32, weights=tmp_path / f)
+        np.testing.assert_allclose(other.predict_logits(images), m.predict_logits(images), rtol=1e-6)
+    with pytest.raises(ValueError, match="do not fit"):
+        CXRFindingModel(arch="small", findings=("a", "b"), image_size=32, weights=tmp_path / "w.pt")
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        CXRFindingModel(arch="small", image_size=32, weights=tmp_path / "missing.pt")
+
+
+def test_predict_keeps_training_mode(images):
+    m = CXRFindingModel(arch="small", findings=("x",), image_size=32)
+    m.train()
+    m.predict_findings(images)
+    assert m.training
