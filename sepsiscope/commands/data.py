@@ -16,6 +16,9 @@ def simulate(
     out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
     n_stays: int = typer.Option(2000, "--n-stays", min=1, help="Number of stays."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    render_images: bool = typer.Option(False, "--render-images", help="Render a procedural radiograph per CXR study."),
+    cxr_images: Path = typer.Option(None, "--cxr-images", help="Draw real images by finding from this labelled "
+                                    "folder (e.g. ../shared/data/cxr/kermany_pediatric_224): a semi-synthetic cohort."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Generate the synthetic linked cohort (events, stays, CXR studies)."""
@@ -25,8 +28,20 @@ def simulate(
 
     with step(f"simulating {n_stays} stays (seed {seed})", progress):
         cohort = generate_cohort(n_stays, seed=seed)
-    write_cohort(out, cohort.events, cohort.stays, cohort.cxr)
-    write_run_json(out, {"command": "simulate", "n_stays": n_stays}, seeds={"cohort": seed})
+    cxr = cohort.cxr
+    if cxr_images is not None:
+        from imaging.synthetic_images import sample_real_images
+
+        with step(f"drawing real CXR images from {cxr_images}", progress):
+            cxr = sample_real_images(cxr, cxr_images, seed=seed)
+    elif render_images:
+        from imaging.synthetic_images import render_cohort_images
+
+        with step("rendering procedural CXR images", progress):
+            cxr = render_cohort_images(cxr, out, seed)
+    write_cohort(out, cohort.events, cohort.stays, cxr)
+    write_run_json(out, {"command": "simulate", "n_stays": n_stays, "render_images": render_images,
+                         "cxr_images": str(cxr_images) if cxr_images else None}, seeds={"cohort": seed})
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
                   f"{len(cohort.events):,} events, {len(cohort.cxr)} CXR studies -> {out}")
 
