@@ -53,6 +53,8 @@ class RunConfig:
     n_boot: int = 200
     cpn_network: str = "auto"          # auto: full for synthetic, physionet for PhysioNet/MIMIC
     cpn_max_rows: int = 200_000
+    cpn_half_lives: str = "learn"      # learn | prior
+    cpn_max_iter: int = 30
     gbdt_backend: str = "lightgbm"
     gbdt_n_estimators: int = 300
     definition: str = "sepsis3"        # MIMIC onset definition
@@ -146,7 +148,8 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
         network = cfg.cpn_network if cfg.cpn_network != "auto" else (
             "full" if cfg.source == "synthetic" else "physionet")
         with timed("train CPN"):
-            cpn = SepsisCPN(network=network, max_rows=cfg.cpn_max_rows, random_state=cfg.seed)
+            cpn = SepsisCPN(network=network, max_rows=cfg.cpn_max_rows, random_state=cfg.seed,
+                            half_lives=cfg.cpn_half_lives, max_iter=cfg.cpn_max_iter)
             cpn.fit(parts["train"])
         cpn.save(out / "models" / "cpn")
         models["cpn"] = cpn
