@@ -220,14 +220,17 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
 
 
 def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFrame) -> pd.DataFrame:
-    """Explanations for every fired test alarm of each model (its own explanation method)."""
+    """Explanations of every model at every fired test alarm of any model.
+
+    Each model explains the union of alarm screens, so an alarm view can show the CPN's Bayes
+    factors next to the GBDT's contributions for the same screen.
+    """
+    fired = alarms[alarms["fired"]][["stay_id", "screen_time"]].drop_duplicates()
+    if fired.empty:
+        return None
+    rows = fired.merge(test_screens, on=["stay_id", "screen_time"], how="inner")
     parts = []
-    key = test_screens.set_index(["stay_id", "screen_time"])
     for name, m in models.items():
-        fired = alarms[(alarms["model"] == name) & alarms["fired"]][["stay_id", "screen_time"]].drop_duplicates()
-        if fired.empty:
-            continue
-        rows = key.loc[pd.MultiIndex.from_frame(fired)].reset_index()
         if name == "cpn":
             parts.append(m.explain(rows, model_name="cpn"))
         else:

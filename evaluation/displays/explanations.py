@@ -136,7 +136,8 @@ class BayesFactorDisplay:
             else:
                 what = "contribution (SHAP log-odds)"
             a.set_xlabel(what)
-            head = m + (f": total log10 B(E) = {self.totals[m]:.2f}" if self.totals[m] is not None else "")
+            total = "total log10 B(E)" if m.startswith("cpn") else "total (log-odds)"
+            head = m + (f": {total} = {self.totals[m]:.2f}" if self.totals[m] is not None else "")
             a.set_title(head, fontsize=9)
             lim = max(float(np.abs(v).max()) if len(v) else 0.0, 1e-3) * 1.15
             a.set_xlim(-lim, lim)
