@@ -1,0 +1,79 @@
+"""Time decay of evidence: an old measurement is weaker (soft) evidence.
+
+A measurement of age ``a`` hours with half-life ``h`` has weight ``w = 2**(-a / h)``. Its
+likelihood vector is 1 for the observed state and ``1 - w`` for every other state, i.e. the hard
+(one-hot) likelihood mixed with the uninformative all-ones vector: ``L = w * onehot + (1 - w)``.
+The same mixing decays any soft likelihood (the CXR findings).
+
+Examples
+--------
+>>> import numpy as np
+>>> decay_weight(np.array([0.0, 4.0, np.inf]), 4.0).tolist()
+[1.0, 0.5, 0.0]
+>>> soft_evidence(np.array([1, -1]), np.array([0.5, 1.0]), 3).tolist()[0]
+[0.5, 1.0, 0.5]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["decay_weight", "soft_evidence", "decay_likelihood", "cxr_likelihood"]
+
+
+def decay_weight(age_h, half_life_h) -> np.ndarray:
+    """``2**(-age_h / half_life_h)``; weight 1 at age 0, halving every half-life.
+
+    ``half_life_h = inf`` means no decay (weight 1 at any finite age). Negative ages are an error.
+    """
+    age = np.asarray(age_h, dtype=float)
+    if np.any(age < 0):
+        raise ValueError("decay_weight: negative age_h (a measurement from the future?)")
+    h = np.asarray(half_life_h, dtype=float)
+    if np.any(h <= 0):
+        raise ValueError("decay_weight: half_life_h must be > 0")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.exp2(-age / h)
+    return np.where(np.isinf(h) & np.isfinite(age), 1.0, w)
+
+
+def soft_evidence(state, weight, n_states: int) -> np.ndarray:
+    """Likelihood rows for observed state indices (``-1`` = no evidence -> NaN row).
+
+    Returns an ``(n, n_states)`` array: 1 at the observed state, ``1 - weight`` elsewhere.
+    """
+    state = np.asarray(state, dtype=np.int64)
+    w = np.asarray(weight, dtype=float)
+    out = np.repeat((1.0 - w)[:, None], n_states, axis=1)
+    ok = state >= 0
+    out[np.flatnonzero(ok), state[ok]] = 1.0
+    out[~ok] = np.nan
+    return out
+
+
+def decay_likelihood(likelihood, weight) -> np.ndarray:
+    """Mix likelihood rows (max-normalised to 1) with the uninformative vector by ``weight``."""
+    lik = np.asarray(likelihood, dtype=float)
+    lik = lik / lik.max(axis=1, keepdims=True)
+    w = np.asarray(weight, dtype=float)[:, None]
+    return w * lik + (1.0 - w)
+
+
+def cxr_likelihood(p, weight, prior: float = 0.5) -> np.ndarray:
+    """Soft evidence ``(absent, present)`` for a CXR finding probability ``p``.
+
+    The imaging model's probability ``p`` was calibrated at finding prevalence ``prior``; its
+    likelihood ratio is ``odds(p) / odds(prior)``, which enters the network as the likelihood
+    vector ``(1, LR)`` (max-normalised) and is then decayed by ``weight``. NaN ``p`` -> NaN row.
+
+    Examples
+    --------
+    >>> cxr_likelihood(np.array([0.8]), np.array([1.0])).round(3).tolist()
+    [[0.25, 1.0]]
+    """
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    lr = (p / (1 - p)) / (prior / (1 - prior))
+    lik = np.stack([np.ones_like(lr), lr], axis=1)
+    out = decay_likelihood(np.where(np.isnan(lik), 1.0, lik), np.where(np.isnan(weight), 0.0, weight))
+    out[np.isnan(np.asarray(p, dtype=float)) | np.isnan(np.asarray(weight, dtype=float))] = np.nan
+    return out

@@ -1,0 +1,334 @@
+"""``SepsisCPN``: the causal probabilistic network with the scikit-learn face.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> s = pd.DataFrame({"stay_id": [1, 1, 2, 2], "hr": [80.0, 130.0, 75.0, np.nan],
+...     "hr_age_h": [0.0, 1.0, 0.0, np.nan], "onset_in_h": [3.0, 2.0, np.nan, np.nan]})
+>>> m = SepsisCPN(network="physionet", half_lives="prior", max_iter=3).fit(s)
+>>> m.predict_proba(s).shape
+(4, 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ehr.concepts import load_concepts
+
+from .evidence import build_evidence, half_life_group, network_info, target_states
+from .explain import bayes_factors
+from .inference import InferenceEngine
+from .learning import conditional_loglik, fit_em
+from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, load_network, save_network,
+                        validate_network)
+
+__all__ = ["SepsisCPN", "ModelFormatError", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+#: bump when model.json or the saved arrays change meaning; load() refuses other versions
+FORMAT_VERSION = 1
+_GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
+
+
+class ModelFormatError(ValueError):
+    """A model directory is missing, of another kind, or written by another format version."""
+
+
+def _frame_hash(df: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class SepsisCPN:
+    """Causal probabilistic network for sepsis within 48 h, scored with time-decayed evidence.
+
+    Parameters
+    ----------
+    network : {"physionet", "full"} or path
+        A shipped expert network or an XMLBIF file.
+    half_lives : {"learn", "prior"} or dict
+        ``"learn"``: per concept group (concept kind, ``cxr``) choose a multiplier of the prior
+        half-lives from ``half_life_grid`` by held-out log-likelihood of the target;
+        ``"prior"``: the ``half_life_h`` of ``concepts.toml``; a dict sets hours per concept.
+    half_life_grid : tuple of float
+        Multipliers tried for each group.
+    pseudo_count : float
+        Dirichlet pseudo-count for every CPD cell.
+    max_iter, tol : int, float
+        EM stopping rule.
+    max_rows : int or None
+        Fit on a random subset of at most this many screens (sampled by stay) to bound time.
+    cxr_prior : float
+        Finding prevalence at which the CXR probabilities were calibrated.
+    validation_fraction : float
+        Fraction of stays held out for half-life selection.
+    random_state : int
+    batch_size : int
+        Rows per engine batch.
+
+    Attributes
+    ----------
+    network_ : pgmpy DiscreteBayesianNetwork with fitted CPDs
+    engine_ : InferenceEngine
+    half_lives_ : dict node -> hours
+    half_life_scale_ : dict group -> multiplier
+    features_ : list of str (evidence nodes)
+    em_history_ : list of float
+    """
+
+    def __init__(self, network="physionet", *, half_lives="learn",
+                 half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
+                 tol=1e-5, max_rows=300_000, cxr_prior=0.5, validation_fraction=0.2,
+                 random_state=0, batch_size=4096):
+        self.network = network
+        self.half_lives = half_lives
+        self.half_life_grid = half_life_grid
+        self.pseudo_count = pseudo_count
+        self.max_iter = max_iter
+        self.tol = tol
+        self.max_rows = max_rows
+        self.cxr_prior = cxr_prior
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ helpers
+    def _setup(self, net):
+        self.network_ = net
+        self.info_ = network_info(net)
+        self.features_ = self.info_.evidence_nodes
+        self.engine_ = InferenceEngine.from_pgmpy(net, TARGET, self.features_ + [TARGET])
+
+    def _evidence(self, screens, half_lives=None, details=False):
+        return build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
+                              cxr_prior=self.cxr_prior, details=details)
+
+    def _prior_half_lives(self):
+        concepts = load_concepts()
+        out = {}
+        for v in self.features_:
+            role = self.info_.roles[v]
+            if role == "concept":
+                out[v] = concepts[v].half_life_h
+            elif role == "cxr":
+                out["cxr"] = 48.0
+        return out
+
+    def _check_fitted(self):
+        if not hasattr(self, "engine_"):
+            raise RuntimeError("SepsisCPN is not fitted; call fit() or SepsisCPN.load() first")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, screens: pd.DataFrame, y=None):
+        """Learn CPDs (EM, Dirichlet prior) and half-lives from screens.
+
+        Parameters
+        ----------
+        screens : DataFrame
+            Screens table (``ehr.schema`` "screens").
+        y : array-like, optional
+            Hours from screen to onset (NaN = never septic); default ``screens["onset_in_h"]``.
+
+        Returns
+        -------
+        self
+        """
+        net = load_network(self.network) if isinstance(self.network, (str, Path)) else self.network
+        validate_network(net, origin=str(self.network))
+        copy = net.copy()
+        for v in net.nodes():  # pgmpy's copy() drops node attributes (the roles)
+            copy.nodes[v].update(net.nodes[v])
+        self._setup(copy)
+        onset = screens["onset_in_h"].to_numpy(dtype=float) if y is None else np.asarray(y, dtype=float)
+        if len(onset) != len(screens):
+            raise ValueError(f"y has {len(onset)} rows, screens has {len(screens)}")
+        rng = np.random.default_rng(self.random_state)
+        stays = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(len(screens))
+        rows = np.arange(len(screens))
+        if self.max_rows is not None and len(screens) > self.max_rows:
+            uniq = rng.permutation(np.unique(stays))
+            frac = self.max_rows / len(screens)
+            rows = np.flatnonzero(np.isin(stays, uniq[: max(1, int(len(uniq) * frac))]))
+        t_state = target_states(onset)
+        self.data_hash_ = _frame_hash(screens)
+        self.n_train_rows_ = int(len(rows))
+
+        if isinstance(self.half_lives, dict):
+            hl = {**self._prior_half_lives(), **self.half_lives}
+        elif self.half_lives in ("prior", "learn"):
+            hl = self._prior_half_lives()
+        else:
+            raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
+        self.half_life_scale_ = {}
+        if self.half_lives == "learn":
+            hl = self._learn_half_lives(screens, rows, stays, t_state, hl, rng)
+        self.half_lives_ = hl
+        sub = screens.iloc[rows]
+        ev, _ = self._evidence(sub)
+        ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
+        self.em_history_ = fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
+                                  max_iter=self.max_iter, tol=self.tol, batch_size=self.batch_size)
+        self._sync_network()
+        return self
+
+    def _learn_half_lives(self, screens, rows, stays, t_state, hl, rng):
+        uniq = rng.permutation(np.unique(stays[rows]))
+        n_val = max(1, int(round(len(uniq) * self.validation_fraction)))
+        val_stays = uniq[:n_val]
+        is_val = np.isin(stays[rows], val_stays)
+        tr, va = rows[~is_val], rows[is_val]
+        if len(tr) == 0 or len(va) == 0:
+            logger.warning("too few stays to learn half-lives; using the prior half-lives")
+            return hl
+        ev, _ = self._evidence(screens.iloc[tr], hl)
+        ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
+        fit_em(self.engine_, ev, pseudo_count=self.pseudo_count, max_iter=self.max_iter,
+               tol=self.tol, batch_size=self.batch_size)
+        groups = {}
+        for k in hl:
+            g = "cxr" if k == "cxr" else half_life_group(k, "concept")
+            groups.setdefault(g, []).append(k)
+        val = screens.iloc[va]
+        best = dict(hl)
+        for g, keys in groups.items():
+            scores = []
+            for mult in self.half_life_grid:
+                trial = {**best, **{k: hl[k] * mult for k in keys}}
+                ev_val, _ = self._evidence(val, trial)
+                scores.append(conditional_loglik(self.engine_, ev_val, t_state[va]))
+            m = self.half_life_grid[int(np.argmax(scores))]
+            self.half_life_scale_[g] = float(m)
+            best.update({k: hl[k] * m for k in keys})
+            logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m, np.round(scores, 5))
+        return best
+
+    def _sync_network(self):
+        from pgmpy.factors.discrete import TabularCPD
+
+        net = self.network_
+        for v in self.engine_.nodes:
+            old = net.get_cpds(v)
+            parents = self.engine_.parents[v]
+            vals = self.engine_.cpds[v].reshape(self.engine_.cards[v], -1)
+            net.remove_cpds(old)
+            net.add_cpds(TabularCPD(v, self.engine_.cards[v], vals, evidence=parents or None,
+                                    evidence_card=[self.engine_.cards[p] for p in parents] or None,
+                                    state_names={u: list(old.state_names[u]) for u in [v, *parents]}))
+
+    # ------------------------------------------------------------------ predict / explain
+    def posterior(self, screens: pd.DataFrame) -> np.ndarray:
+        """``P(time-to-onset state | evidence)`` per screen, shape (n, 5)."""
+        self._check_fitted()
+        ev, _ = self._evidence(screens)
+        return self.engine_.posterior(ev, batch_size=self.batch_size)
+
+    def predict_proba(self, screens: pd.DataFrame) -> np.ndarray:
+        """``[P(no onset within 48 h), P(onset within 48 h)]`` per screen, shape (n, 2)."""
+        p = self.posterior(screens) @ _GROUPS[:, 0]
+        return np.column_stack([1.0 - p, p])
+
+    def bayes_factors(self, screens: pd.DataFrame) -> dict:
+        """Raw batched log10 Bayes factors (see :func:`cpn.explain.bayes_factors`)."""
+        self._check_fitted()
+        ev, _ = self._evidence(screens)
+        return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
+
+    def explain(self, screens: pd.DataFrame, *, model_name: str = "cpn") -> pd.DataFrame:
+        """Explanations table (``ehr.schema`` "explanations"): one row per screen and evidence item
+        with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
+        self._check_fitted()
+        ev, det = self._evidence(screens, details=True)
+        bf = bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
+        n = len(screens)
+        stay = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(n)
+        times = screens["screen_time"].to_numpy() if "screen_time" in screens.columns \
+            else np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        parts = []
+        for v in bf["alone"]:
+            value, state, age, weight = det[v]
+            has = state >= 0
+            idx = np.flatnonzero(has)
+            names = np.asarray(self.info_.states[v], dtype=object)
+            parts.append(pd.DataFrame({
+                "row": idx, "feature": v,
+                "value": value[idx] if value is not None else np.nan,
+                "state": names[state[idx]],
+                "age_h": age[idx] if age is not None else np.nan,
+                "weight": weight[idx] if weight is not None else 1.0,
+                "contribution": bf["alone"][v][idx], "baseline": bf["in_context"][v][idx]}))
+        parts.append(pd.DataFrame({"row": np.arange(n), "feature": "total", "value": np.nan,
+                                   "state": None, "age_h": np.nan, "weight": np.nan,
+                                   "contribution": bf["total"], "baseline": np.nan}))
+        out = pd.concat(parts, ignore_index=True).sort_values(["row"], kind="stable")
+        out.insert(0, "stay_id", stay[out["row"].to_numpy()].astype("int64"))
+        out.insert(1, "screen_time", pd.to_datetime(times[out["row"].to_numpy()]))
+        out.insert(2, "model", model_name)
+        return out.drop(columns="row").reset_index(drop=True)
+
+    # ------------------------------------------------------------------ artefacts
+    def save(self, path) -> Path:
+        """Write ``model.json`` + ``network.xml`` (fitted CPDs, XMLBIF) to directory ``path``."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_network(self.network_, path / "network.xml")
+        config = self.get_params()
+        config["network"] = str(config["network"]) if not hasattr(config["network"], "nodes") \
+            else "custom"
+        meta = {"kind": "cpn", "version": FORMAT_VERSION, "config": config,
+                "features": self.features_, "half_lives": self.half_lives_,
+                "half_life_scale": self.half_life_scale_, "em_history": self.em_history_,
+                "data_hashes": {"screens": self.data_hash_}, "n_train_rows": self.n_train_rows_,
+                "network_file": "network.xml"}
+        (path / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "SepsisCPN":
+        """Load a model directory written by :meth:`save` (same format version only)."""
+        path = Path(path)
+        meta_path = path / "model.json"
+        if not meta_path.exists():
+            raise ModelFormatError(f"{path}: no model.json; not a SepsisScope model directory")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") != "cpn":
+            raise ModelFormatError(f"{meta_path}: kind is {meta.get('kind')!r}, expected 'cpn'")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ModelFormatError(f"{meta_path}: format version {meta.get('version')!r}, this "
+                                   f"SepsisScope reads version {FORMAT_VERSION}; retrain the model")
+        cfg = dict(meta["config"])
+        cfg["half_life_grid"] = tuple(cfg["half_life_grid"])
+        m = cls(**cfg)
+        m._setup(load_network(path / meta.get("network_file", "network.xml")))
+        if m.features_ != meta["features"]:
+            raise ModelFormatError(f"{meta_path}: feature list does not match the network file")
+        m.half_lives_ = {k: float(v) for k, v in meta["half_lives"].items()}
+        m.half_life_scale_ = meta.get("half_life_scale", {})
+        m.em_history_ = meta.get("em_history", [])
+        m.data_hash_ = meta.get("data_hashes", {}).get("screens")
+        m.n_train_rows_ = meta.get("n_train_rows")
+        return m
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Hyperparameters (scikit-learn contract)."""
+        return {k: getattr(self, k) for k in (
+            "network", "half_lives", "half_life_grid", "pseudo_count", "max_iter", "tol", "max_rows",
+            "cxr_prior", "validation_fraction", "random_state", "batch_size")}
+
+    def set_params(self, **params):
+        """Set hyperparameters (scikit-learn contract)."""
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise ValueError(f"invalid parameter {k!r} for SepsisCPN")
+            setattr(self, k, v)
+        return self

@@ -1,0 +1,406 @@
+"""The expert DAG: nodes, states, edges with their clinical reasons, prior CPDs, file IO, validation.
+
+The shipped networks (``cpn/networks/sepsis_full.xml`` and ``sepsis_physionet.xml``) are generated
+from :data:`EDGES` by :func:`build_expert_network` and written with pgmpy's XMLBIF writer, so the
+structure and its documentation (``cpn/networks/README.md``) live in one place.
+
+Node roles (stored as the XMLBIF property ``role``): ``target`` (time to sepsis onset), ``latent``,
+``context`` (department, age band, hours since admission band), ``concept`` (one leaf per measured
+concept, states from ``concepts.toml`` cuts), ``tested`` (informative missingness: was the test
+ordered recently) and ``cxr`` (imaging findings).
+
+Examples
+--------
+>>> net = load_network("physionet")
+>>> int(net.get_cardinality("sepsis"))
+5
+>>> sorted(node_roles(net).values()).count("target")
+1
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+from pgmpy.factors.discrete import TabularCPD
+from pgmpy.models import DiscreteBayesianNetwork
+from pgmpy.readwrite import XMLBIFReader, XMLBIFWriter
+
+from ehr.concepts import load_concepts
+from ehr.schema import CXR_FINDINGS
+
+__all__ = [
+    "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "EDGES",
+    "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
+    "validate_network", "node_roles", "network_path", "write_shipped_networks",
+]
+
+TARGET = "sepsis"
+#: time-to-onset bins (hours); the last state also holds stays that never become septic
+TARGET_STATES = ("le6h", "h6to12", "h12to24", "h24to48", "gt48h_or_none")
+TARGET_EDGES_H = (6.0, 12.0, 24.0, 48.0)
+#: target states that count as "sepsis within 48 h" for risk and Bayes factors
+SEPSIS_STATES = TARGET_STATES[:4]
+
+#: context parents: name -> (states, cut-points on the source column or None for categorical)
+CONTEXT = {
+    "age_band": (("lt40", "40to60", "60to75", "ge75"), (40.0, 60.0, 75.0)),
+    "hours_band": (("lt6", "6to24", "24to72", "ge72"), (6.0, 24.0, 72.0)),
+}
+DEPARTMENTS = {"physionet": ("MICU", "SICU", "other"), "full": ("ward", "ED", "ICU", "other")}
+
+#: informative-missingness leaves: name -> (concepts whose measurement counts, window in hours)
+TESTED = {
+    "lact_tested_24h": (("lact",), 24.0),
+    "bloodgas_tested_24h": (("ph", "paco2", "pao2", "sao2", "base_excess"), 24.0),
+}
+
+_LATENT_STATES = {
+    "infection": ("no", "yes"),
+    "resp_infection": ("no", "yes"),
+    "inflammation": ("none", "moderate", "severe"),
+    "circulation": ("normal", "impaired", "failing"),
+    "respiration": ("normal", "impaired", "failing"),
+    "kidney": ("normal", "impaired", "failing"),
+    "liver": ("normal", "impaired", "failing"),
+    "coagulation": ("normal", "impaired", "failing"),
+    "cns": ("normal", "impaired", "failing"),
+    "perfusion": ("normal", "impaired", "failing"),
+}
+
+#: (parent, child, clinical reason); "*" children are expanded per network variant below
+EDGES: tuple[tuple[str, str, str], ...] = (
+    ("department", "sepsis", "case mix and baseline sepsis risk differ between units"),
+    ("age_band", "sepsis", "older patients become septic more often"),
+    ("hours_band", "sepsis", "onset hazard changes with time since admission (community vs hospital onset)"),
+    ("sepsis", "infection", "an approaching sepsis episode implies an infection is present now"),
+    ("sepsis", "inflammation", "the host response grows as onset approaches"),
+    ("infection", "inflammation", "infection triggers the systemic inflammatory response"),
+    ("infection", "resp_infection", "pneumonia is the commonest source of sepsis"),
+    ("sepsis", "circulation", "vasodilation and hypotension develop as sepsis approaches"),
+    ("inflammation", "circulation", "cytokines cause vasodilation and capillary leak"),
+    ("sepsis", "respiration", "respiratory failure is a sepsis organ dysfunction"),
+    ("inflammation", "respiration", "inflammation causes tachypnoea and lung injury (ARDS)"),
+    ("resp_infection", "respiration", "pneumonia impairs gas exchange directly"),
+    ("sepsis", "kidney", "acute kidney injury is a sepsis organ dysfunction"),
+    ("inflammation", "kidney", "inflammation and hypoperfusion injure the kidney"),
+    ("age_band", "kidney", "renal reserve falls with age, so baseline creatinine is higher"),
+    ("sepsis", "liver", "septic cholestasis and hypoxic hepatitis"),
+    ("inflammation", "liver", "inflammatory cytokines impair bile excretion"),
+    ("sepsis", "coagulation", "sepsis-induced coagulopathy (thrombocytopenia, DIC)"),
+    ("inflammation", "coagulation", "inflammation activates and consumes coagulation factors"),
+    ("sepsis", "cns", "septic encephalopathy lowers consciousness"),
+    ("inflammation", "cns", "inflammatory mediators cause delirium"),
+    ("circulation", "perfusion", "low blood pressure reduces tissue perfusion"),
+    ("inflammation", "perfusion", "microcirculatory dysfunction causes hypoperfusion despite pressure"),
+    ("infection", "lact_tested_24h", "lactate is ordered when clinicians suspect sepsis"),
+    ("infection", "bloodgas_tested_24h", "blood gases are ordered when clinicians suspect deterioration"),
+    ("circulation", "hr", "tachycardia compensates for low blood pressure"),
+    ("inflammation", "hr", "fever and cytokines raise the heart rate"),
+    ("circulation", "sbp", "systolic pressure measures circulatory failure"),
+    ("circulation", "dbp", "diastolic pressure falls with vasodilation"),
+    ("circulation", "map", "mean arterial pressure defines SOFA cardiovascular failure"),
+    ("circulation", "troponin_i", "demand ischaemia and septic cardiomyopathy release troponin"),
+    ("circulation", "hgb", "bleeding or haemodilution changes haemoglobin"),
+    ("circulation", "hct", "haemoconcentration or dilution changes haematocrit"),
+    ("respiration", "resp", "tachypnoea is the earliest sign of respiratory failure"),
+    ("respiration", "spo2", "desaturation measures hypoxaemia"),
+    ("respiration", "sao2", "arterial saturation measures hypoxaemia"),
+    ("respiration", "pao2", "arterial oxygen tension defines SOFA respiratory failure"),
+    ("respiration", "fio2", "more inspired oxygen is needed as gas exchange fails"),
+    ("respiration", "o2_flow", "oxygen flow is turned up as gas exchange fails"),
+    ("respiration", "on_o2", "supplemental oxygen is started for hypoxaemia (NEWS2 item)"),
+    ("respiration", "etco2", "ventilation failure changes end-tidal CO2"),
+    ("respiration", "paco2", "ventilation failure changes arterial CO2"),
+    ("inflammation", "temp", "fever or hypothermia is part of the inflammatory response"),
+    ("inflammation", "wbc", "leukocytosis or leukopenia is part of the inflammatory response"),
+    ("inflammation", "crp", "CRP is an acute-phase protein driven by IL-6"),
+    ("inflammation", "alb", "albumin is a negative acute-phase protein and leaks out of capillaries"),
+    ("inflammation", "glucose", "stress hyperglycaemia accompanies inflammation"),
+    ("inflammation", "calcium", "hypocalcaemia accompanies severe inflammation"),
+    ("perfusion", "lact", "lactate rises with tissue hypoperfusion (Sepsis-3 shock criterion)"),
+    ("perfusion", "hco3", "metabolic acidosis consumes bicarbonate"),
+    ("perfusion", "ph", "lactic acidosis lowers pH"),
+    ("perfusion", "base_excess", "base deficit measures metabolic acidosis"),
+    ("kidney", "crea", "creatinine defines SOFA renal failure"),
+    ("kidney", "bun", "urea accumulates when filtration falls"),
+    ("kidney", "potassium", "the failing kidney cannot excrete potassium"),
+    ("kidney", "magnesium", "the failing kidney cannot excrete magnesium"),
+    ("kidney", "phosphate", "the failing kidney cannot excrete phosphate"),
+    ("kidney", "chloride", "renal acid-base handling changes chloride"),
+    ("liver", "bili", "bilirubin defines SOFA liver failure"),
+    ("liver", "bili_direct", "conjugated bilirubin rises with septic cholestasis"),
+    ("liver", "ast", "hepatocyte injury releases AST"),
+    ("liver", "alk_phos", "cholestasis raises alkaline phosphatase"),
+    ("coagulation", "plt", "platelet count defines SOFA coagulation failure"),
+    ("coagulation", "ptt", "factor consumption prolongs PTT"),
+    ("coagulation", "fibrinogen", "fibrinogen is consumed in DIC (and is an acute-phase protein)"),
+    ("cns", "gcs", "GCS defines SOFA CNS failure"),
+    ("cns", "acvpu", "new confusion or lower ACVPU is the NEWS2 consciousness item"),
+    ("resp_infection", "cxr_consolidation", "pneumonia shows as consolidation on the chest X-ray"),
+    ("resp_infection", "cxr_effusion", "parapneumonic effusion accompanies pneumonia"),
+    ("resp_infection", "cxr_atelectasis", "atelectasis accompanies and mimics pneumonia"),
+    ("resp_infection", "cxr_edema", "infection-driven capillary leak shows as oedema"),
+    ("circulation", "cxr_edema", "cardiogenic (circulatory) failure also causes oedema"),
+)
+
+#: a typical normal value per concept; the state holding it anchors the expert prior CPDs
+_NORMAL = {
+    "hr": 75, "sbp": 120, "dbp": 70, "map": 85, "resp": 16, "spo2": 97, "temp": 37, "etco2": 40,
+    "o2_flow": 0, "on_o2": 0, "fio2": 0.21, "gcs": 15, "acvpu": 0, "crp": 3, "wbc": 8, "plt": 250,
+    "bili": 0.6, "bili_direct": 0.2, "crea": 0.9, "bun": 14, "alb": 4, "lact": 1, "hco3": 24,
+    "ph": 7.4, "paco2": 40, "pao2": 95, "sao2": 97, "base_excess": 0, "ast": 25, "alk_phos": 80,
+    "calcium": 9.3, "chloride": 103, "glucose": 110, "magnesium": 2, "phosphate": 3.5,
+    "potassium": 4.2, "troponin_i": 0.01, "hct": 40, "hgb": 13, "ptt": 30, "fibrinogen": 300,
+}
+
+_NETWORK_FILES = {"physionet": "sepsis_physionet.xml", "full": "sepsis_full.xml"}
+
+
+class NetworkError(ValueError):
+    """A network file or structure is invalid; the message names the file and node."""
+
+
+def _num(x: float) -> str:
+    s = f"{x:g}"
+    return s.replace(".", "p").replace("-", "m")
+
+
+def state_names(cuts) -> tuple[str, ...]:
+    """XMLBIF-safe state names for the intervals a list of cut-points defines.
+
+    Examples
+    --------
+    >>> state_names([35.1, 38.1])
+    ('lt35p1', '35p1to38p1', 'ge38p1')
+    """
+    cuts = list(cuts)
+    if not cuts:
+        return ("all",)
+    names = [f"lt{_num(cuts[0])}"]
+    names += [f"{_num(a)}to{_num(b)}" for a, b in zip(cuts[:-1], cuts[1:])]
+    names.append(f"ge{_num(cuts[-1])}")
+    return tuple(names)
+
+
+def _variant_concepts(variant: str) -> list[str]:
+    concepts = load_concepts()
+    if variant == "physionet":
+        return [c for c, spec in concepts.items() if "physionet" in spec.sources]
+    return list(concepts)
+
+
+def _nodes_and_edges(variant: str):
+    if variant not in DEPARTMENTS:
+        raise NetworkError(f"unknown network variant '{variant}'; expected one of {sorted(DEPARTMENTS)}")
+    concepts = load_concepts()
+    leaves = set(_variant_concepts(variant))
+    states: dict[str, tuple[str, ...]] = {TARGET: TARGET_STATES, "department": DEPARTMENTS[variant]}
+    roles = {TARGET: "target", "department": "context"}
+    for k, (st, _) in CONTEXT.items():
+        states[k], roles[k] = st, "context"
+    for k in TESTED:
+        states[k], roles[k] = ("no", "yes"), "tested"
+    for c in leaves:
+        states[c], roles[c] = state_names(concepts[c].cuts), "concept"
+    if variant == "full":
+        for f in CXR_FINDINGS:
+            states[f"cxr_{f}"], roles[f"cxr_{f}"] = ("absent", "present"), "cxr"
+    edges = []
+    for parent, child, reason in EDGES:
+        if child in states or child in _LATENT_STATES:
+            edges.append((parent, child, reason))
+    # keep only latent nodes that have an observable descendant in this variant
+    g = nx.DiGraph([(p, c) for p, c, _ in edges])
+    observable = {n for n in states}
+    keep = set(states)
+    for lat in _LATENT_STATES:
+        if lat in g and nx.descendants(g, lat) & (observable - {TARGET} - set(CONTEXT) - {"department"}):
+            keep.add(lat)
+            states[lat], roles[lat] = _LATENT_STATES[lat], "latent"
+    edges = [(p, c, r) for p, c, r in edges if p in keep and c in keep]
+    return states, roles, edges
+
+
+def _severity(node: str, states) -> np.ndarray:
+    """Each state's severity in [0, 1], used to build monotone expert priors."""
+    k = len(states)
+    if node == TARGET:
+        return np.array([1.0, 0.8, 0.6, 0.4, 0.0])
+    if node in CONTEXT or node == "department":
+        return np.zeros(k)
+    return np.linspace(0.0, 1.0, k)
+
+
+def _prior_values(node, role, states, parent_states, concepts):
+    """Expert prior CPD (node x parent configurations) from parent severities."""
+    k = len(states)
+    grids = np.meshgrid(*[_severity(p, s) for p, s in parent_states], indexing="ij") if parent_states else []
+    sev = np.mean([g.ravel() for g in grids], axis=0) if parent_states else np.zeros(1)
+    n_cols = sev.size
+    if role == "context":
+        return np.full((k, n_cols), 1.0 / k)
+    if role == "target":
+        base = np.array([0.01, 0.01, 0.02, 0.03, 0.93])
+        return np.repeat(base[:, None], n_cols, axis=1)
+    if role == "concept":
+        normal = int(np.searchsorted(concepts[node].cuts, _NORMAL.get(node, np.nan), side="right")) \
+            if node in _NORMAL else k // 2
+        dist = np.abs(np.arange(k) - normal)[:, None]
+        logits = -dist * (2.0 - 2.5 * sev[None, :])
+    elif role in ("tested", "cxr") or k == 2:
+        p1 = 0.15 + 0.5 * sev
+        return np.vstack([1 - p1, p1])
+    else:  # ordered latent: mass moves up with parent severity
+        pos = np.linspace(0.0, 1.0, k)[:, None]
+        logits = -((pos - sev[None, :]) ** 2) / 0.08
+    v = np.exp(logits - logits.max(axis=0))
+    return v / v.sum(axis=0)
+
+
+def build_expert_network(variant: str = "full") -> DiscreteBayesianNetwork:
+    """The expert DAG of ``variant`` ("full" or "physionet") with monotone prior CPDs.
+
+    Examples
+    --------
+    >>> net = build_expert_network("full")
+    >>> "cxr_consolidation" in net.nodes() and "crp" in net.nodes()
+    True
+    """
+    concepts = load_concepts()
+    states, roles, edges = _nodes_and_edges(variant)
+    net = DiscreteBayesianNetwork()
+    net.add_nodes_from(states)
+    net.add_edges_from([(p, c) for p, c, _ in edges])
+    net.name = f"sepsisscope_{variant}"
+    for v in net.nodes():
+        parents = [p for p, c, _ in edges if c == v]
+        vals = _prior_values(v, roles[v], states[v], [(p, states[p]) for p in parents], concepts)
+        net.add_cpds(TabularCPD(v, len(states[v]), vals, evidence=parents or None,
+                                evidence_card=[len(states[p]) for p in parents] or None,
+                                state_names={u: list(states[u]) for u in [v, *parents]}))
+        net.nodes[v]["role"] = roles[v]
+    validate_network(net, origin=f"expert network '{variant}'")
+    return net
+
+
+def node_roles(net: DiscreteBayesianNetwork) -> dict[str, str]:
+    """Role of every node (from its ``role`` property)."""
+    return {v: net.nodes[v].get("role", "latent") for v in net.nodes()}
+
+
+def network_path(name: str) -> Path:
+    """Path of a shipped network ("physionet" or "full")."""
+    if name not in _NETWORK_FILES:
+        raise NetworkError(f"unknown shipped network '{name}'; expected one of {sorted(_NETWORK_FILES)} "
+                           "or a path to an XMLBIF file")
+    return Path(str(resources.files("cpn").joinpath("networks", _NETWORK_FILES[name])))
+
+
+def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -> DiscreteBayesianNetwork:
+    """Check a network: acyclic, every node has a CPD whose columns sum to 1, roles known,
+    concept leaves name known concepts with matching states, exactly one target.
+
+    Raises :class:`NetworkError` naming ``origin`` and the node.
+    """
+    if not nx.is_directed_acyclic_graph(nx.DiGraph(net.edges())):
+        cycle = nx.find_cycle(nx.DiGraph(net.edges()))
+        raise NetworkError(f"{origin}: the graph has a cycle {cycle}")
+    concepts = load_concepts()
+    roles = node_roles(net)
+    targets = [v for v, r in roles.items() if r == "target"]
+    if targets != [TARGET]:
+        raise NetworkError(f"{origin}: expected exactly one target node '{TARGET}', found {targets}")
+    for v in net.nodes():
+        cpd = net.get_cpds(v)
+        if cpd is None:
+            raise NetworkError(f"{origin}: node '{v}' has no CPD")
+        if sorted(cpd.variables[1:]) != sorted(net.get_parents(v)):
+            raise NetworkError(f"{origin}: CPD of '{v}' is conditioned on {cpd.variables[1:]} but the "
+                               f"node's parents are {list(net.get_parents(v))}")
+        vals = np.asarray(cpd.values, dtype=float).reshape(cpd.variable_card, -1)
+        if (vals < 0).any() or not np.isfinite(vals).all():
+            raise NetworkError(f"{origin}: CPD of '{v}' has negative or non-finite entries")
+        sums = vals.sum(axis=0)
+        if not np.allclose(sums, 1.0, atol=1e-6):
+            col = int(np.argmax(np.abs(sums - 1.0)))
+            raise NetworkError(f"{origin}: CPD of '{v}' does not sum to 1 (column {col} sums to "
+                               f"{sums[col]:.6g})")
+        role = roles[v]
+        if role not in ("target", "latent", "context", "concept", "tested", "cxr"):
+            raise NetworkError(f"{origin}: node '{v}' has unknown role '{role}'")
+        if role == "concept":
+            if v not in concepts:
+                raise NetworkError(f"{origin}: concept leaf '{v}' is not in ehr/concepts.toml")
+            want = state_names(concepts[v].cuts)
+            have = tuple(cpd.state_names[v])
+            if have != want:
+                raise NetworkError(f"{origin}: concept leaf '{v}' has states {have}, but the cuts in "
+                                   f"concepts.toml define {want}")
+        if role == "cxr":
+            finding = v[len("cxr_"):]
+            if finding not in CXR_FINDINGS or tuple(cpd.state_names[v]) != ("absent", "present"):
+                raise NetworkError(f"{origin}: CXR leaf '{v}' must be cxr_<finding> with states "
+                                   f"(absent, present); findings are {CXR_FINDINGS}")
+    if tuple(net.get_cpds(TARGET).state_names[TARGET]) != TARGET_STATES:
+        raise NetworkError(f"{origin}: target '{TARGET}' must have states {TARGET_STATES}")
+    return net
+
+
+def load_network(name_or_path="physionet") -> DiscreteBayesianNetwork:
+    """Read and validate a network: a shipped name ("physionet", "full") or an XMLBIF path."""
+    path = network_path(name_or_path) if str(name_or_path) in _NETWORK_FILES else Path(name_or_path)
+    if not path.exists():
+        raise NetworkError(f"network file {path} does not exist")
+    try:
+        net = XMLBIFReader(str(path)).get_model()
+    except NetworkError:
+        raise
+    except Exception as exc:  # pgmpy raises bare ValueErrors (e.g. "Loops are not allowed")
+        raise NetworkError(f"{path}: cannot read the network: {exc}") from exc
+    return validate_network(net, origin=str(path))
+
+
+def save_network(net: DiscreteBayesianNetwork, path) -> Path:
+    """Write ``net`` as XMLBIF (full float precision) after validating it."""
+    validate_network(net, origin=str(path))
+    path = Path(path)
+    XMLBIFWriter(net).write_xmlbif(str(path))
+    return path
+
+
+def write_shipped_networks(directory=None) -> list[Path]:
+    """(Re)generate ``sepsis_full.xml``, ``sepsis_physionet.xml`` and the edge README.
+
+    Run after editing :data:`EDGES`: ``python -c "from cpn.structure import *; write_shipped_networks()"``.
+    """
+    out = Path(directory) if directory is not None else network_path("full").parent
+    out.mkdir(parents=True, exist_ok=True)
+    written = [save_network(build_expert_network(v), out / _NETWORK_FILES[v]) for v in ("full", "physionet")]
+    _, _, full_edges = _nodes_and_edges("full")
+    _, _, phys_edges = _nodes_and_edges("physionet")
+    in_phys = {(p, c) for p, c, _ in phys_edges}
+    lines = [
+        "# Shipped networks", "",
+        "Generated by `cpn.structure.write_shipped_networks()` from `cpn.structure.EDGES` and written with",
+        "pgmpy's XMLBIF writer:", "",
+        "- `sepsis_full.xml`: the full SepsisFinder-style variable set (CRP, albumin, GCS/ACVPU, oxygen, "
+        "CXR findings).",
+        "- `sepsis_physionet.xml`: the PhysioNet 2019 variable set (no CRP/albumin/consciousness/CXR; "
+        "no CNS node).", "",
+        "The target `sepsis` is the time to onset (<=6 h, 6-12 h, 12-24 h, 24-48 h, >48 h or none); risk is",
+        "P(onset within 48 h). CPDs in the shipped files are monotone expert priors; `cpn.SepsisCPN.fit`",
+        "re-estimates them (Dirichlet prior, EM for the latent nodes). Node roles are the XMLBIF property",
+        "`role` (target, latent, context, concept, tested, cxr). Concept leaves take their states from the",
+        "`cuts` of `ehr/concepts.toml`; a missing value is no evidence, never a state. The `*_tested_24h`",
+        "leaves model informative missingness (was the test ordered in the last 24 h).", "",
+        "Picture: `docs/cpn_network.png`.", "",
+        "## Edges and their clinical reasons", "",
+        "| parent | child | reason | in physionet |", "|---|---|---|---|"]
+    lines += [f"| {p} | {c} | {r} | {'yes' if (p, c) in in_phys else 'no'} |" for p, c, r in full_edges]
+    readme = out / "README.md"
+    readme.write_text("\n".join(lines) + "\n")
+    return written + [readme]

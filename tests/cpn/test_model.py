@@ -1,0 +1,94 @@
+"""SepsisCPN: fit / predict / explain / save / load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pgmpy.factors.discrete import TabularCPD
+from pgmpy.inference import VariableElimination
+from sklearn.metrics import roc_auc_score
+
+from cpn import ModelFormatError, SepsisCPN
+from cpn.structure import SEPSIS_STATES, TARGET
+
+
+def test_fit_predict_learns_signal(fitted_cpn, sampled_screens):
+    p = fitted_cpn.predict_proba(sampled_screens)
+    assert p.shape == (len(sampled_screens), 2)
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert roc_auc_score(sampled_screens["label"], p[:, 1]) > 0.75
+    assert set(fitted_cpn.half_life_scale_) == {"vital", "lab", "blood_gas"}
+    h = fitted_cpn.em_history_
+    assert all(b >= a - 1e-6 for a, b in zip(h, h[1:]))  # EM (MAP) never gets worse here
+
+
+def test_explanations_match_brute_force_and_pgmpy(fitted_cpn, tiny_screens):
+    ex = fitted_cpn.explain(tiny_screens)
+    assert set(ex.columns) >= {"stay_id", "screen_time", "model", "feature", "value", "state", "age_h",
+                               "weight", "contribution", "baseline"}
+    from ehr.schema import validate
+    validate(ex, "explanations")
+    ev, _ = fitted_cpn._evidence(tiny_screens)
+    eng = fitted_cpn.engine_
+    sep = np.array([s in SEPSIS_STATES for s in eng_states(fitted_cpn)])
+
+    def log_odds(post):
+        return np.log10(post[..., sep].sum(-1)) - np.log10(post[..., ~sep].sum(-1))
+
+    prior = log_odds(eng.posterior({})[0])
+    full = log_odds(eng.posterior(ev))
+    for r in range(len(tiny_screens)):
+        rows = ex[(ex.stay_id == tiny_screens.stay_id.iloc[r]) & (ex.screen_time == tiny_screens.screen_time.iloc[r])]
+        total = rows.loc[rows.feature == "total", "contribution"].item()
+        assert total == pytest.approx(full[r] - prior, abs=1e-9)
+        for _, item in rows[rows.feature != "total"].iterrows():
+            v = item.feature
+            alone = log_odds(eng.posterior({v: ev[v][r:r + 1]})[0]) - prior
+            without = {k: a[r:r + 1] for k, a in ev.items() if k != v}
+            ctx = full[r] - log_odds(eng.posterior(without)[0])
+            assert item.contribution == pytest.approx(alone, abs=1e-9)
+            assert item.baseline == pytest.approx(ctx, abs=1e-9)
+    # pgmpy reference for the whole evidence of one screen (fresh model per query)
+    net = fitted_cpn.network_
+    r = 2
+    ve = [TabularCPD(v, a.shape[1], [[float(x)] for x in a[r]],
+                     state_names={v: list(net.get_cpds(v).state_names[v])})
+          for v, a in ev.items() if not np.isnan(a[r]).any()]
+    q = VariableElimination(net.copy()).query([TARGET], virtual_evidence=ve, show_progress=False)
+    assert log_odds(np.asarray(q.values)) - prior == pytest.approx(full[r] - prior, abs=1e-9)
+    # the septic stay's screens carry more evidence for sepsis than the other's
+    tot = ex[ex.feature == "total"].set_index("stay_id")["contribution"]
+    assert tot.loc[10].mean() > tot.loc[20].mean()
+
+
+def eng_states(model):
+    return model.network_.get_cpds(TARGET).state_names[TARGET]
+
+
+def test_save_load_roundtrip_and_version_check(fitted_cpn, tiny_screens, tmp_path):
+    d = fitted_cpn.save(tmp_path / "m")
+    meta = json.loads((d / "model.json").read_text())
+    assert meta["kind"] == "cpn" and meta["features"] == fitted_cpn.features_
+    back = SepsisCPN.load(d)
+    np.testing.assert_allclose(back.predict_proba(tiny_screens), fitted_cpn.predict_proba(tiny_screens),
+                               atol=1e-12)
+    assert back.half_lives_ == pytest.approx(fitted_cpn.half_lives_)
+    meta["version"] = 999
+    (d / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="format version 999"):
+        SepsisCPN.load(d)
+    with pytest.raises(ModelFormatError, match="no model.json"):
+        SepsisCPN.load(tmp_path)
+
+
+def test_unfitted_and_params():
+    m = SepsisCPN("full", pseudo_count=2.0)
+    assert m.get_params()["pseudo_count"] == 2.0
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.predict_proba(None)
+    with pytest.raises(ValueError, match="half_lives"):
+        SepsisCPN(half_lives="bogus").fit(pd.DataFrame({"stay_id": [1], "onset_in_h": [np.nan]}))

@@ -1,0 +1,122 @@
+"""Network files, validation, discretisation, decay and evidence building."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pgmpy.factors.discrete import TabularCPD
+
+from cpn.decay import cxr_likelihood, decay_weight, soft_evidence
+from cpn.discretise import category_states, concept_states
+from cpn.evidence import build_evidence, network_info, target_states
+from cpn.structure import (NetworkError, build_expert_network, load_network, save_network,
+                           validate_network)
+
+
+def test_shipped_files_match_the_generator(physionet_net, full_net):
+    for name, net in (("physionet", physionet_net), ("full", full_net)):
+        ref = build_expert_network(name)
+        assert set(net.edges()) == set(ref.edges())
+        for v in ref.nodes():
+            np.testing.assert_allclose(net.get_cpds(v).values, ref.get_cpds(v).values, atol=1e-12)
+    assert "crp" in full_net and "crp" not in physionet_net
+    assert {"cxr_consolidation", "cxr_effusion", "cxr_edema", "cxr_atelectasis"} <= set(full_net.nodes())
+    assert "cns" in full_net and "cns" not in physionet_net
+
+
+def test_cycle_is_a_clear_error(tmp_path, physionet_net):
+    text = (load_network.__globals__["network_path"]("physionet")).read_text()
+    # make 'infection' a parent of 'sepsis' as well: sepsis -> infection -> sepsis
+    text = text.replace("<FOR>sepsis</FOR>", "<FOR>sepsis</FOR>\n\t\t<GIVEN>infection</GIVEN>", 1)
+    p = tmp_path / "cyclic.xml"
+    p.write_text(text)
+    with pytest.raises(NetworkError, match="cyclic.xml"):
+        load_network(p)
+
+
+def test_cpd_not_summing_to_one_is_a_clear_error(tmp_path, physionet_net):
+    net = physionet_net.copy()
+    for v in physionet_net.nodes():
+        net.nodes[v].update(physionet_net.nodes[v])
+    bad = TabularCPD("lact_tested_24h", 2, [[0.5, 0.5], [0.6, 0.5]], evidence=["infection"],
+                     evidence_card=[2], state_names={"lact_tested_24h": ["no", "yes"],
+                                                     "infection": ["no", "yes"]})
+    net.remove_cpds(net.get_cpds("lact_tested_24h"))
+    net.add_cpds(bad)
+    with pytest.raises(NetworkError, match="lact_tested_24h.*does not sum to 1"):
+        validate_network(net, origin="x.xml")
+
+
+def test_unknown_concept_leaf_is_a_clear_error(physionet_net):
+    net = physionet_net.copy()
+    for v in physionet_net.nodes():
+        net.nodes[v].update(physionet_net.nodes[v])
+    net.add_edge("kidney", "zzz")
+    net.nodes["zzz"]["role"] = "concept"
+    net.add_cpds(TabularCPD("zzz", 2, [[0.5] * 3, [0.5] * 3], evidence=["kidney"], evidence_card=[3],
+                            state_names={"zzz": ["a", "b"], "kidney": ["normal", "impaired", "failing"]}))
+    with pytest.raises(NetworkError, match="'zzz' is not in ehr/concepts.toml"):
+        validate_network(net)
+
+
+def test_save_load_roundtrip(tmp_path, full_net):
+    p = save_network(full_net, tmp_path / "n.xml")
+    back = load_network(p)
+    for v in full_net.nodes():
+        np.testing.assert_array_equal(back.get_cpds(v).values, full_net.get_cpds(v).values)
+
+
+@settings(max_examples=50, deadline=None)
+@given(a=st.floats(0, 500), b=st.floats(0, 500), h=st.floats(0.1, 200))
+def test_decay_weight_is_one_at_zero_and_falls(a, b, h):
+    assert decay_weight(0.0, h) == 1.0
+    wa, wb = decay_weight(a, h), decay_weight(b, h)
+    assert 0.0 <= wa <= 1.0
+    if a <= b:
+        assert wa >= wb
+    assert decay_weight(h, h) == pytest.approx(0.5)
+
+
+def test_soft_evidence_rule():
+    lik = soft_evidence(np.array([2, -1]), np.array([0.25, 1.0]), 4)
+    np.testing.assert_allclose(lik[0], [0.75, 0.75, 1.0, 0.75])
+    assert np.isnan(lik[1]).all()
+    with pytest.raises(ValueError, match="negative age"):
+        decay_weight(-1.0, 4.0)
+
+
+def test_cxr_likelihood_ratio_and_decay():
+    full = cxr_likelihood(np.array([0.9]), np.array([1.0]))
+    assert full[0, 1] / full[0, 0] == pytest.approx(9.0)
+    half = cxr_likelihood(np.array([0.9]), np.array([0.5]))
+    np.testing.assert_allclose(half[0], 0.5 * full[0] / full[0].max() + 0.5)
+    assert np.isnan(cxr_likelihood(np.array([np.nan]), np.array([1.0]))).all()
+
+
+def test_discretisation_uses_concept_cuts_and_rejects_out_of_range():
+    np.testing.assert_array_equal(concept_states("hr", [40, 41, 90.9, 91, 131, np.nan]), [0, 1, 2, 3, 5, -1])
+    with pytest.raises(ValueError, match="column 'hr'.*row 1.*plausible range"):
+        concept_states("hr", [80, 400])
+    np.testing.assert_array_equal(category_states(["MICU", None, "CCU"], ("MICU", "SICU", "other")),
+                                  [0, -1, 2])
+    np.testing.assert_array_equal(target_states([1, 6, 6.5, 48, 49, np.nan]), [0, 0, 1, 3, 4, 4])
+
+
+def test_build_evidence_errors_and_missing(tiny_screens, physionet_net, full_net):
+    info = network_info(physionet_net)
+    ev, det = build_evidence(tiny_screens, info, {"hr": 4.0}, details=True)
+    assert np.isnan(ev["hr"][5]).all()  # never measured -> no evidence
+    np.testing.assert_allclose(ev["hr"][1], [0, 0, 0, 0, 1, 0])  # age 0 -> hard evidence
+    assert ev["lact_tested_24h"][:, 1].tolist() == [0, 1, 1, 0, 0, 0]
+    assert ev["department"][3].tolist() == [0, 1, 0]
+    bad = tiny_screens.assign(foo=1.0, foo_age_h=0.0)
+    with pytest.raises(ValueError, match="unknown concept 'foo'"):
+        build_evidence(bad, info, {})
+    with pytest.raises(ValueError, match="column 'temp'.*row 0"):
+        build_evidence(tiny_screens.assign(temp=[50.0] + [37.0] * 5), info, {})
+    with pytest.raises(ValueError, match="cxr_consolidation"):
+        build_evidence(tiny_screens.assign(cxr_consolidation=1.5, cxr_age_h=0.0), network_info(full_net), {})
+    with pytest.raises(ValueError, match="unknown CXR finding"):
+        build_evidence(tiny_screens.assign(cxr_fracture=0.5), info, {})

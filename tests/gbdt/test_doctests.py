@@ -1,0 +1,12 @@
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["gbdt.features", "gbdt.model", "gbdt.explain", "gbdt.io", "gbdt.search", "gbdt._demo"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
