@@ -7,8 +7,14 @@ Each area registers its commands from ``sepsiscope/commands/<area>.py`` through 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 
 import typer
+
+# The CLI (not the library) decides what is shown: warnings and up, unless asked otherwise.
+logging.basicConfig(level=os.environ.get("SEPSISCOPE_LOG_LEVEL", "WARNING").upper(),
+                    format="%(levelname)s %(name)s: %(message)s")
 
 app = typer.Typer(help="SepsisScope: open, explainable early sepsis warning.", no_args_is_help=True,
                   add_completion=False)
