@@ -241,8 +241,9 @@ def news2_predictions(events: pd.DataFrame, stays: pd.DataFrame, screens: pd.Dat
                       split: str | None = None) -> tuple[pd.DataFrame, int]:
     """NEWS2 as a ``predictions`` table (``model="news2"``, ``risk`` = total score).
 
-    Each screen gets the most recent NEWS2 time point within its screen hour, i.e. with
-    ``time`` in ``(screen_time - 1 h, screen_time]``. A screen with no NEWS2 observation in that
+    Each screen gets the highest NEWS2 total among the time points within its screen hour, i.e.
+    with ``time`` in ``(screen_time - 1 h, screen_time]`` (time points are often partial charts: a
+    lone temperature after a full set of vitals must not hide the earlier score). A screen with no NEWS2 observation in that
     hour is **not scored** (dropped from the NEWS2 predictions; the count is returned): the
     SepsisFinder protocol screens every hour in which a new value was registered, and NEWS2 has no
     new value in such an hour (carrying the previous score would be the carry-forward the study
@@ -285,9 +286,16 @@ def news2_predictions(events: pd.DataFrame, stays: pd.DataFrame, screens: pd.Dat
                           "time": scores["time"].to_numpy().astype("datetime64[ns]"),
                           "total": scores["total"].to_numpy()})
     right = right.sort_values("time", kind="stable")
-    merged = pd.merge_asof(sc, right, left_on="screen_time", right_on="time", by="stay_id",
-                           direction="backward", tolerance=pd.Timedelta(hours=1))
-    in_hour = merged["time"].notna() & ((merged["screen_time"] - merged["time"]) < pd.Timedelta(hours=1))
+    # Each NEWS2 time point belongs to the first screen at or after it, if that screen is within
+    # the hour; a screen takes the HIGHEST total of its hour (time points are partial charts, and
+    # a later lone temperature must not hide an earlier full set of vitals that scored 7).
+    owner = pd.merge_asof(right, sc[["stay_id", "screen_time"]].sort_values("screen_time", kind="stable"),
+                          left_on="time", right_on="screen_time", by="stay_id", direction="forward")
+    owner = owner[owner["screen_time"].notna()
+                  & ((owner["screen_time"] - owner["time"]) < pd.Timedelta(hours=1))]
+    best = owner.groupby(["stay_id", "screen_time"], sort=False)["total"].max().reset_index()
+    merged = sc.merge(best, on=["stay_id", "screen_time"], how="left")
+    in_hour = merged["total"].notna()
     n_unscored = int((~in_hour).sum())
     merged = merged.loc[in_hour]
     pred = pd.DataFrame(

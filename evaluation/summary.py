@@ -111,18 +111,6 @@ def _labels_metric(p: pd.DataFrame, s: pd.DataFrame, st: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def _in_range(thresholds: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Thresholds inside each model's test score range (the bootstrap needs that)."""
-    rng = predictions.groupby("model")["risk"].agg(["min", "max"])
-    lo = thresholds["model"].map(rng["min"])
-    hi = thresholds["model"].map(rng["max"])
-    keep = (thresholds["threshold"] >= lo) & (thresholds["threshold"] <= hi)
-    if (~keep).any():
-        log.warning("operating points outside the test score range are left out of the bootstrap: %s",
-                    thresholds.loc[~keep, ["model", "operating_point"]].values.tolist())
-    return thresholds[keep]
-
-
 def _main_table(thresholds, boot_table, timeliness, summary) -> pd.DataFrame:
     b = boot_table.set_index(["model", "operating_point", "metric"])
 
@@ -149,13 +137,14 @@ def _main_table(thresholds, boot_table, timeliness, summary) -> pd.DataFrame:
             med = t0.get("median_onset_h", np.nan)
             row["hours_before_onset_median_iqr"] = (f"{med:.1f} ({t0['q1_onset_h']:.1f}-{t0['q3_onset_h']:.1f})"
                                                     if np.isfinite(med) else "n/a")
-            row["n_true_alarms"] = int(t0.get("n_onset", 0))
+            row["n_detected"] = int(t0.get("n_onset", 0))
         else:
             row["hours_before_onset_median_iqr"] = "n/a"
-            row["n_true_alarms"] = 0
+            row["n_detected"] = 0
         s = summary[(summary["model"] == r.model) & (summary["operating_point"] == r.operating_point)]
-        if len(s) and "n_alarms" in s.columns:
-            row["n_alarms"] = int(s["n_alarms"].iloc[0])
+        for col in ("n_alarms", "n_true_alarms"):
+            if len(s) and col in s.columns:
+                row[col] = int(s[col].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -189,9 +178,10 @@ def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
                                    window_h=window_h)
     applied = apply_thresholds(thresholds, test_p, test_s, stays, silencing_h=silencing_h,
                                window_h=window_h, check_range=False)
-    boot = bootstrap_metrics(test_p, test_s, stays, thresholds=_in_range(thresholds, test_p),
-                             reference=reference, n_resamples=n_boot, seed=seed, window_h=window_h,
-                             silencing_h=silencing_h)
+    # a dev threshold outside the test score range is a legitimate result (e.g. no alarm)
+    boot = bootstrap_metrics(test_p, test_s, stays, thresholds=thresholds, reference=reference,
+                             n_resamples=n_boot, seed=seed, window_h=window_h, silencing_h=silencing_h,
+                             check_range=False)
     timeliness = timeliness_table(applied.alarms, stays, window_h=window_h, reference=reference)
     main = _main_table(thresholds, boot.table, timeliness, applied.summary)
     cal = None

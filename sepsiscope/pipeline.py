@@ -159,7 +159,7 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
         with timed("train GBDT"):
             gb = GBDTClassifier(backend=cfg.gbdt_backend, n_estimators=cfg.gbdt_n_estimators,
                                 random_state=cfg.seed, n_jobs=2)
-            gb.fit(parts["train"], groups=parts["train"]["stay_id"])
+            gb.fit(parts["train"], groups=parts["train"]["subject_id"])  # early stopping split by patient
         gb.save(out / "models" / "gbdt")
         models[cfg.gbdt_backend] = gb
     with timed("score dev and test"):

@@ -205,7 +205,9 @@ def read_physionet(path, *, errors: str = "report", progress: bool = False):
     bad_iculos = np.isnan(iculos) | (iculos < 0) | (iculos != np.round(iculos))
     same_file = np.concatenate([[False], file_of_row[1:] == file_of_row[:-1]])
     # compare with the running maximum so that one bad row does not condemn the next good one
-    running = pd.Series(np.where(bad_iculos, np.nan, iculos)).groupby(file_of_row).cummax().shift(1)
+    # (a rejected row must not reset the comparison: carry the last good ICULOS over it)
+    good = pd.Series(np.where(bad_iculos, np.nan, iculos)).groupby(file_of_row).ffill()
+    running = good.groupby(file_of_row).cummax().shift(1)
     running[~same_file] = np.nan
     not_increasing = ~bad_iculos & same_file & (iculos <= running.to_numpy())
     for mask, problem in ((bad_iculos, "negative, fractional or missing ICULOS"),

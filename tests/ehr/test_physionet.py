@@ -164,3 +164,13 @@ def test_real_set_a_counts(physionet_zip):
     assert ((septic.onset_time - septic.sepsis_label_time) == pd.Timedelta(hours=6)).all()
     validate(events.head(100_000), "events")
     validate(stays, "stays")
+
+
+def test_rejected_iculos_row_does_not_reset_the_order_check(tmp_path):
+    """ICULOS 1, 2, missing, 1, 3: the second 1 repeats an earlier hour and is rejected (review fix)."""
+    _write(tmp_path, "p000007.psv", [_row(ICULOS=i, HR=70) for i in ("1", "2", "NaN", "1", "3")])
+    events, _, report = read_physionet(tmp_path)
+    assert report.count("rejected_row", "repeated or decreasing ICULOS") == 1
+    assert report.count("rejected_row", "negative, fractional or missing ICULOS") == 1
+    hr = events[events.concept == "hr"]
+    assert len(hr) == 3 and not hr.time.duplicated().any()

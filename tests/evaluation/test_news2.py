@@ -206,3 +206,16 @@ def test_predictions_accept_other_time_resolutions():
     screens = pd.DataFrame({"stay_id": [1], "screen_time": pd.Series([T0 + H]).astype("datetime64[ms]")})
     pred, n_unscored = news2_predictions(ev, pd.DataFrame({"stay_id": [1]}), screens)
     assert pred["risk"].tolist() == [3.0] and n_unscored == 0
+
+
+def test_screen_takes_the_highest_news2_of_its_hour():
+    """A lone temperature after a full set of vitals must not hide the earlier score (review fix)."""
+    t = pd.Timestamp("2020-01-01 08:00")
+    rows = [("hr", 135.0, 10), ("resp", 26.0, 10), ("sbp", 85.0, 10), ("temp", 37.0, 40)]
+    ev = pd.DataFrame({"stay_id": 1, "time": [t + pd.Timedelta(minutes=m) for _, _, m in rows],
+                       "concept": [c for c, _, _ in rows], "numeric_value": [v for _, v, _ in rows]})
+    st = pd.DataFrame({"stay_id": [1]})
+    sc = pd.DataFrame({"stay_id": [1, 1], "screen_time": [t + pd.Timedelta(hours=1), t + pd.Timedelta(hours=2)]})
+    pred, n_unscored = news2_predictions(ev, st, sc)
+    assert pred["risk"].tolist() == [9.0]  # 3 (pulse) + 3 (resp) + 3 (SBP); the 08:40 temperature alone is 0
+    assert n_unscored == 1
