@@ -83,7 +83,7 @@ def check_screens(screens: pd.DataFrame) -> None:
 
 
 def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *,
-                   cxr_prior: float = 0.5, details: bool = False):
+                   cxr_prior=0.5, details: bool = False):
     """Likelihood arrays per evidence node for every screen.
 
     Parameters
@@ -94,8 +94,9 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
     half_lives : dict
         Half-life in hours per concept node and ``"cxr"``; a missing entry falls back to the
         concept's prior ``half_life_h`` (``inf`` for CXR).
-    cxr_prior : float
-        Finding prevalence at which the imaging model's probabilities were calibrated.
+    cxr_prior : float or dict
+        Finding prevalence at which the imaging model's probabilities were calibrated; a dict
+        gives it per CXR node (``cxr_<finding>``), missing nodes falling back to 0.5.
     details : bool
         Also return, per node, ``(value, state index, age_h, weight)`` arrays for explanations.
 
@@ -138,7 +139,8 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
                 else np.zeros(n)
             weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_lives.get("cxr", np.inf))
             weight = np.where(np.isnan(value), np.nan, weight)
-            ev[v] = cxr_likelihood(value, weight, cxr_prior)
+            prior = cxr_prior.get(v, 0.5) if isinstance(cxr_prior, dict) else cxr_prior
+            ev[v] = cxr_likelihood(value, weight, prior)
             state = np.where(np.isnan(value), -1, (value >= 0.5).astype(np.int64))
         elif role == "context":
             col = _CONTEXT_COLUMN.get(v)

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: bump when model.json or the saved arrays change meaning; load() refuses other versions
 FORMAT_VERSION = 1
+#: how far past the ends of ``half_life_grid`` the multiplier search may go (factors of 2)
+HALF_LIFE_MAX_STEPS = 4
 _GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
 
 
@@ -58,7 +60,9 @@ class SepsisCPN:
         A shipped expert network or an XMLBIF file.
     half_lives : {"learn", "prior"} or dict
         ``"learn"``: per concept group (concept kind, ``cxr``) choose a multiplier of the prior
-        half-lives from ``half_life_grid`` by held-out log-likelihood of the target;
+        half-lives by held-out log-likelihood of the target: every value of ``half_life_grid``
+        is tried, and when the best lies at an end of the grid the search continues outwards
+        in factors of 2 (up to ``HALF_LIFE_MAX_STEPS`` steps) while the likelihood improves;
         ``"prior"``: the ``half_life_h`` of ``concepts.toml``; a dict sets hours per concept.
     half_life_grid : tuple of float
         Multipliers tried for each group.
@@ -68,8 +72,12 @@ class SepsisCPN:
         EM stopping rule.
     max_rows : int or None
         Fit on a random subset of at most this many screens (sampled by stay) to bound time.
-    cxr_prior : float
-        Finding prevalence at which the CXR probabilities were calibrated.
+    cxr_prior : float or "auto"
+        Finding prevalence at which the CXR probabilities were calibrated. ``"auto"``: per finding,
+        the mean probability over the training screens that carry it (a calibrated model's mean
+        output is that prevalence). A prior above the real one divides every likelihood ratio by
+        a constant, the mean ratio falls below 1 and EM then drives ``P(present | parents)`` to 0
+        for every parent state, which silences the CXR leaves.
     validation_fraction : float
         Fraction of stays held out for half-life selection.
     random_state : int
@@ -82,13 +90,14 @@ class SepsisCPN:
     engine_ : InferenceEngine
     half_lives_ : dict node -> hours
     half_life_scale_ : dict group -> multiplier
+    cxr_prior_ : dict CXR node -> calibration prevalence used for its likelihood ratios
     features_ : list of str (evidence nodes)
     em_history_ : list of float
     """
 
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
-                 tol=1e-5, max_rows=300_000, cxr_prior=0.5, validation_fraction=0.2,
+                 tol=1e-5, max_rows=300_000, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=4096):
         self.network = network
         self.half_lives = half_lives
@@ -111,7 +120,21 @@ class SepsisCPN:
 
     def _evidence(self, screens, half_lives=None, details=False):
         return build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
-                              cxr_prior=self.cxr_prior, details=details)
+                              cxr_prior=self.cxr_prior_, details=details)
+
+    def _fit_cxr_prior(self, screens):
+        out = {}
+        for v in self.features_:
+            if self.info_.roles[v] != "cxr":
+                continue
+            if self.cxr_prior != "auto":
+                out[v] = float(self.cxr_prior)
+                continue
+            p = screens[v].to_numpy(dtype=float) if v in screens.columns else np.array([])
+            p = p[~np.isnan(p)]
+            # clipped so that a finding seen (almost) never or always keeps finite ratios
+            out[v] = float(np.clip(p.mean(), 0.01, 0.99)) if p.size else 0.5
+        return out
 
     def _prior_half_lives(self):
         concepts = load_concepts()
@@ -169,6 +192,9 @@ class SepsisCPN:
             hl = self._prior_half_lives()
         else:
             raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
+        if not (self.cxr_prior == "auto" or 0.0 < float(self.cxr_prior) < 1.0):
+            raise ValueError(f"cxr_prior must be 'auto' or in (0, 1), got {self.cxr_prior!r}")
+        self.cxr_prior_ = self._fit_cxr_prior(screens.iloc[rows])
         self.half_life_scale_ = {}
         if self.half_lives == "learn":
             hl = self._learn_half_lives(screens, rows, stays, t_state, hl, rng)
@@ -200,16 +226,27 @@ class SepsisCPN:
             groups.setdefault(g, []).append(k)
         val = screens.iloc[va]
         best = dict(hl)
+        grid = sorted(float(m) for m in self.half_life_grid)
         for g, keys in groups.items():
-            scores = []
-            for mult in self.half_life_grid:
-                trial = {**best, **{k: hl[k] * mult for k in keys}}
-                ev_val, _ = self._evidence(val, trial)
-                scores.append(conditional_loglik(self.engine_, ev_val, t_state[va]))
-            m = self.half_life_grid[int(np.argmax(scores))]
+            def score(mult):
+                ev_val, _ = self._evidence(val, {**best, **{k: hl[k] * mult for k in keys}})
+                return conditional_loglik(self.engine_, ev_val, t_state[va])
+
+            tried = {m: score(m) for m in grid}
+            # a best multiplier at an end of the grid is no optimum: keep going outwards (x2 per
+            # step, at most HALF_LIFE_MAX_STEPS steps) while the held-out likelihood improves
+            for step, end in ((0.5, 0), (2.0, -1)):
+                m = grid[end]
+                for _ in range(HALF_LIFE_MAX_STEPS):
+                    if max(tried, key=tried.get) != m:
+                        break
+                    m *= step
+                    tried[m] = score(m)
+            m = max(tried, key=tried.get)
             self.half_life_scale_[g] = float(m)
             best.update({k: hl[k] * m for k in keys})
-            logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m, np.round(scores, 5))
+            logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m,
+                        {k: round(v, 5) for k, v in sorted(tried.items())})
         return best
 
     def _sync_network(self):
@@ -287,7 +324,8 @@ class SepsisCPN:
             else "custom"
         meta = {"kind": "cpn", "version": FORMAT_VERSION, "config": config,
                 "features": self.features_, "half_lives": self.half_lives_,
-                "half_life_scale": self.half_life_scale_, "em_history": self.em_history_,
+                "half_life_scale": self.half_life_scale_, "cxr_prior": self.cxr_prior_,
+                "em_history": self.em_history_,
                 "data_hashes": {"screens": self.data_hash_}, "n_train_rows": self.n_train_rows_,
                 "network_file": "network.xml"}
         (path / "model.json").write_text(json.dumps(meta, indent=2, default=float))
@@ -314,6 +352,9 @@ class SepsisCPN:
             raise ModelFormatError(f"{meta_path}: feature list does not match the network file")
         m.half_lives_ = {k: float(v) for k, v in meta["half_lives"].items()}
         m.half_life_scale_ = meta.get("half_life_scale", {})
+        default = 0.5 if m.cxr_prior == "auto" else float(m.cxr_prior)
+        m.cxr_prior_ = {v: float(meta.get("cxr_prior", {}).get(v, default))
+                        for v in m.features_ if m.info_.roles[v] == "cxr"}
         m.em_history_ = meta.get("em_history", [])
         m.data_hash_ = meta.get("data_hashes", {}).get("screens")
         m.n_train_rows_ = meta.get("n_train_rows")

@@ -56,6 +56,8 @@ DEPARTMENTS = {"physionet": ("MICU", "SICU", "other"), "full": ("ward", "ED", "I
 TESTED = {
     "lact_tested_24h": (("lact",), 24.0),
     "bloodgas_tested_24h": (("ph", "paco2", "pao2", "sao2", "base_excess"), 24.0),
+    # "cxr" stands for the chest X-ray (``cxr_age_h``); only the "full" network has it
+    "xray_taken_24h": (("cxr",), 24.0),
 }
 
 _LATENT_STATES = {
@@ -98,6 +100,8 @@ EDGES: tuple[tuple[str, str, str], ...] = (
     ("inflammation", "perfusion", "microcirculatory dysfunction causes hypoperfusion despite pressure"),
     ("infection", "lact_tested_24h", "lactate is ordered when clinicians suspect sepsis"),
     ("infection", "bloodgas_tested_24h", "blood gases are ordered when clinicians suspect deterioration"),
+    ("infection", "xray_taken_24h", "a chest film is part of the infection work-up (respiratory symptoms)"),
+    ("sepsis", "xray_taken_24h", "a chest film is ordered when the patient deteriorates towards sepsis"),
     ("circulation", "hr", "tachycardia compensates for low blood pressure"),
     ("inflammation", "hr", "fever and cytokines raise the heart rate"),
     ("circulation", "sbp", "systolic pressure measures circulatory failure"),
@@ -193,24 +197,35 @@ def _variant_concepts(variant: str) -> list[str]:
     return list(concepts)
 
 
-def _nodes_and_edges(variant: str):
+def _nodes_and_edges(variant: str, drop=()):
     if variant not in DEPARTMENTS:
         raise NetworkError(f"unknown network variant '{variant}'; expected one of {sorted(DEPARTMENTS)}")
+    drop = set(drop)
     concepts = load_concepts()
     leaves = set(_variant_concepts(variant))
     states: dict[str, tuple[str, ...]] = {TARGET: TARGET_STATES, "department": DEPARTMENTS[variant]}
     roles = {TARGET: "target", "department": "context"}
     for k, (st, _) in CONTEXT.items():
         states[k], roles[k] = st, "context"
-    for k in TESTED:
+    for k, (measured, _) in TESTED.items():
+        if "cxr" in measured and variant != "full":
+            continue
         states[k], roles[k] = ("no", "yes"), "tested"
     for c in leaves:
         states[c], roles[c] = state_names(concepts[c].cuts), "concept"
     if variant == "full":
         for f in CXR_FINDINGS:
             states[f"cxr_{f}"], roles[f"cxr_{f}"] = ("absent", "present"), "cxr"
+    bad = sorted(drop & ({TARGET} | set(_LATENT_STATES)) | (drop - set(states) - set(_LATENT_STATES)))
+    if bad:
+        raise NetworkError(f"cannot drop node(s) {bad} from the '{variant}' network: only context, "
+                           "tested, concept and cxr nodes of that network can be dropped")
+    for v in drop:
+        del states[v], roles[v]
     edges = []
     for parent, child, reason in EDGES:
+        if parent in drop or child in drop:
+            continue
         if child in states or child in _LATENT_STATES:
             edges.append((parent, child, reason))
     # keep only latent nodes that have an observable descendant in this variant
@@ -261,21 +276,27 @@ def _prior_values(node, role, states, parent_states, concepts):
     return v / v.sum(axis=0)
 
 
-def build_expert_network(variant: str = "full") -> DiscreteBayesianNetwork:
+def build_expert_network(variant: str = "full", *, drop=()) -> DiscreteBayesianNetwork:
     """The expert DAG of ``variant`` ("full" or "physionet") with monotone prior CPDs.
+
+    ``drop`` removes observable nodes (context parents, ``*_tested_24h`` leaves, concept or CXR
+    leaves) with their edges, for ablations; latent nodes left without an observable descendant
+    go with them.
 
     Examples
     --------
     >>> net = build_expert_network("full")
     >>> "cxr_consolidation" in net.nodes() and "crp" in net.nodes()
     True
+    >>> sorted(build_expert_network("physionet", drop=["hours_band"]).get_parents("sepsis"))
+    ['age_band', 'department']
     """
     concepts = load_concepts()
-    states, roles, edges = _nodes_and_edges(variant)
+    states, roles, edges = _nodes_and_edges(variant, drop)
     net = DiscreteBayesianNetwork()
     net.add_nodes_from(states)
     net.add_edges_from([(p, c) for p, c, _ in edges])
-    net.name = f"sepsisscope_{variant}"
+    net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop))
     for v in net.nodes():
         parents = [p for p, c, _ in edges if c == v]
         vals = _prior_values(v, roles[v], states[v], [(p, states[p]) for p in parents], concepts)

@@ -5,7 +5,8 @@ septic stays whose infection is pneumonia), and timeliness: hours from the first
 onset for pneumonia-associated septic stays, with thresholds chosen on a development cohort at
 85 % protocol sensitivity and applied unchanged to the test cohort.
 
-    .venv/bin/python scripts/cxr_ablation.py [--train 1500] [--dev 600] [--test 800] [--seed 10]
+    .venv/bin/python scripts/cxr_ablation.py [--train 1500] [--dev 600] [--test 800] [--seed 10] \
+        [--cpn-ablations]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cpn import SepsisCPN
+from cpn.structure import build_expert_network
 from ehr.screens import build_screens
 from ehr.synthetic import generate_cohort
 from evaluation.metrics import average_precision, roc_auc
@@ -39,6 +41,8 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=600)
     ap.add_argument("--test", type=int, default=800)
     ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--cpn-ablations", action="store_true",
+                    help="also fit the CPN without the xray_taken_24h leaf and with cxr_prior=0.5")
     a = ap.parse_args()
     _, s_tr = _cohort(a.train, a.seed, 0)
     st_dev, s_dev = _cohort(a.dev, a.seed + 1, 10_000_000)
@@ -52,11 +56,20 @@ def main() -> None:
     print(f"train {len(s_tr):,} screens, test {len(s_te):,} (pneumonia-sepsis subgroup {int(sub.sum()):,} "
           f"screens, {int(y[sub].sum())} positive)")
     rows = []
-    for model_name in ("cpn", "lightgbm"):
-        for variant, drop in (("with CXR", []), ("without CXR", cxr_cols)):
+    # CPN variants: (label, columns dropped, SepsisCPN arguments); the last two isolate the two
+    # parts of the CXR evidence fix: the film-timing leaf and the calibration prevalence
+    no_timing = build_expert_network("full", drop=["xray_taken_24h"])
+    cpn_variants = [("with CXR", [], {}), ("without CXR", cxr_cols, {})]
+    if a.cpn_ablations:
+        cpn_variants += [("with CXR, no xray_taken_24h leaf", [], {"network": no_timing}),
+                         ("with CXR, cxr_prior=0.5", [], {"cxr_prior": 0.5})]
+    lgb_variants = [("with CXR", [], {}), ("without CXR", cxr_cols, {})]
+    for model_name, variants in (("cpn", cpn_variants), ("lightgbm", lgb_variants)):
+        for variant, drop, kw in variants:
             t0 = time.perf_counter()
             if model_name == "cpn":
-                m = SepsisCPN("full", max_iter=15, random_state=0).fit(s_tr.drop(columns=drop))
+                m = SepsisCPN(**{"network": "full", "max_iter": 15, "random_state": 0, **kw}).fit(
+                    s_tr.drop(columns=drop))
             else:
                 m = GBDTClassifier(random_state=0, n_jobs=2).fit(s_tr.drop(columns=drop), groups=s_tr.stay_id)
             preds = []

@@ -103,3 +103,6 @@ def _print_half_lives(model) -> None:
     if model.half_life_scale_:
         typer.echo("group multipliers: " + ", ".join(f"{g}={m:g}" for g, m in
                                                      sorted(model.half_life_scale_.items())))
+    if getattr(model, "cxr_prior_", None):
+        typer.echo("CXR calibration prevalence (likelihood ratios are taken against it): "
+                   + ", ".join(f"{v}={p:.3f}" for v, p in sorted(model.cxr_prior_.items())))

@@ -13,7 +13,7 @@ screens_mod = pytest.importorskip("ehr.screens")
 
 
 @pytest.mark.slow
-def test_full_network_on_synthetic_cohort_with_cxr():
+def test_full_network_on_synthetic_cohort_with_cxr(tmp_path):
     train = synthetic.generate_cohort(160, seed=0)
     test = synthetic.generate_cohort(80, seed=1)
     s_tr = screens_mod.build_screens(train.events, train.stays, train.cxr)
@@ -26,3 +26,17 @@ def test_full_network_on_synthetic_cohort_with_cxr():
     ex = m.explain(row)
     assert ex["feature"].str.startswith("cxr_").any()
     assert np.isfinite(ex["contribution"]).all()
+    # "auto" calibration prior = mean training probability; with the old fixed 0.5 the likelihood
+    # ratios were all shrunk (mean < 1), and on larger cohorts EM drove P(present | parents) to ~0
+    # for both parent states, which silenced the CXR leaves
+    seen = s_tr["cxr_consolidation"].dropna()
+    assert m.cxr_prior_["cxr_consolidation"] == pytest.approx(seen.mean())
+    cons = m.engine_.cpds["cxr_consolidation"]  # rows absent/present, columns resp_infection no/yes
+    assert cons[1].min() > 0.02 and abs(cons[1, 1] - cons[1, 0]) > 0.2
+    # the chest-film timing leaf is fitted: a recent film is commoner close to onset
+    taken = m.engine_.cpds["xray_taken_24h"]
+    assert taken.shape[0] == 2 and np.ptp(taken[1]) > 0.1
+    # the calibration prevalences travel with the saved model (they change every CXR ratio)
+    back = SepsisCPN.load(m.save(tmp_path / "m"))
+    assert back.cxr_prior_ == m.cxr_prior_
+    np.testing.assert_allclose(back.predict_proba(s_te), m.predict_proba(s_te), rtol=1e-12)

@@ -92,3 +92,22 @@ def test_unfitted_and_params():
         m.predict_proba(None)
     with pytest.raises(ValueError, match="half_lives"):
         SepsisCPN(half_lives="bogus").fit(pd.DataFrame({"stay_id": [1], "onset_in_h": [np.nan]}))
+
+
+def test_half_life_search_goes_past_the_grid_end():
+    """A measurement that stays informative for the whole stay: the held-out likelihood keeps
+    rising with the half-life, so the search must walk past the grid's upper end (x2 steps)."""
+    from cpn import model as cpn_model
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for stay in range(300):
+        septic = rng.random() < 0.4
+        hr = 135.0 if septic else 72.0
+        for h in range(24):  # heart rate charted once, at admission; its age grows every hour
+            rows.append({"stay_id": stay, "hr": hr, "hr_age_h": float(h),
+                         "onset_in_h": 30.0 - h if septic else np.nan})
+    s = pd.DataFrame(rows)
+    m = SepsisCPN("physionet", half_life_grid=(0.5, 1.0), max_iter=5, random_state=0).fit(s)
+    assert m.half_life_scale_["vital"] == 1.0 * 2 ** cpn_model.HALF_LIFE_MAX_STEPS
+    assert m.half_lives_["hr"] == pytest.approx(4.0 * 2 ** cpn_model.HALF_LIFE_MAX_STEPS)

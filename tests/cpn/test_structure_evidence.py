@@ -26,6 +26,43 @@ def test_shipped_files_match_the_generator(physionet_net, full_net):
     assert "cns" in full_net and "cns" not in physionet_net
 
 
+def test_em_recovers_cxr_leaf_only_with_the_calibration_prior():
+    """Calibrated probabilities turned into LRs at the true prevalence let EM recover P(X | A);
+    at a too-high prior (0.5) every LR is shrunk and P(present | A=no) collapses towards 0."""
+    from cpn.inference import InferenceEngine
+    from cpn.learning import fit_em
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    a = (rng.random(n) < 0.3).astype(int)
+    x = rng.random(n) < np.where(a == 1, 0.8, 0.05)
+    z = rng.normal(2.0 * x, 1.0)  # imaging score; the exact posterior below is calibrated
+    prev = x.mean()
+    p = 1 / (1 + np.exp(-(np.log(prev / (1 - prev)) + 2.0 * z - 2.0)))
+    learned = {}
+    for prior in (0.5, p.mean()):
+        eng = InferenceEngine(["A", "X"], {"A": 2, "X": 2}, {"A": [], "X": ["A"]},
+                              {"A": np.array([.5, .5]), "X": np.array([[.8, .4], [.2, .6]])}, "A", ["A", "X"])
+        fit_em(eng, {"A": np.eye(2)[a], "X": cxr_likelihood(p, np.ones(n), prior)},
+               pseudo_count=1.0, max_iter=200, tol=1e-9)
+        learned[prior] = eng.cpds["X"][1]
+    np.testing.assert_allclose(learned[p.mean()], [0.05, 0.8], atol=0.05)
+    assert learned[0.5][0] < 0.01 and learned[0.5][1] < 0.7
+
+
+def test_xray_timing_leaf_only_in_full_network(tiny_screens, physionet_net, full_net):
+    assert "xray_taken_24h" in full_net.nodes() and "xray_taken_24h" not in physionet_net.nodes()
+    assert set(full_net.get_parents("xray_taken_24h")) == {"infection", "sepsis"}
+    s = tiny_screens.assign(cxr_consolidation=[0.8, 0.8, np.nan, np.nan, 0.1, 0.1],
+                            cxr_age_h=[2.0, 30.0, np.nan, np.nan, 0.0, 1.0])
+    ev, _ = build_evidence(s, network_info(full_net), {"cxr": np.inf},
+                           cxr_prior={"cxr_consolidation": 0.2})
+    assert ev["xray_taken_24h"].tolist() == [[0, 1], [1, 0], [1, 0], [1, 0], [0, 1], [0, 1]]
+    # per-node prior: LR = odds(0.8) / odds(0.2) = 16 -> (1/16, 1) after max-normalising
+    np.testing.assert_allclose(ev["cxr_consolidation"][0], [1 / 16, 1.0])
+    assert np.isnan(ev["cxr_consolidation"][2]).all()
+
+
 def test_cycle_is_a_clear_error(tmp_path, physionet_net):
     text = (load_network.__globals__["network_path"]("physionet")).read_text()
     # make 'infection' a parent of 'sepsis' as well: sepsis -> infection -> sepsis
@@ -120,3 +157,17 @@ def test_build_evidence_errors_and_missing(tiny_screens, physionet_net, full_net
         build_evidence(tiny_screens.assign(cxr_consolidation=1.5, cxr_age_h=0.0), network_info(full_net), {})
     with pytest.raises(ValueError, match="unknown CXR finding"):
         build_evidence(tiny_screens.assign(cxr_fracture=0.5), info, {})
+
+
+def test_drop_removes_nodes_for_ablations():
+    from cpn.structure import NetworkError, build_expert_network
+
+    net = build_expert_network("physionet", drop=["department", "age_band", "hours_band"])
+    assert net.get_parents("sepsis") == [] and "age_band" not in net.get_parents("kidney")
+    assert {"department", "age_band", "hours_band"}.isdisjoint(net.nodes())
+    full = build_expert_network("full", drop=[f"cxr_{f}" for f in ("consolidation", "effusion",
+                                                                    "atelectasis", "edema")])
+    assert "resp_infection" in full.nodes()  # still has the respiration child
+    for bad in (["sepsis"], ["kidney"], ["crp"]):  # target, latent, not in the physionet network
+        with pytest.raises(NetworkError, match="cannot drop"):
+            build_expert_network("physionet", drop=bad)
