@@ -133,7 +133,8 @@ def main() -> None:
     res = pd.DataFrame(rows + pooled)
     res.to_csv(out / "cv_results.csv", index=False)
     (out / "half_lives.json").write_text(json.dumps(half_lives, indent=2))
-    per_fold = res[res.fold != "pooled"].groupby("config")[["auroc", "auprc"]].agg(["mean", "std"])
+    per_fold = res[res.fold != "pooled"].groupby("config")[
+        ["auroc", "auprc", "auroc_news2_screens", "auprc_news2_screens"]].agg(["mean", "std"])
     print("\npooled out-of-fold:\n" + res[res.fold == "pooled"].round(4).to_string(index=False))
     print("\nper fold (mean, sd):\n" + per_fold.round(4).to_string())
     print(f"\nwritten {out / 'cv_results.csv'} [{time.time() - t0:.0f} s]")
