@@ -6,7 +6,9 @@ item ``i`` we report ``log10 B({i})`` (the item alone) and the in-context
 ``log10 B(E) / B(E without i)``, plus ``log10 B(E)`` for the whole screen.
 
 ``B({i})`` needs only the prior joint ``P(target, X_i)`` (computed once); the in-context factors
-come from one adjoint sweep of the engine (``InferenceEngine.cavity``), not one inference per item.
+come from one adjoint sweep of the engine (as in ``InferenceEngine.cavity``), not one inference per
+item. Everything is computed chunk by chunk in one pass of the engine's batch-last plan: the
+joint ``L_i @ P(X_i, group)`` of each item rides along in the matmul that forms its message.
 
 Examples
 --------
@@ -54,16 +56,49 @@ def bayes_factors(engine, evidence: dict, groups, *, nodes=None, batch_size: int
     marg = engine.target_marginals()
     joint_prior = next(iter(marg.values())).sum(axis=1) if marg else None
     prior = float(_log10_odds(joint_prior @ groups))
-    zg, cav = engine.cavity(evidence, groups, batch_size=batch_size)
-    log_odds = _log10_odds(zg)
-    out = {"prior": prior, "posterior": zg[:, 0] / zg.sum(axis=1), "total": log_odds - prior,
-           "alone": {}, "in_context": {}}
+    ev, n = engine._check_evidence(evidence)
+    if groups.ndim != 2 or groups.shape[0] != engine.cards[engine.target] or groups.shape[1] < 2:
+        raise ValueError(f"groups must have shape ({engine.cards[engine.target]}, 2), got {groups.shape}")
+    plan = engine._fast_plan()
+    # P(X_i = x, group): B({i}) of a likelihood L is odds(L @ J_i) / prior odds
+    jmat = {v: marg[v].T @ groups for v in engine.evidence_nodes}
+    ext = plan.alone_mats(jmat)
+    g = groups.shape[1]
+    posterior, total = np.empty(n), np.empty(n)
+    # per evidence node (in the plan's row order) and screen
+    alone, ctx = np.empty((plan.n_rows, n)), np.empty((plan.n_rows, n))
+    size = max(1, min(batch_size, n))
+    zg, cav, aj = np.empty((g, size)), np.empty((g, plan.n_rows, size)), np.empty((g, plan.n_rows, size))
+    nan, buf = np.empty((plan.n_rows, size)), np.empty((plan.n_rows, size))
+    with np.errstate(over="ignore"):
+        prior_inv = float(np.power(10.0, -prior))  # 1 / prior odds (0 or inf when out of range)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # one pass per chunk of rows: posterior, total, the alone and the in-context factors; each
+        # output is written once (ratios built in a chunk buffer, the log10 writes the output)
+        for a in range(0, n, size):
+            b = min(n, a + size)
+            m = b - a
+            plan.cavity(ev, a, b, groups, zg[:, :m], cav[:, :, :m], alone=jmat, ext=ext,
+                        aj_out=aj[:, :, :m], nan_out=nan[:, :m])
+            z0, z1 = zg[0, :m], zg[1, :m]
+            np.divide(z0, zg[:, :m].sum(axis=0), out=posterior[a:b])
+            np.subtract(np.log10(z0) - np.log10(z1), prior, out=total[a:b])
+            # log10 B(E) / B(E without i) = log10 odds(E) / odds(E without i); NaN where the row
+            # has no evidence for the node (`nan`; `aj` holds those NaN already)
+            r = buf[:, :m]
+            np.divide(cav[1, :, :m], cav[0, :, :m], out=r)
+            r *= z0 / z1
+            r += nan[:, :m]
+            np.log10(r, out=ctx[:, a:b])
+            # log10 B({i}) = log10 odds({i}) / prior odds
+            np.divide(aj[0, :, :m], aj[1, :, :m], out=r)
+            if np.isfinite(prior_inv) and prior_inv > 0:
+                r *= prior_inv
+                np.log10(r, out=alone[:, a:b])
+            else:  # prior odds beyond the float range
+                np.subtract(np.log10(r, out=r), prior, out=alone[:, a:b])
+    out = {"prior": prior, "posterior": posterior, "total": total, "alone": {}, "in_context": {}}
     for v in nodes:
-        lik = np.asarray(evidence[v], dtype=float)
-        none = np.isnan(lik).any(axis=1)
-        j = marg[v].T @ groups  # (k_i, 2): P(X_i = x, group)
-        alone = _log10_odds(np.where(none[:, None], 1.0, lik) @ j) - prior
-        ctx = log_odds - _log10_odds(cav[v])
-        out["alone"][v] = np.where(none, np.nan, alone)
-        out["in_context"][v] = np.where(none, np.nan, ctx)
+        out["alone"][v] = alone[plan.rows[v]]
+        out["in_context"][v] = ctx[plan.rows[v]]
     return out

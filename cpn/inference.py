@@ -14,6 +14,12 @@ derivatives are the *cavity* quantities the rest of the package needs:
 * ``dZ/dL_i`` summed over the states of node ``i`` is ``P(target, E without i)`` (explanations);
 * ``theta_v * dZ/dtheta_v / Z`` summed over rows is the expected count table of family ``v`` (EM).
 
+:meth:`InferenceEngine.joint`, :meth:`~InferenceEngine.cavity` and :func:`cpn.explain.bayes_factors`
+run the same plan specialised to the current CPD values in a batch-last layout (``_Plan``): arrays
+are ``(*states, rows)``, each CPD contraction is one stacked matmul, and the adjoint sweep returns
+only the summed cavities. :meth:`~InferenceEngine.backward` keeps the general einsum form (any seed,
+per-state and CPD gradients) and is the reference the fast plan is tested against.
+
 Examples
 --------
 >>> import numpy as np
@@ -268,6 +274,35 @@ class InferenceEngine:
             out.append(a)
         return out, n
 
+    def _check_evidence(self, evidence):
+        """Check names and shapes without copying: node -> (n, k) float array (nodes without
+        evidence left out), and n. Rows holding a NaN carry no evidence; the plan finds them, and
+        rejects negative or infinite likelihoods, chunk by chunk (while the chunk is in cache)."""
+        unknown = [k for k in evidence if k not in self.evidence_nodes]
+        if unknown:
+            raise ValueError(f"evidence for node(s) {unknown}, which are not evidence nodes of "
+                             f"this engine ({self.evidence_nodes})")
+        n = next((len(np.asarray(a)) for a in evidence.values()), 1)
+        ev = {}
+        for v in self.evidence_nodes:
+            if v not in evidence:
+                continue
+            a = np.asarray(evidence[v], dtype=float)
+            if a.shape != (n, self.cards[v]):
+                raise ValueError(f"evidence for '{v}' has shape {a.shape}, expected ({n}, {self.cards[v]})")
+            ev[v] = a
+        return ev, n
+
+    def _fast_plan(self) -> "_Plan":
+        """The numeric plan for the current CPDs (rebuilt when any CPD array changed)."""
+        plan = self.__dict__.get("_plan")
+        cur = [self.cpds[v] for v in self.nodes]
+        if plan is None or not all(a.shape == b.shape and np.array_equal(a, b)
+                                   for a, b in zip(plan.cpds, cur)):
+            plan = self._plan = _Plan(self)
+            plan.cpds = [a.copy() for a in cur]
+        return plan
+
     def _messages(self, ev_by_node, n):
         """Leaf messages per group: list (per group) of list of (n, P) arrays, and the products."""
         msgs, prods = [], []
@@ -312,6 +347,17 @@ class InferenceEngine:
 
         ``evidence`` maps evidence node -> array ``(n, card)`` of likelihoods (NaN row = none).
         """
+        ev, n = self._check_evidence(evidence)
+        plan = self._fast_plan()
+        out = np.empty((self.cards[self.target], n))
+        for a in range(0, n, batch_size):
+            b = min(n, a + batch_size)
+            vals = plan.forward(ev, a, b, keep=False)[0]
+            out[:, a:b] = vals[plan.z_index]
+        return np.ascontiguousarray(out.T)
+
+    def _joint_reference(self, evidence, *, batch_size: int = 4096) -> np.ndarray:
+        """:meth:`joint` through the general einsum plan (the reference the fast plan is tested on)."""
         ev, n = self._evidence_arrays(evidence)
         out = np.empty((n, self.cards[self.target]))
         for a in range(0, max(n, 1), batch_size):
@@ -434,6 +480,30 @@ class InferenceEngine:
         zg : ndarray (n, G)
         cav : dict node -> ndarray (n, G)
         """
+        ev, n = self._check_evidence(evidence)
+        zg, cav, rows = self._cavity_arrays(ev, n, groups, batch_size=batch_size)
+        return (np.ascontiguousarray(zg.T),
+                {v: np.ascontiguousarray(cav[:, rows[v], :].T) for v in self.evidence_nodes})
+
+    def _cavity_arrays(self, ev, n, groups, *, batch_size: int = 2048):
+        """Batch-last :meth:`cavity` on checked evidence: ``zg`` (G, n), ``cav`` (G, rows, n) and
+        the row of each evidence node in ``cav``. Z is linear in every evidence vector, so the joint
+        without node i's evidence is the adjoint of L_i summed over i's states; one adjoint sweep
+        seeded with the G groups gives it for every node."""
+        groups = np.asarray(groups, dtype=float)
+        if groups.ndim != 2 or groups.shape[0] != self.cards[self.target]:
+            raise ValueError(f"groups must have shape ({self.cards[self.target]}, G), got {groups.shape}")
+        plan = self._fast_plan()
+        zg = np.empty((groups.shape[1], n))
+        cav = np.empty((groups.shape[1], plan.n_rows, n))
+        for a in range(0, n, batch_size):
+            b = min(n, a + batch_size)
+            plan.cavity(ev, a, b, groups, zg[:, a:b], cav[:, :, a:b])
+        return zg, cav, plan.rows
+
+    def _cavity_reference(self, evidence, groups, *, batch_size: int = 2048):
+        """:meth:`cavity` through the general :meth:`backward` (the reference the fast plan is
+        tested on)."""
         ev, n = self._evidence_arrays(evidence)
         groups = np.asarray(groups, dtype=float)
         zg = np.empty((n, groups.shape[1]))
@@ -451,10 +521,12 @@ class InferenceEngine:
 
     def target_marginals(self):
         """``P(target, X_i)`` for every evidence node ``i`` with no evidence, shape (T, card_i)."""
-        t = self.cards[self.target]
-        seed = np.eye(t)[:, None, :]
-        _, gev, _ = self.backward({}, seed)
-        return {v: gev[v][:, 0, :] for v in self.evidence_nodes}
+        plan = self._fast_plan()
+        if plan.marginals is None:
+            t = self.cards[self.target]
+            _, gev, _ = self.backward({}, np.eye(t)[:, None, :])
+            plan.marginals = {v: gev[v][:, 0, :].copy() for v in self.evidence_nodes}
+        return {v: m.copy() for v, m in plan.marginals.items()}
 
     def expected_counts(self, evidence, *, weights=None, batch_size: int = 2048):
         """Expected family counts ``sum_n w_n P(X_v, Pa_v | E_n)`` per node (the EM E-step).
@@ -490,3 +562,437 @@ class InferenceEngine:
         if skipped:
             logger.warning("expected_counts: %d row(s) with zero-probability evidence skipped", skipped)
         return counts, loglik
+
+
+def _check_chunk(v, x):
+    """Reject negative or infinite likelihoods in rows of ``x`` that carry evidence (a row holding
+    a NaN carries none, whatever else it holds)."""
+    if x.size and (np.fmin.reduce(x, axis=None) < 0 or np.fmax.reduce(x, axis=None) == np.inf):
+        used = ~np.isnan(x).any(axis=1)
+        if (x[used] < 0).any():
+            raise ValueError(f"evidence for '{v}' has negative likelihoods")
+        if np.isinf(x[used]).any():
+            raise ValueError(f"evidence for '{v}' has infinite likelihoods")
+
+
+def _einsum_vars(operands, out_vars, cards):
+    """``einsum`` over (array, variable names) pairs onto ``out_vars``, summing the other variables;
+    an output variable no operand holds is broadcast (the result is then constant along it)."""
+    names = list(dict.fromkeys([*out_vars, *(u for _, vs in operands for u in vs)]))
+    if len(names) > len(_LETTERS):
+        raise ValueError("network too densely connected for the compiled engine "
+                         f"({len(names)} variables in one elimination step)")
+    let = dict(zip(names, _LETTERS))
+    held = {u for _, vs in operands for u in vs}
+    ops = list(operands) + [(np.ones(cards[u]), (u,)) for u in out_vars if u not in held]
+    subs = ",".join("".join(let[u] for u in vs) for _, vs in ops)
+    return np.einsum(subs + "->" + "".join(let[u] for u in out_vars), *[a for a, _ in ops])
+
+
+@dataclass
+class _PlanStep:
+    out: int
+    bat: list  # per batched input: (factor index, transpose, shape in X order with 1s), row axis last
+    # per batched input: (kind, einsum expression gP[, others] -> gradient or None (no sum),
+    # transpose to its layout, conversion "sum_t" / "mask" / None, axis of the target for "mask")
+    grads: list
+    mode: str  # "sum" (no CPD: P summed over the eliminated), "mm" (contract with CPDs), "const"
+    xshape: tuple  # shape of the batched product P (row axis excluded)
+    out_shape: tuple  # output shape (row axis excluded)
+    sum2: str = ""  # "sum" mode with two inputs: einsum expression of the fused product-sum
+    mat: np.ndarray | None = None  # "mm": (|H|, |F|, |K|); "const": the output factor
+    mat_t: np.ndarray | None = None  # "mm": (|H|, |K|, |F|)
+    hfk: tuple = ()  # "mm": (|H|, |F|, |K|)
+    s1: bool = False  # the adjoint runs with one seed row (P holds the target)
+    expand: int | None = None  # axis of the target in the output when only the CPDs hold it
+    f_t: np.ndarray | None = None  # "mm" with expand: the target's state per flat F index
+
+
+@dataclass
+class _PlanGroup:
+    index: int  # factor index of the group's batched factor
+    scope_shape: tuple
+    leaves: list
+    mats: list  # per leaf: (p, k) transposed, column-normalised CPD matrix
+    fill: np.ndarray  # (nl, p, 1) message of a leaf without evidence (1, or 0 for a zero column)
+    ones: bool  # every fill entry is 1
+    scale: np.ndarray  # (p, 1): product of the leaves' column sums (undoes the normalisation)
+    rows: slice  # the leaves' rows in the cavity output
+    tiny: float = 0.0  # messages in (tiny, 1 / tiny): their products neither underflow nor overflow
+    nonneg: bool = True  # no negative CPD entry (so no negative message)
+    divide: bool = True  # the column-sum product (scale) is moderate: leave-one-out by division
+
+
+class _Plan:
+    """The engine's elimination plan specialised to its current CPD values, batch-last.
+
+    Every batched array has shape ``(*cards of its variables, B)``: the row axis is last and
+    contiguous, so products, contractions and reductions run numpy's inner loops along rows rather
+    than along 2-6 states, and every contraction with CPDs is one stacked matmul
+    ``(H, F, K) @ (H, K, B)`` (H: variables kept from the batched side, K: the eliminated one,
+    F: variables only the CPDs hold) or, when F or K is empty, one broadcast product / einsum.
+    Each step output is laid out in the order its contraction produces.
+
+    The forward pass keeps what the adjoint pass needs; the adjoint pass returns only what
+    explanations use: per evidence node the joint with that node's evidence removed, summed over
+    its states (``P(group, E without i)``), never the per-state gradients. Adjoints of factors
+    that hold the target carry one seed row instead of one per group (see ``s1`` below). Leaves of
+    a group are handled together: one matmul per leaf gives its message (column-normalised CPD,
+    so a leaf without evidence sends ones) and, for explanations, its prior joint with the groups;
+    the leave-one-out products are the group factor divided by each message while every message
+    is safely away from 0 and overflow, prefix/suffix products (exact) otherwise.
+    """
+
+    def __init__(self, eng):
+        f = eng._factors
+        cards = eng.cards
+        n_cpd, n_ev = eng._n_cpd, eng._n_ev
+        first_grp = n_cpd + n_ev
+        self.n_inputs = first_grp + eng._n_grp + 1
+        ones = self.n_inputs - 1  # the all-ones batched factor that only makes the result batched
+        self.target_card = cards[eng.target]
+        self.core_ev = [(n_cpd + k, v, cards[v]) for k, v in enumerate(eng._core_ev)]
+        self.rows = {v: k for k, v in enumerate(eng._core_ev)}
+        self.groups = []
+        r = len(eng._core_ev)
+        for gidx, (scope, leaves) in enumerate(eng._groups):
+            mats, fill, cols = [], [], []
+            for v in leaves:
+                a = eng._leaf_matrix(v, scope)
+                c = a.sum(axis=0)
+                s = np.where(c > 0, c, 1.0)
+                mats.append(np.ascontiguousarray((a / s).T))
+                fill.append((c / s)[:, None])
+                cols.append(s)
+            fill = np.stack(fill)
+            scale = np.prod(cols, axis=0)[:, None]
+            self.groups.append(_PlanGroup(
+                first_grp + gidx, tuple(cards[u] for u in scope), list(leaves), mats, fill,
+                ones=bool((fill == 1).all()), scale=scale, rows=slice(r, r + len(leaves)),
+                tiny=10.0 ** (-290 / len(leaves)), nonneg=all((m >= 0).all() for m in mats),
+                divide=bool(((scale >= 1e-10) & (scale <= 1e10)).all())))
+            self.rows.update({v: r + j for j, v in enumerate(leaves)})
+            r += len(leaves)
+        self.n_rows = r
+        self.ev_rows = {idx: self.rows[v] for idx, v, _ in self.core_ev}
+
+        steps = eng._steps
+        layout = {i: fac.vars for i, fac in enumerate(f[:self.n_inputs])}  # memory order of each array
+        const = {k: eng.cpds[v] for k, v in enumerate(eng._core_nodes)}
+        self.steps = []
+        for step in steps:
+            out = f[step.output]
+            if not out.batched:  # only CPDs meet here: a constant, evaluated once
+                const[step.output] = _einsum_vars([(const[i], layout[i]) for i in step.inputs],
+                                                  out.vars, cards)
+                layout[step.output] = out.vars
+                continue
+            bat = [i for i in step.inputs if f[i].batched and i != ones]
+            unb = [(const[i], layout[i]) for i in step.inputs if not f[i].batched]
+            elim = () if step.eliminated is None else (step.eliminated,)
+            held = list(dict.fromkeys(u for i in bat for u in layout[i]))
+            yv = out.vars
+            if unb:
+                h = [u for u in held if u in yv]
+                k = [u for u in held if u not in yv]  # eliminated variables the batched side holds
+                fv = [u for u in yv if u not in held]
+                xv, ov = h + k, h + fv
+            else:  # the eliminated variables first: the sum runs over the outermost axes
+                xv = [u for u in held if u in elim] + [u for u in held if u not in elim]
+                ov = [u for u in xv if u not in elim]
+            names = list(dict.fromkeys([*xv, *ov]))
+            if len(names) > len(_LETTERS):
+                raise ValueError("network too densely connected for the compiled engine "
+                                 f"({len(names)} variables in one elimination step)")
+            let = dict(zip(names, _LETTERS))
+            xs = "".join(let[u] for u in xv)
+            # Adjoints of factors holding the target t need no seed axis: d Z_s / d phi(x) is
+            # groups[x_t, s] times the same quantity for every s. A step whose product P holds t
+            # runs its adjoint with one seed row ("s1"); the split into the groups happens where a
+            # gradient loses t (summed with t kept, then one (S, T) @ (T, .) product).
+            tv = eng.target
+            s1 = tv in xv and tv in ov
+            views, grads = [], []
+            for i in bat:
+                vs = layout[i]
+                perm = tuple(vs.index(u) for u in xv if u in vs) + (len(vs),)
+                views.append((i, perm, tuple(cards[u] if u in vs else 1 for u in xv)))
+                src = f"{_SEED}{xs}{_BATCH}" + ("" if len(bat) == 1 else f",{xs}{_BATCH}")
+                kind = "msg" if i >= self.n_inputs else ("grp" if i >= first_grp else "ev")
+                in_x = [u for u in xv if u in vs]  # its variables in X order
+                back = (0,) + tuple(1 + in_x.index(u) for u in vs) + (1 + len(vs),)
+                conv, axis = None, None
+                if kind == "ev":  # core evidence: only the sum over its states
+                    keep = [tv] if s1 else []
+                    conv = "sum_t" if s1 else None
+                    back = None
+                elif s1 and tv not in vs:
+                    keep, conv = [tv] + in_x, "sum_t"
+                else:
+                    keep = in_x
+                    if s1 and kind == "grp":
+                        conv, axis = "mask", in_x.index(tv)
+                expr = None if keep == xv else \
+                    f"{src}->{_SEED}{''.join(let[u] for u in keep)}{_BATCH}"
+                grads.append((kind, expr, back, conv, axis))
+            st = _PlanStep(step.output, views, grads, "sum", tuple(cards[u] for u in xv),
+                           tuple(cards[u] for u in ov), s1=s1,
+                           expand=ov.index(tv) if tv in ov and tv not in xv else None)
+            if unb and not bat:
+                st.mode = "const"
+                st.mat = _einsum_vars(unb, ov, cards)
+            elif unb:
+                st.mode = "mm"
+                st.hfk = tuple(int(np.prod([cards[u] for u in g])) for g in (h, fv, k))
+                st.mat = np.ascontiguousarray(_einsum_vars(unb, h + fv + k, cards).reshape(st.hfk))
+                st.mat_t = np.ascontiguousarray(st.mat.transpose(0, 2, 1))
+                if tv in fv:
+                    st.f_t = np.indices([cards[u] for u in fv])[fv.index(tv)].ravel()
+            elif len(bat) == 2 and elim:
+                sa, sb = ("".join(let[u] for u in layout[i]) for i in bat)
+                st.sum2 = f"{sa}{_BATCH},{sb}{_BATCH}->{''.join(let[u] for u in ov)}{_BATCH}"
+            layout[step.output] = tuple(ov)
+            self.steps.append(st)
+        self.z_index = steps[-1].output
+        self.marginals = None  # cache of InferenceEngine.target_marginals
+
+    # ------------------------------------------------------------------ passes
+    def forward(self, ev, a, b, keep, ext=None, nan_out=None):
+        """One chunk: rows a:b of the evidence ``ev`` (node -> (n, k) array; absent = none).
+
+        ``ext``: per group a list of per-leaf (p + G, k) matrices (the message matrix with G more
+        rows); the extra rows of every leaf's product with its evidence are returned in ``extra``
+        (per group (G, nl, rows); NaN for rows without evidence). ``nan_out`` (rows of the
+        cavity output, b - a): set to NaN where a node has no evidence, 0 elsewhere."""
+        n = b - a
+        vals, raw = {}, {}
+        for idx, v, k in self.core_ev:
+            x = ev.get(v)
+            if x is None:
+                vals[idx] = np.broadcast_to(np.ones((k, 1)), (k, n))
+                if nan_out is not None:
+                    nan_out[self.ev_rows[idx]] = np.nan
+                continue
+            _check_chunk(v, x[a:b])
+            e = np.empty((k, n))
+            np.copyto(e, x[a:b].T)
+            sm = e.sum(axis=0)  # NaN iff the row holds a NaN (evidence is finite)
+            m = np.isnan(sm)
+            if nan_out is not None:
+                np.multiply(sm, 0.0, out=nan_out[self.ev_rows[idx]])
+            if m.any():
+                raw[idx] = e.copy()
+                np.copyto(e, 1.0, where=m)
+            vals[idx] = e
+        evs = {idx: raw.get(idx, vals[idx]) for idx, _, _ in self.core_ev}  # with their NaN
+        gtape, extra = [], []
+        for gi, g in enumerate(self.groups):
+            nl = len(g.leaves)
+            mats = g.mats if ext is None else ext[gi]
+            p = g.mats[0].shape[0]
+            # (message rows, then the extra rows) x leaf x row: the message block is contiguous
+            full = np.empty((mats[0].shape[0], nl, n))
+            for j, v in enumerate(g.leaves):
+                x = ev.get(v)
+                if x is None:
+                    full[:p, j] = g.fill[j]
+                    full[p:, j] = np.nan
+                else:
+                    _check_chunk(v, x[a:b])
+                    np.matmul(mats[j], x[a:b].T, out=full[:, j])
+            # a row holding a NaN gives all-NaN products (NaN propagates through the sum over states,
+            # and evidence is finite otherwise): those rows carry no evidence. The extra rows keep
+            # their NaN, and so does `nan_out` (0 where the node has evidence).
+            msg = full[:p]
+            if nan_out is not None:
+                np.multiply(msg[0], 0.0, out=nan_out[g.rows])
+                for j, v in enumerate(g.leaves):
+                    if v not in ev:
+                        nan_out[g.rows.start + j] = np.nan
+            bad = np.isnan(msg[0])  # (leaf, row)
+            if bad.any():
+                if g.ones and g.nonneg:  # NaN -> 0 (messages are >= 0), then + 1 on those rows
+                    np.fmax(msg, 0.0, out=msg)
+                    add = np.empty(bad.shape)
+                    np.copyto(add, bad)
+                    msg += add
+                else:
+                    np.copyto(msg, np.broadcast_to(g.fill.transpose(1, 0, 2), msg.shape), where=bad)
+            msg = msg.transpose(1, 0, 2)  # leaf x message row x row
+            if ext is not None:
+                extra.append(full[p:])
+            fac = msg[0] * g.scale if nl == 1 else np.multiply.reduce(msg, axis=0) * g.scale
+            if keep:
+                gtape.append((msg, fac))
+            vals[g.index] = fac.reshape(g.scope_shape + (n,))
+        tape = []
+        for st in self.steps:
+            arrs = [vals.pop(i) for i, _, _ in st.bat]
+            ws = [x.transpose(perm).reshape(shape + (n,)) for x, (_, perm, shape) in zip(arrs, st.bat)]
+            pre = None
+            if st.sum2:
+                vals[st.out] = np.einsum(st.sum2, *arrs)
+                if keep:
+                    tape.append((ws, pre))
+                continue
+            if not ws:
+                p = None
+            elif len(ws) == 1:
+                p = ws[0]
+            elif keep and len(ws) > 2:
+                pre = [None, ws[0]]
+                for w in ws[1:-1]:
+                    pre.append(pre[-1] * w)
+                p = pre[-1] * ws[-1]
+            else:
+                p = ws[0] * ws[1]
+                for w in ws[2:]:
+                    if p.shape == st.xshape + (n,):
+                        p *= w
+                    else:
+                        p = p * w
+            if st.mode == "sum":
+                ne = len(st.xshape) - len(st.out_shape)
+                o = p if ne == 0 else p.sum(axis=tuple(range(ne)))
+            elif st.mode == "mm":
+                nh, nf, nk = st.hfk
+                if nk == 1:  # nothing eliminated on the batched side: an outer product
+                    o = st.mat * p.reshape(nh, 1, n)
+                elif nf == 1:
+                    o = np.einsum("hk,hkN->hN", st.mat[:, 0, :], p.reshape(nh, nk, n))
+                else:
+                    o = np.matmul(st.mat, p.reshape(nh, nk, n))
+                o = o.reshape(st.out_shape + (n,))
+            else:
+                o = np.broadcast_to(st.mat[..., None], st.mat.shape + (n,))
+            vals[st.out] = o
+            if keep:
+                tape.append((ws, pre))
+        return vals, tape, gtape, extra, evs
+
+    def alone_mats(self, alone):
+        """``ext`` for :meth:`forward` from node -> (k, G) matrices J: message rows, then J.T."""
+        return [[np.vstack([m, alone[v].T]) for m, v in zip(g.mats, g.leaves)] for g in self.groups]
+
+    def cavity(self, ev, a, b, groups, zg_out, cav_out, alone=None, ext=None, aj_out=None, nan_out=None):
+        """Rows a:b: ``zg_out = groups.T @ Z`` (G, b - a) and ``cav_out[:, row]`` (G, rows, b - a)
+        per evidence node; with ``alone`` (node -> (k, G) matrix J, and ``ext = alone_mats(alone)``)
+        also ``aj_out[:, row] = (L @ J).T`` (NaN where the node has no evidence); ``nan_out``: see
+        :meth:`forward`."""
+        n = b - a
+        vals, tape, gtape, extra, evs = self.forward(ev, a, b, keep=True, ext=ext, nan_out=nan_out)
+        z = vals[self.z_index]
+        np.matmul(groups.T, z, out=zg_out)
+        if alone is not None:
+            for g, x in zip(self.groups, extra):
+                aj_out[:, g.rows] = x
+            for idx, v, _ in self.core_ev:
+                if v in ev:
+                    np.matmul(alone[v].T, evs[idx], out=aj_out[:, self.ev_rows[idx]])
+                else:
+                    aj_out[:, self.ev_rows[idx]] = np.nan
+        s = groups.shape[1]
+        gt = groups.T
+        gkey = gt.tobytes()  # the seed-split arrays below depend on the groups only: kept per groups
+        masks = self._masks if getattr(self, "_masks_key", None) == gkey else {}
+        self._masks, self._masks_key = masks, gkey
+
+        def mask(nd, axis):  # groups.T placed on axis `axis` of an (S, nd variables, rows) array
+            key = (nd, axis)
+            if key not in masks:
+                shape = [s] + [1] * nd + [1]
+                shape[1 + axis] = self.target_card
+                masks[key] = gt.reshape(shape)
+            return masks[key]
+
+        grads = {self.z_index: np.broadcast_to(np.ones((1, self.target_card, 1)), (1, self.target_card, n))}
+        for st, (ws, pre) in zip(reversed(self.steps), reversed(tape)):
+            go = grads.pop(st.out)
+            if st.mode == "sum":
+                ne = len(st.xshape) - len(st.out_shape)
+                gp = go if ne == 0 else np.broadcast_to(go.reshape(go.shape[:1] + (1,) * ne + go.shape[1:]),
+                                                         (go.shape[0],) + st.xshape + (n,))
+            elif st.mode == "mm":
+                nh, nf, nk = st.hfk
+                go = go.reshape(go.shape[0], nh, nf, n)
+                if st.f_t is not None:
+                    # the target only in the CPDs: its seed split goes into the matrix, (S, H, K, F)
+                    key = (id(st), gkey)
+                    if key not in masks:
+                        masks[key] = st.mat_t[None] * gt[:, st.f_t][:, None, None, :]
+                    m = masks[key]
+                    gp = np.einsum("ShF,ShFN->ShN", m[:, :, 0, :], go) if nk == 1 \
+                        else np.matmul(m, go)
+                elif nk == 1:
+                    gp = np.einsum("hf,ShfN->ShN", st.mat[:, :, 0], go)
+                elif nf == 1:
+                    gp = st.mat_t[None, :, :, :] * go
+                else:
+                    gp = np.matmul(st.mat_t, go)
+                gp = gp.reshape((gp.shape[0],) + st.xshape + (n,))
+            else:
+                continue
+            nb = len(ws)
+            suf = None
+            for j in range(nb - 1, -1, -1):
+                kind, expr, back, conv, axis = st.grads[j]
+                if nb == 1:
+                    oth = None
+                elif nb == 2:
+                    oth = ws[1 - j]
+                elif j == nb - 1:
+                    oth = pre[j]
+                elif j == 0:
+                    oth = suf
+                else:
+                    oth = pre[j] * suf
+                if nb > 2 and j > 0:
+                    suf = ws[j] if suf is None else suf * ws[j]
+                if expr is None:  # the input holds every variable of P: no sum
+                    gi = gp if oth is None else gp * oth
+                else:
+                    gi = np.einsum(expr, gp) if oth is None else np.einsum(expr, gp, oth)
+                if conv == "sum_t":
+                    gi = (gt @ gi.reshape(self.target_card, -1)).reshape((s,) + gi.shape[2:])
+                elif conv == "mask":
+                    gi = gi * mask(gi.ndim - 2, axis)
+                if kind == "ev":
+                    cav_out[:, self.ev_rows[st.bat[j][0]]] = gi
+                else:
+                    grads[st.bat[j][0]] = gi.transpose(back)
+        for g, (msg, fac) in zip(self.groups, gtape):
+            d = grads.pop(g.index).reshape(s, -1, n)
+            nl = len(g.leaves)
+            # leave-one-out products of the leaves' messages: the group factor over the message
+            # (exact to rounding) while no message is 0 or extreme (and so neither is any product
+            # of them), else prefix/suffix products
+            if nl == 1:
+                oth = g.fill
+                d = d * g.scale
+            elif g.divide and np.fmin.reduce(msg, axis=None) > g.tiny \
+                    and np.fmax.reduce(msg, axis=None) < 1 / g.tiny:
+                # scale * prod_{k != j} msg_k, no underflow within these bounds (a CPD column
+                # summing to 0 gives 0 messages, so groups with such columns never come here)
+                oth = np.divide(fac, msg)
+            else:
+                oth = _leave_one_out(msg)
+                if not g.ones:
+                    oth *= g.fill
+                d = d * g.scale
+            cav_out[:, g.rows] = np.einsum(f"{_SEED}pN,jpN->{_SEED}jN", d, oth)
+
+
+def _leave_one_out(msg):
+    """``out[j] = prod_{k != j} msg[k]`` along the first axis by prefix and suffix products."""
+    nl = len(msg)
+    out = np.empty(msg.shape)
+    pre = [None, msg[0]]
+    for j in range(2, nl):
+        pre.append(pre[-1] * msg[j - 1])
+    out[nl - 1] = pre[nl - 1]
+    suf = msg[nl - 1]
+    for j in range(nl - 2, 0, -1):
+        np.multiply(pre[j], suf, out=out[j])
+        suf = suf * msg[j]
+    out[0] = suf
+    return out
