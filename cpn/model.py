@@ -98,7 +98,7 @@ class SepsisCPN:
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=300_000, cxr_prior="auto", validation_fraction=0.2,
-                 random_state=0, batch_size=4096):
+                 random_state=0, batch_size=2048):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
