@@ -79,6 +79,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if screens is None:
             raise typer.BadParameter("--screens is needed to explain a stay")
         df = pd.read_parquet(screens)
+        wanted = [v for v in m.features_ if m.info_.roles[v] in ("concept", "cxr")]
+        if not any(v in df.columns for v in wanted):
+            # e.g. a run directory's screens.parquet, which keeps only keys, labels and covariates
+            raise typer.BadParameter(
+                f"{screens} has none of the model's measurement columns ({', '.join(wanted[:5])}, "
+                "...), so every screen would be explained by context alone; pass a full screens "
+                "table (`sepsiscope screens COHORT`), or read the run's explanations.parquet")
         s = df[df["stay_id"] == stay]
         if s.empty:
             raise typer.BadParameter(f"stay {stay} is not in {screens}")

@@ -21,3 +21,20 @@ def test_train_and_explain(tmp_path, sampled_screens):
     res = runner.invoke(app, ["explain", str(stay), "--model", str(tmp_path / "m"), "--screens", str(path)])
     assert res.exit_code == 0, res.output
     assert "total log10 B(E)" in res.output and "P(sepsis within 48 h)" in res.output
+
+
+def test_explain_refuses_screens_without_measurements(tmp_path, sampled_screens):
+    """A run directory's screens.parquet keeps only keys and labels: explaining from it would show
+    context alone, so the command says so instead."""
+    path = tmp_path / "screens.parquet"
+    sampled_screens.iloc[:1500].to_parquet(path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "cpn", "--screens", str(path), "--out", str(tmp_path / "m"),
+                              "--max-iter", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    keys = tmp_path / "keys.parquet"
+    sampled_screens.iloc[:1500][["stay_id", "screen_time", "hours_since_admit", "age", "department"]] \
+        .to_parquet(keys)
+    stay = int(sampled_screens.stay_id.iloc[0])
+    res = runner.invoke(app, ["explain", str(stay), "--model", str(tmp_path / "m"), "--screens", str(keys)])
+    assert res.exit_code != 0 and "measurement columns" in res.output
