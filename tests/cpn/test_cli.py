@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from sepsiscope.cli import app
 
 
-def test_train_and_explain(tmp_path, sampled_screens):
-    path = tmp_path / "screens.parquet"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sampled_screens):
+    """(screens path, model dir, `train cpn` result) for a CPN fitted on 1,500 sampled screens."""
+    tmp = tmp_path_factory.mktemp("cpn_cli")
+    path = tmp / "screens.parquet"
     sampled_screens.iloc[:1500].to_parquet(path)
-    runner = CliRunner()
-    res = runner.invoke(app, ["train", "cpn", "--screens", str(path), "--out", str(tmp_path / "m"),
-                              "--max-iter", "3", "--no-progress"])
+    res = CliRunner().invoke(app, ["train", "cpn", "--screens", str(path), "--out", str(tmp / "m"),
+                                   "--max-iter", "3", "--no-progress"])
+    return path, tmp / "m", res
+
+
+def test_train_and_explain(trained, sampled_screens):
+    path, model, res = trained
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["explain", "--model", str(tmp_path / "m")])
+    runner = CliRunner()
+    res = runner.invoke(app, ["explain", "--model", str(model)])
     assert res.exit_code == 0, res.output
     assert "hr" in res.output and "group multipliers" in res.output
     stay = int(sampled_screens.stay_id.iloc[0])
-    res = runner.invoke(app, ["explain", str(stay), "--model", str(tmp_path / "m"), "--screens", str(path)])
+    res = runner.invoke(app, ["explain", str(stay), "--model", str(model), "--screens", str(path)])
     assert res.exit_code == 0, res.output
     assert "total log10 B(E)" in res.output and "P(sepsis within 48 h)" in res.output
 
 
-def test_explain_refuses_screens_without_measurements(tmp_path, sampled_screens):
+def test_explain_refuses_screens_without_measurements(trained, tmp_path, sampled_screens):
     """A run directory's screens.parquet keeps only keys and labels: explaining from it would show
     context alone, so the command says so instead."""
-    path = tmp_path / "screens.parquet"
-    sampled_screens.iloc[:1500].to_parquet(path)
-    runner = CliRunner()
-    res = runner.invoke(app, ["train", "cpn", "--screens", str(path), "--out", str(tmp_path / "m"),
-                              "--max-iter", "2", "--no-progress"])
+    _, model, res = trained
     assert res.exit_code == 0, res.output
     keys = tmp_path / "keys.parquet"
     sampled_screens.iloc[:1500][["stay_id", "screen_time", "hours_since_admit", "age", "department"]] \
         .to_parquet(keys)
     stay = int(sampled_screens.stay_id.iloc[0])
-    res = runner.invoke(app, ["explain", str(stay), "--model", str(tmp_path / "m"), "--screens", str(keys)])
+    res = CliRunner().invoke(app, ["explain", str(stay), "--model", str(model), "--screens", str(keys)])
     assert res.exit_code != 0 and "measurement columns" in res.output
