@@ -51,8 +51,12 @@ def draw_network(net, ax=None):
     nx.draw_networkx_edges(g, pos, ax=ax, edge_color="#aaaaaa", width=0.6, arrowsize=7, node_size=700)
     nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[ROLE_COLOURS[roles[v]] for v in g], node_size=700)
     for v, (x, y) in pos.items():
-        ax.text(x, y - 0.22 if y == 0.0 and roles[v] != "target" else y + 0.2, v, ha="center",
-                va="center", fontsize=8)
+        low = y == 0.0 and roles[v] != "target"
+        # long leaf names (e.g. bloodgas_tested_24h) would collide with their neighbours upright
+        rot = 20 if roles[v] in ("concept", "cxr", "tested") else 0
+        ax.text(x, y - 0.22 if low else y + 0.2, v, ha="right" if (rot and low) else "left" if rot else "center",
+                va="top" if low else "bottom" if rot else "center", fontsize=8, rotation=rot,
+                rotation_mode="anchor")
     ax.legend(handles=[Patch(color=c, label=r) for r, c in ROLE_COLOURS.items()], loc="upper left")
     ax.axis("off")
     return ax
