@@ -252,23 +252,17 @@ class InferenceEngine:
         return ",".join(ins) + "->" + self._sub(self._factors[step.output], letters), letters
 
     # ------------------------------------------------------------------ evidence
-    def _evidence_arrays(self, evidence, n=None):
-        unknown = [k for k in evidence if k not in self.evidence_nodes]
-        if unknown:
-            raise ValueError(f"evidence for node(s) {unknown}, which are not evidence nodes of "
-                             f"this engine ({self.evidence_nodes})")
-        if n is None:
-            n = next((len(np.asarray(a)) for a in evidence.values()), 1)
+    def _evidence_arrays(self, evidence):
+        """Checked evidence as one fresh (n, k) array per evidence node, NaN rows and absent nodes
+        replaced by ones (no evidence): the input of the general einsum/adjoint path."""
+        checked, n = self._check_evidence(evidence)
         out = []
         for v in self.evidence_nodes:
-            if v not in evidence:
+            if v not in checked:
                 out.append(np.ones((n, self.cards[v])))
                 continue
-            a = np.array(evidence[v], dtype=float)
-            if a.shape != (n, self.cards[v]):
-                raise ValueError(f"evidence for '{v}' has shape {a.shape}, expected ({n}, {self.cards[v]})")
-            nan_rows = np.isnan(a).any(axis=1)
-            a[nan_rows] = 1.0  # NaN row = no evidence
+            a = checked[v].copy()
+            a[np.isnan(a).any(axis=1)] = 1.0  # NaN row = no evidence
             if (a < 0).any():
                 raise ValueError(f"evidence for '{v}' has negative likelihoods")
             out.append(a)

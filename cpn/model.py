@@ -201,12 +201,12 @@ class SepsisCPN:
             raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
         if not (self.cxr_prior == "auto" or 0.0 < float(self.cxr_prior) < 1.0):
             raise ValueError(f"cxr_prior must be 'auto' or in (0, 1), got {self.cxr_prior!r}")
-        self.cxr_prior_ = self._fit_cxr_prior(screens.iloc[rows])
+        sub = screens.iloc[rows]
+        self.cxr_prior_ = self._fit_cxr_prior(sub)
         self.half_life_scale_ = {}
         if self.half_lives == "learn":
             hl = self._learn_half_lives(screens, rows, stays, t_state, hl, rng)
         self.half_lives_ = hl
-        sub = screens.iloc[rows]
         ev, _ = self._evidence(sub)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
         self.em_history_ = fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
