@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernel
+
 __all__ = ["InferenceEngine", "elimination_order"]
 
 logger = logging.getLogger(__name__)
@@ -336,12 +338,43 @@ class InferenceEngine:
                     del vals[i]
         return vals
 
-    def joint(self, evidence, *, batch_size: int = 4096) -> np.ndarray:
+    def _program(self, groups) -> "kernel.Program":
+        """The compiled kernel's term program for the current CPDs and these target groups (kept
+        with the numpy plan, so rebuilt with it when a CPD changes)."""
+        plan = self._fast_plan()
+        groups = np.asarray(groups, dtype=float)
+        key = groups.tobytes()
+        progs = plan.__dict__.setdefault("programs", {})
+        if key not in progs:
+            prog = kernel.Program(self, groups)
+            marg = self.target_marginals()
+            prog.set_alone({v: marg[v].T @ groups for v in self.evidence_nodes})
+            progs[key] = prog
+        return progs[key]
+
+    def _use_kernel(self, backend: str) -> bool:
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+        if backend == "numba" and not kernel.available():
+            raise RuntimeError("backend='numba' needs numba (pip install numba)")
+        return backend == "numba" or (backend == "auto" and kernel.available())
+
+    def joint(self, evidence, *, batch_size: int = 4096, backend: str = "auto",
+              threads: int | None = None) -> np.ndarray:
         """Unnormalised ``Z[n, t] = P(target = t, E_n)`` for every row of ``evidence``.
 
         ``evidence`` maps evidence node -> array ``(n, card)`` of likelihoods (NaN row = none).
+        ``backend``: the compiled kernel ("numba"), the numpy plan ("numpy", in chunks of
+        ``batch_size`` rows) or the kernel where numba is installed ("auto"); ``threads``: the
+        kernel's (default ``SEPSISCOPE_THREADS`` or every core).
         """
         ev, n = self._check_evidence(evidence)
+        if self._use_kernel(backend):
+            t = self.cards[self.target]
+            prog = self._program(np.stack([np.arange(t) == 0, np.arange(t) != 0], axis=1))
+            out = np.empty((t, n))
+            kernel.run_kernel(prog, ev, n, mode=0, z_out=out, threads=threads)
+            return np.ascontiguousarray(out.T)
         plan = self._fast_plan()
         out = np.empty((self.cards[self.target], n))
         for a in range(0, n, batch_size):
@@ -360,9 +393,11 @@ class InferenceEngine:
             out[a:b] = self._forward(arrays)[self._steps[-1].output]
         return out
 
-    def posterior(self, evidence, *, batch_size: int = 4096) -> np.ndarray:
-        """``P(target | E_n)`` per row, shape ``(n, card[target])``."""
-        z = self.joint(evidence, batch_size=batch_size)
+    def posterior(self, evidence, *, batch_size: int = 4096, backend: str = "auto",
+                  threads: int | None = None) -> np.ndarray:
+        """``P(target | E_n)`` per row, shape ``(n, card[target])`` (``backend``, ``threads``: see
+        :meth:`joint`)."""
+        z = self.joint(evidence, batch_size=batch_size, backend=backend, threads=threads)
         return z / z.sum(axis=1, keepdims=True)
 
     def backward(self, evidence, seed, *, want_cpds: bool = False, want_evidence: bool = True):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cpn import kernel
 from cpn.explain import bayes_factors
 from cpn.inference import InferenceEngine, _leave_one_out
 
@@ -93,7 +94,7 @@ def test_fast_plan_matches_general_path(seed, n_core, n_leaves, zeros, tiny, tar
     groups = _groups(eng, rng)
     before = {v: x.copy() for v, x in ev.items()}
     z_ref = eng._joint_reference(ev)
-    z = eng.joint(ev, batch_size=batch)
+    z = eng.joint(ev, batch_size=batch, backend="numpy")
     scale = np.abs(z_ref).max(axis=1, keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)
     np.testing.assert_allclose(z / scale, z_ref / scale, rtol=0, atol=1e-12)
@@ -106,22 +107,24 @@ def test_fast_plan_matches_general_path(seed, n_core, n_leaves, zeros, tiny, tar
         c = np.where(np.abs(cav_ref[v]).max(axis=1, keepdims=True) > 0,
                      np.abs(cav_ref[v]).max(axis=1, keepdims=True), 1)
         np.testing.assert_allclose(cav[v] / c, cav_ref[v] / c, rtol=0, atol=1e-12, err_msg=v)
-    bayes_factors(eng, ev, groups, batch_size=batch)
+    bayes_factors(eng, ev, groups, batch_size=batch, backend="numpy")
     for v, x in ev.items():  # the evidence is read, never written
         np.testing.assert_array_equal(x, before[v])
 
 
+@pytest.mark.parametrize("backend", [
+    "numpy", pytest.param("numba", marks=pytest.mark.skipif(not kernel.available(), reason="no numba"))])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), zeros=st.booleans(), batch=st.sampled_from([1, 4, 50]))
 @np.errstate(invalid="ignore")  # -inf - -inf where evidence is impossible (both sides NaN then)
-def test_bayes_factors_match_brute_force(seed, zeros, batch):
+def test_bayes_factors_match_brute_force(backend, seed, zeros, batch):
     rng = np.random.default_rng(seed)
     eng, names, cards, parents = random_engine(rng, int(rng.integers(1, 4)), int(rng.integers(1, 4)),
                                                zeros=zeros)
     n = 5
     ev = random_evidence(rng, eng, n)
     groups = _groups(eng, rng)
-    bf = bayes_factors(eng, ev, groups, batch_size=batch)
+    bf = bayes_factors(eng, ev, groups, batch_size=batch, backend=backend)
     target = names.index(eng.target)
 
     def log_odds(row):

@@ -12,10 +12,14 @@ from pgmpy.factors.discrete import TabularCPD
 from pgmpy.inference import VariableElimination
 from pgmpy.models import DiscreteBayesianNetwork
 
+from cpn import kernel
 from cpn.evidence import EVIDENCE_ROLES
 from cpn.inference import InferenceEngine
 from cpn.structure import node_roles
 
+
+#: both inference paths: the compiled kernel where numba is installed, and the numpy plan
+BACKENDS = ("numba", "numpy") if kernel.available() else ("numpy",)
 
 def random_network(rng, n_nodes, max_parents=2):
     names = [f"X{i}" for i in range(n_nodes)]
@@ -71,10 +75,11 @@ def test_engine_matches_pgmpy_on_random_networks(seed, n_nodes):
     for v in ev_nodes:
         if rng.random() < 0.3:
             ev[v][0] = np.nan  # row 0 without evidence for v
-    post = eng.posterior(ev)
+    posts = [eng.posterior(ev, backend=b) for b in BACKENDS]
     for r in range(n):
         ref = pgmpy_posterior(model, target, {v: ev[v][r] for v in ev_nodes})
-        np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+        for post in posts:
+            np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize("net_name", ["physionet", "full"])
@@ -88,10 +93,11 @@ def test_engine_matches_pgmpy_on_shipped_networks(net_name, request):
     ev = {v: rng.random((n, net.get_cardinality(v))) for v in ev_nodes}
     for v in ev_nodes[::3]:
         ev[v][1] = np.nan
-    post = eng.posterior(ev)
+    posts = [eng.posterior(ev, backend=b) for b in BACKENDS]
     for r in range(n):
         ref = pgmpy_posterior(net, "sepsis", {v: ev[v][r] for v in ev_nodes})
-        np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+        for post in posts:
+            np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
 
 
 def test_nan_row_equals_no_evidence(physionet_net):
