@@ -35,14 +35,15 @@ TILE = 128
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, out_arity, out_add, term_ptr,
           coef, inp, inp_base, zidx, zg, row_cav, row_alone, mode, alone_scale, z_out, ctx_out,
-          alone_out, v, nanrow, acc, pa, mn, mx):
+          alone_out, v, nanrow, acc, pa, mn, mx, blk):
     """One tile: evidence rows a : a + nl; returns 0 or an error code (see :func:`kernel`)."""
     R = TILE
     n_rows = len(ev_k)
     # ---- evidence, read in place (node i: a float64 array at address addr[i], element strides
     # s0[i] per row and s1[i] per state). A row holding a NaN carries none (ones); negative and
     # infinite values are counted branch-free (so the loops vectorise) and located only if any.
-    nbad = 0.0
+    for r in range(R):
+        mx[r] = 0.0  # per lane: the count of negative / infinite values in rows with evidence
     for i in range(n_rows):
         lo = ev_lo[i]
         k = ev_k[i]
@@ -54,36 +55,42 @@ def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, 
                     v[lo + x, r] = 1.0
             continue
         X = numba.carray(_ptr(addr[i]), (extent[i],))
-        a0 = s0[i] * a
-        r0 = s0[i]
-        c1 = s1[i]
         for r in range(R):
             acc[r] = 0.0
             mn[r] = 0.0
-        if nl == R:
+        if s1[i] == 1 and s0[i] == k and nl == R:
+            # C-ordered rows: copy the tile's block (contiguous, so streamed at memory speed),
+            # then transpose it out of the L1 cache
+            a0 = a * k
+            for j in range(R * k):
+                blk[j] = X[a0 + j]
             for x in range(k):
                 for r in range(R):
-                    val = X[a0 + r * r0 + x * c1]
+                    val = blk[r * k + x]
                     acc[r] += val
                     v[lo + x, r] = val
+        else:  # any other layout, or the last, partial tile (lanes past nl: no evidence)
+            r0 = s0[i]
+            c1 = s1[i]
             for x in range(k):
                 for r in range(R):
-                    val = v[lo + x, r]
-                    mn[r] += 1.0 if (val < 0.0) | (val == np.inf) else 0.0
-        else:  # the last, partial tile: lanes past nl carry no evidence
-            for x in range(k):
-                for r in range(R):
-                    val = X[a0 + r * r0 + x * c1] if r < nl else np.nan
+                    val = X[(a + r) * r0 + x * c1] if r < nl else np.nan
                     acc[r] += val
-                    mn[r] += (val < 0.0) + (val == np.inf)
                     v[lo + x, r] = val
+        for x in range(k):
+            for r in range(R):
+                val = v[lo + x, r]
+                mn[r] += 1.0 if (val < 0.0) | (val == np.inf) else 0.0
         for x in range(k):
             for r in range(R):
                 v[lo + x, r] = v[lo + x, r] if acc[r] == acc[r] else 1.0
         for r in range(R):
             ok = acc[r] == acc[r]
-            nbad += mn[r] if ok else 0.0
+            mx[r] += mn[r] if ok else 0.0
             nanrow[i, r] = 0.0 if ok else np.nan
+    nbad = 0.0
+    for r in range(R):
+        nbad += mx[r]
     if nbad > 0.0:  # find the first offending node
         for i in range(n_rows):
             if not present[i]:
@@ -105,26 +112,50 @@ def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, 
         t0 = term_ptr[o]
         t1 = term_ptr[o + 1]
         ib = inp_base[o]
-        if out_add[o]:
-            for r in range(R):
-                acc[r] = v[e, r]
-        else:
-            for r in range(R):
-                acc[r] = 0.0
-        if ar == 2:
-            for t in range(t0, t1):
+        add = out_add[o]
+        if ar == 2 and t1 > t0:  # the first term initialises the sum (no clearing pass)
+            c = coef[t0]
+            i0 = inp[ib + 2 * t0]
+            i1 = inp[ib + 2 * t0 + 1]
+            if add:
+                for r in range(R):
+                    acc[r] = v[e, r] + c * v[i0, r] * v[i1, r]
+            else:
+                for r in range(R):
+                    acc[r] = c * v[i0, r] * v[i1, r]
+            for t in range(t0 + 1, t1):
                 c = coef[t]
                 i0 = inp[ib + 2 * t]
                 i1 = inp[ib + 2 * t + 1]
                 for r in range(R):
                     acc[r] += c * v[i0, r] * v[i1, r]
-        elif ar == 1:
-            for t in range(t0, t1):
+            for r in range(R):
+                v[e, r] = acc[r]
+            continue
+        if ar == 1 and t1 > t0:
+            c = coef[t0]
+            i0 = inp[ib + t0]
+            if add:
+                for r in range(R):
+                    acc[r] = v[e, r] + c * v[i0, r]
+            else:
+                for r in range(R):
+                    acc[r] = c * v[i0, r]
+            for t in range(t0 + 1, t1):
                 c = coef[t]
                 i0 = inp[ib + t]
                 for r in range(R):
                     acc[r] += c * v[i0, r]
-        elif ar == 3:
+            for r in range(R):
+                v[e, r] = acc[r]
+            continue
+        if add:
+            for r in range(R):
+                acc[r] = v[e, r]
+        else:
+            for r in range(R):
+                acc[r] = 0.0
+        if ar == 3:
             for t in range(t0, t1):
                 c = coef[t]
                 i0 = inp[ib + 3 * t]
@@ -199,11 +230,15 @@ def kernel(addr, s0, s1, extent, present, row0, row1, ev_lo, ev_k, n_slots, n_in
     pa = np.empty(R)
     mn = np.empty(R)
     mx = np.empty(R)
+    kmax = 1
+    for i in range(n_rows):
+        kmax = max(kmax, ev_k[i])
+    blk = np.empty(R * kmax)
     for a in range(row0, row1, R):
         code = _tile(a, min(R, row1 - a), addr, s0, s1, extent, present, ev_lo, ev_k, n_instr,
                      out_slot, out_arity, out_add, term_ptr, coef, inp, inp_base, zidx, zg,
                      row_cav, row_alone, mode, alone_scale, z_out, ctx_out, alone_out, v, nanrow,
-                     acc, pa, mn, mx)
+                     acc, pa, mn, mx, blk)
         if code:
             return code
     return 0
