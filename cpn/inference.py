@@ -14,11 +14,14 @@ derivatives are the *cavity* quantities the rest of the package needs:
 * ``dZ/dL_i`` summed over the states of node ``i`` is ``P(target, E without i)`` (explanations);
 * ``theta_v * dZ/dtheta_v / Z`` summed over rows is the expected count table of family ``v`` (EM).
 
-:meth:`InferenceEngine.joint`, :meth:`~InferenceEngine.cavity` and :func:`cpn.explain.bayes_factors`
-run the same plan specialised to the current CPD values in a batch-last layout (``_Plan``): arrays
-are ``(*states, rows)``, each CPD contraction is one stacked matmul, and the adjoint sweep returns
-only the summed cavities. :meth:`~InferenceEngine.backward` keeps the general einsum form (any seed,
-per-state and CPD gradients) and is the reference the fast plan is tested against.
+:meth:`InferenceEngine.joint` and :func:`cpn.explain.bayes_factors` run, where numba is installed,
+the plan flattened into a compiled term program (:mod:`cpn.kernel`: forward pass, adjoint and
+explanation sums in one pass over a tile of screens, several threads). The numpy fallback -- and
+:meth:`~InferenceEngine.cavity` always -- runs the same plan specialised to the current CPD values in
+a batch-last layout (``_Plan``): arrays are ``(*states, rows)``, each CPD contraction is one stacked
+matmul, and the adjoint sweep returns only the summed cavities. :meth:`~InferenceEngine.backward`
+keeps the general einsum form (any seed, per-state and CPD gradients) and is the reference both are
+tested against.
 
 Examples
 --------

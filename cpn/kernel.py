@@ -355,7 +355,8 @@ def _raise(code, prog):
     raise ValueError(f"evidence for '{v}' has {'negative' if kind == 0 else 'infinite'} likelihoods")
 
 
-_POOL = None  # threads for run_kernel, made on first use
+_POOL = None  # threads for run_kernel, made on first use (and remade larger when asked for more)
+_POOL_SIZE = 0
 
 
 def default_threads() -> int:
@@ -374,7 +375,7 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     ``alone_out`` (rows, n) the explanation ratios (see :mod:`cpn._kernel`); with ``log10`` their
     log10 instead (each thread takes the logarithms of its own rows), ``alone_shift`` subtracted
     from the ``alone`` ones."""
-    global _POOL
+    global _POOL, _POOL_SIZE
     dummy = np.empty((1, 2))[:, :0]
     n_instr = prog.n_fwd if mode == 0 else len(prog.out_slot)
     addr, s0, s1, ext, present, keep = prog.evidence_table(ev, n)
@@ -401,9 +402,10 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     if k == 1:
         codes = [part(0)]
     else:
-        if _POOL is None or _POOL._max_workers < k:
+        if _POOL_SIZE < k:
             from concurrent.futures import ThreadPoolExecutor
             _POOL = ThreadPoolExecutor(max_workers=k, thread_name_prefix="cpn-kernel")
+            _POOL_SIZE = k
         codes = list(_POOL.map(part, range(k)))
     del keep  # the arrays the kernel read stay alive until here
     code = next((c for c in codes if c), 0)

@@ -131,3 +131,31 @@ def test_program_is_rebuilt_when_cpds_change():
     after = bayes_factors(eng, ev, np.eye(2), backend="numba")["total"]
     assert after != pytest.approx(before)
     np.testing.assert_allclose(after, bayes_factors(eng, ev, np.eye(2), backend="numpy")["total"])
+
+
+def test_numpy_fallback_without_numba():
+    """SEPSISCOPE_NO_NUMBA=1 stands for a machine without numba: the numpy plan answers, and the
+    numba backend says what is missing."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from cpn import kernel\n"
+        "from cpn.explain import bayes_factors\n"
+        "from cpn.inference import InferenceEngine\n"
+        "assert not kernel.available()\n"
+        "eng = InferenceEngine(['T', 'B'], {'T': 2, 'B': 2}, {'T': [], 'B': ['T']},\n"
+        "    {'T': np.array([.2, .8]), 'B': np.array([[.9, .3], [.1, .7]])}, 'T', ['B'])\n"
+        "bf = bayes_factors(eng, {'B': np.array([[1.0, 0.0]])}, np.eye(2))\n"
+        "print(round(float(bf['total'][0]), 4))\n"
+        "try:\n"
+        "    eng.joint({'B': np.array([[1.0, 0.0]])}, backend='numba')\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n")
+    env = dict(os.environ, SEPSISCOPE_NO_NUMBA="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "0.4771"
+    assert "needs numba" in lines[1]
