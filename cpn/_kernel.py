@@ -66,26 +66,24 @@ def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, 
                 blk[j] = X[a0 + j]
             for x in range(k):
                 for r in range(R):
-                    val = blk[r * k + x]
-                    acc[r] += val
-                    v[lo + x, r] = val
+                    v[lo + x, r] = blk[r * k + x]
         else:  # any other layout, or the last, partial tile (lanes past nl: no evidence)
             r0 = s0[i]
             c1 = s1[i]
             for x in range(k):
                 for r in range(R):
-                    val = X[(a + r) * r0 + x * c1] if r < nl else np.nan
-                    acc[r] += val
-                    v[lo + x, r] = val
+                    v[lo + x, r] = X[(a + r) * r0 + x * c1] if r < nl else np.nan
+        # acc: NaN count (any NaN: no evidence; a sum would also turn inf + -inf into NaN)
         for x in range(k):
             for r in range(R):
                 val = v[lo + x, r]
+                acc[r] += 1.0 if val != val else 0.0
                 mn[r] += 1.0 if (val < 0.0) | (val == np.inf) else 0.0
         for x in range(k):
             for r in range(R):
-                v[lo + x, r] = v[lo + x, r] if acc[r] == acc[r] else 1.0
+                v[lo + x, r] = v[lo + x, r] if acc[r] == 0.0 else 1.0
         for r in range(R):
-            ok = acc[r] == acc[r]
+            ok = acc[r] == 0.0
             mx[r] += mn[r] if ok else 0.0
             nanrow[i, r] = 0.0 if ok else np.nan
     nbad = 0.0
@@ -96,15 +94,19 @@ def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, 
             if not present[i]:
                 continue
             X = numba.carray(_ptr(addr[i]), (extent[i],))
+            neg = False
+            inf = False
             for r in range(nl):
                 if nanrow[i, r] != 0.0:
                     continue
                 for x in range(ev_k[i]):
                     val = X[s0[i] * (a + r) + s1[i] * x]
-                    if val < 0.0:
-                        return 1 + i
-                    if val == np.inf:
-                        return 1 + n_rows + i
+                    neg = neg or val < 0.0
+                    inf = inf or val == np.inf
+            if neg:  # negatives first, as the numpy plan reports them
+                return 1 + i
+            if inf:
+                return 1 + n_rows + i
     # ---- the term program: slot = (its value so far if "add") + sum of coef * v[in_0] * ...
     for o in range(n_instr):
         e = out_slot[o]

@@ -72,9 +72,10 @@ def test_kernel_rejects_bad_evidence_naming_the_node(threads):
     eng = _engine()
     n = 2000
     ok = np.full((n, 3), 0.5)
-    for bad, word in ((-1.0, "negative"), (np.inf, "infinite"), (-np.inf, "negative")):
+    for bad, word in ((-1.0, "negative"), (np.inf, "infinite"), (-np.inf, "negative"),
+                      ((np.inf, -np.inf), "negative")):  # inf + -inf is NaN: must not pass as NaN
         x = np.full((n, 2), 0.5)
-        x[1777, 1] = bad  # in the second thread's rows, in a full tile
+        x[1777, :] = bad if isinstance(bad, tuple) else (0.5, bad)  # second thread, a full tile
         with pytest.raises(ValueError, match=f"evidence for 'B' has {word} likelihoods"):
             bayes_factors(eng, {"B": x, "C": ok}, np.eye(2), backend="numba", threads=threads)
         with pytest.raises(ValueError, match=f"evidence for 'B' has {word} likelihoods"):
