@@ -361,8 +361,13 @@ _POOL_SIZE = 0
 
 def default_threads() -> int:
     """Threads the kernel uses by default: ``SEPSISCOPE_THREADS`` if set, else every core."""
-    env = os.environ.get("SEPSISCOPE_THREADS")
-    return max(1, int(env)) if env else max(1, os.cpu_count() or 1)
+    env = os.environ.get("SEPSISCOPE_THREADS", "").strip()
+    if not env:
+        return max(1, os.cpu_count() or 1)
+    try:
+        return max(1, int(env))
+    except ValueError:
+        raise ValueError(f"SEPSISCOPE_THREADS must be a whole number of threads, got {env!r}") from None
 
 
 def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=None, alone_out=None,

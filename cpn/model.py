@@ -88,7 +88,9 @@ class SepsisCPN:
         Fraction of stays held out for half-life selection.
     random_state : int
     batch_size : int
-        Rows per engine batch.
+        Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
+        explanations where numba is installed, runs tiles of its own; its threads are set by
+        ``SEPSISCOPE_THREADS``, default every core).
 
     Attributes
     ----------
