@@ -7,8 +7,10 @@ item ``i`` we report ``log10 B({i})`` (the item alone) and the in-context
 
 ``B({i})`` needs only the prior joint ``P(target, X_i)`` (computed once); the in-context factors
 come from one adjoint sweep of the engine (as in ``InferenceEngine.cavity``), not one inference per
-item. Everything is computed chunk by chunk in one pass of the engine's batch-last plan: the
-joint ``L_i @ P(X_i, group)`` of each item rides along in the matmul that forms its message.
+item. Where numba is installed, the compiled kernel (:mod:`cpn.kernel`) computes the forward pass,
+the adjoint and both sums of every item in one term program per tile of screens; otherwise the
+engine's batch-last numpy plan does it chunk by chunk, the joint ``L_i @ P(X_i, group)`` of each
+item riding along in the matmul that forms its message. Both give the same numbers.
 
 Examples
 --------
@@ -69,16 +71,15 @@ def bayes_factors(engine, evidence: dict, groups, *, nodes=None, batch_size: int
     ev, n = engine._check_evidence(evidence)
     if groups.ndim != 2 or groups.shape[0] != engine.cards[engine.target] or groups.shape[1] < 2:
         raise ValueError(f"groups must have shape ({engine.cards[engine.target]}, 2), got {groups.shape}")
-    if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
-    if backend == "numba" and not kernel.available():
-        raise RuntimeError("backend='numba' needs numba (pip install numba)")
+    use_kernel = engine._use_kernel(backend)  # (checks the backend's name)
+    if use_kernel and groups.shape[1] != 2:
+        if backend == "numba":
+            raise ValueError(f"backend='numba' explains 2 target groups, got {groups.shape[1]}")
+        use_kernel = False
     with np.errstate(over="ignore"):
         prior_inv = float(np.power(10.0, -prior))  # 1 / prior odds (0 or inf when out of range)
     scale_ok = bool(np.isfinite(prior_inv) and prior_inv > 0)
-    if backend == "numba" or (backend == "auto" and kernel.available() and groups.shape[1] == 2):
-        if groups.shape[1] != 2:
-            raise ValueError(f"backend='numba' explains 2 target groups, got {groups.shape[1]}")
+    if use_kernel:
         prog = engine._program(groups)
         zg = np.empty((2, n))
         alone, ctx = np.empty((prog.n_rows, n)), np.empty((prog.n_rows, n))

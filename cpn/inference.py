@@ -341,13 +341,19 @@ class InferenceEngine:
                     del vals[i]
         return vals
 
-    def _program(self, groups) -> "kernel.Program":
+    def _program(self, groups=None) -> "kernel.Program":
         """The compiled kernel's term program for the current CPDs and these target groups (kept
-        with the numpy plan, so rebuilt with it when a CPD changes)."""
+        with the numpy plan, so rebuilt with it when a CPD changes); ``None``: any program, for
+        the forward pass."""
         plan = self._fast_plan()
+        progs = plan.__dict__.setdefault("programs", {})
+        if groups is None:  # the forward pass alone: the same in every program
+            if progs:
+                return next(iter(progs.values()))
+            t = self.cards[self.target]
+            groups = np.stack([np.arange(t) == 0, np.arange(t) != 0], axis=1)
         groups = np.asarray(groups, dtype=float)
         key = groups.tobytes()
-        progs = plan.__dict__.setdefault("programs", {})
         if key not in progs:
             prog = kernel.Program(self, groups)
             marg = self.target_marginals()
@@ -373,10 +379,8 @@ class InferenceEngine:
         """
         ev, n = self._check_evidence(evidence)
         if self._use_kernel(backend):
-            t = self.cards[self.target]
-            prog = self._program(np.stack([np.arange(t) == 0, np.arange(t) != 0], axis=1))
-            out = np.empty((t, n))
-            kernel.run_kernel(prog, ev, n, mode=0, z_out=out, threads=threads)
+            out = np.empty((self.cards[self.target], n))
+            kernel.run_kernel(self._program(), ev, n, mode=0, z_out=out, threads=threads)
             return np.ascontiguousarray(out.T)
         plan = self._fast_plan()
         out = np.empty((self.cards[self.target], n))
