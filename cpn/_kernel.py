@@ -26,9 +26,9 @@ def _ptr(typingctx, address):
 
 
 #: screens per tile. Longer rows amortise each loop's set-up; shorter ones keep a tile's scratch
-#: (slots x TILE doubles: 1.5 MB for the PhysioNet network at 128) in the L2 cache. 128 was the
-#: fastest of 32-512 on the PhysioNet network (1.33 us per explained screen against 1.65 at 64,
-#: 1.60 at 256, 3.2 at 32; one core of the development machine).
+#: (slots x TILE doubles: 780 KB for the PhysioNet network's 764 slots at 128) in the L2 cache.
+#: On one core of the development machine 128 was the fastest (1.09-1.12 us per explained screen,
+#: against 1.32 at 64, 1.13 at 192 and 1.30 at 256).
 TILE = 128
 
 
