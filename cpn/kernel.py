@@ -403,6 +403,16 @@ _POOL = None  # threads for run_kernel, made on first use (and remade larger whe
 _POOL_SIZE = 0
 
 
+def _forget_pool():
+    """A forked child has none of its parent's threads: it makes a pool of its own."""
+    global _POOL, _POOL_SIZE
+    _POOL, _POOL_SIZE = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def default_threads() -> int:
     """Threads the kernel uses by default: ``SEPSISCOPE_THREADS`` if set, else every core."""
     env = os.environ.get("SEPSISCOPE_THREADS", "").strip()

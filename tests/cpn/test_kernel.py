@@ -160,3 +160,35 @@ def test_numpy_fallback_without_numba():
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "0.4771"
     assert "needs numba" in lines[1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_threads_work_in_a_forked_child():
+    """The kernel's thread pool does not survive a fork; a child must make its own, not wait on
+    threads it does not have (as a DataLoader or multiprocessing worker would)."""
+    import os
+
+    eng = _engine()
+    ev = {"B": np.full((5000, 2), 0.5), "C": np.full((5000, 3), 0.2)}
+    want = eng.posterior(ev, backend="numba", threads=2)  # the parent's pool now exists
+    import signal
+    import time
+
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if the threaded kernel answers, and correctly
+        ok = False
+        try:
+            ok = np.allclose(eng.posterior(ev, backend="numba", threads=2), want)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:  # waiting on threads it does not have
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the kernel hung in a forked child")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
