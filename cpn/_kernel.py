@@ -12,6 +12,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+
 @intrinsic
 def _ptr(typingctx, address):
     """A float64 pointer from an integer address (the evidence arrays are read in place)."""
@@ -33,9 +34,9 @@ TILE = 128
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, out_arity, out_add, term_ptr,
-          coef, inp, inp_base, zidx, zg, row_cav, row_alone, mode, alone_scale, z_out, ctx_out,
-          alone_out, v, nanrow, acc, pa, mn, mx, blk):
+def _tile(a, nl, addr, s0, s1, extent, present, ev_lo, ev_k, n_instr, out_slot, out_arity,
+          out_add, term_ptr, coef, inp, inp_base, zidx, zg, row_cav, row_alone, mode, alone_scale,
+          z_out, ctx_out, alone_out, v, nanrow, acc, pa, mn, mx, blk):
     """One tile: evidence rows a : a + nl; returns 0 or an error code (see :func:`kernel`)."""
     R = TILE
     n_rows = len(ev_k)
