@@ -347,7 +347,8 @@ class InferenceEngine:
         the forward pass."""
         plan = self._fast_plan()
         progs = plan.__dict__.setdefault("programs", {})
-        if groups is None:  # the forward pass alone: the same in every program
+        forward_only = groups is None
+        if forward_only:  # the forward pass alone: the same in every program
             if progs:
                 return next(iter(progs.values()))
             t = self.cards[self.target]
@@ -355,11 +356,12 @@ class InferenceEngine:
         groups = np.asarray(groups, dtype=float)
         key = groups.tobytes()
         if key not in progs:
-            prog = kernel.Program(self, groups)
+            progs[key] = kernel.Program(self, groups)
+        prog = progs[key]
+        if not forward_only and not prog.alone_set:  # P(X_i, group): one backward pass, once
             marg = self.target_marginals()
             prog.set_alone({v: marg[v].T @ groups for v in self.evidence_nodes})
-            progs[key] = prog
-        return progs[key]
+        return prog
 
     def _use_kernel(self, backend: str) -> bool:
         if backend not in ("auto", "numba", "numpy"):

@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from collections import defaultdict
 
@@ -120,10 +121,11 @@ class Program:
             cav_src[k] = (int(self.ev_lo[k]), np.ones(cards[v]))
         first_grp = eng._n_cpd + eng._n_ev
         # ---- leaf messages (msg[q] = sum_x A[x, q] L[x]) and group products
+        r = len(eng._core_ev) - 1
         for gidx, (scope, leaves) in enumerate(eng._groups):
             msgs = []
             for v in leaves:
-                r = self.rows[v]
+                r += 1  # this leaf's row (not rows[v]: a node listed twice has two rows)
                 a = eng._leaf_matrix(v, scope)  # (k, P)
                 base = new_slots(scope)
                 lo = int(self.ev_lo[r])
@@ -309,6 +311,7 @@ class Program:
         self.inp_base = (np.concatenate([[0], np.cumsum(ni)[:-1]]) - self.out_arity * self.term_ptr[:-1]
                          ).astype(np.int64)
         self._share_slots()
+        self.alone_set = False
 
     def _share_slots(self):
         """Let slots whose value is no longer needed be reused by later ones (a linear scan over
@@ -354,7 +357,9 @@ class Program:
         self.row_cav, self.row_alone = phys[self.row_cav], phys[self.row_alone]
 
     def set_alone(self, jmat: dict) -> None:
-        """Coefficients of the ``P(group, {i})`` sums: ``jmat`` node -> (k, 2) ``P(X_i, group)``."""
+        """Coefficients of the ``P(group, {i})`` sums: ``jmat`` node -> (k, 2) ``P(X_i, group)``
+        (until set they are 0; the forward pass does not need them)."""
+        self.alone_set = True
         for r, v in enumerate(self.row_nodes):
             for s in (0, 1):
                 o = self._alone_instr[r, s]
@@ -442,7 +447,7 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     k = max(1, min(threads or default_threads(), n_tiles // 4))
     cuts = [min(n, (n_tiles * j // k) * TILE) for j in range(k + 1)]
 
-    def part(j):
+    def part(j, _keep=keep):  # (_keep: the arrays stay alive while any part runs)
         code = _kernel(addr, s0, s1, ext, present, cuts[j], cuts[j + 1], prog.ev_lo, prog.ev_k,
                        prog.n_slots, n_instr, prog.out_slot, prog.out_arity, prog.out_add,
                        prog.term_ptr, prog.coef, prog.inp, prog.inp_base, prog.zidx, prog.zg,
@@ -461,12 +466,19 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     if k == 1:
         codes = [part(0)]
     else:
-        if _POOL_SIZE < k:
-            from concurrent.futures import ThreadPoolExecutor
-            _POOL = ThreadPoolExecutor(max_workers=k, thread_name_prefix="cpn-kernel")
-            _POOL_SIZE = k
-        codes = list(_POOL.map(part, range(k)))
-    del keep  # the arrays the kernel read stay alive until here
+        if _POOL_SIZE < k - 1:
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=k - 1,
+                                                          thread_name_prefix="cpn-kernel")
+            _POOL_SIZE = k - 1
+        futures = [_POOL.submit(part, j) for j in range(1, k)]
+        try:
+            codes = [part(0)]  # this thread takes the first part
+        finally:
+            # wait for every part, whatever happens here (Ctrl-C included): the threads read the
+            # evidence and write the outputs in place, so nothing may be freed under them
+            concurrent.futures.wait(futures)
+        codes += [f.result() for f in futures]
+    del keep
     code = next((c for c in codes if c), 0)
     if code:
         _raise(code, prog)
