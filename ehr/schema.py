@@ -36,7 +36,8 @@ import pandas as pd
 #: CXR findings the imaging model predicts and the CPN takes as evidence (torchxrayvision-style ordered tuple).
 CXR_FINDINGS: tuple[str, ...] = ("consolidation", "effusion", "edema", "atelectasis")
 
-__all__ = ["CXR_FINDINGS", "Column", "TABLES", "SchemaError", "validate", "columns", "empty", "screen_concept_columns"]
+__all__ = ["CXR_FINDINGS", "Column", "TABLES", "SchemaError", "validate", "columns", "empty", "screen_concept_columns",
+           "require_columns"]
 
 
 class SchemaError(ValueError):
@@ -169,6 +170,23 @@ def screen_concept_columns(screens: pd.DataFrame) -> list[str]:
     """Concept value columns present in a screens table (those with a matching ``_age_h``)."""
     return [c[: -len("_age_h")] for c in screens.columns
             if c.endswith("_age_h") and c != "cxr_age_h" and c[: -len("_age_h")] in screens.columns]
+
+
+def require_columns(df: pd.DataFrame, columns, *, table: str, source: str | None = None,
+                    purpose: str | None = None) -> None:
+    """Raise :class:`SchemaError` naming every column of ``columns`` that ``df`` lacks.
+
+    The one check for "this step needs these columns"; ``purpose`` says what needs them.
+
+    >>> require_columns(pd.DataFrame({"a": [1]}), ["a", "b"], table="screens", purpose="for NEWS2")
+    Traceback (most recent call last):
+    ...
+    ehr.schema.SchemaError: screens: missing column(s) ['b'] for NEWS2
+    """
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        where = table + (f" ({source})" if source else "")
+        raise SchemaError(f"{where}: missing column(s) {missing}" + (f" {purpose}" if purpose else ""))
 
 
 def _table(kind: str) -> tuple[Column, ...]:
