@@ -47,8 +47,9 @@ def simulate(
 
 
 def ingest(
-    path: Path = typer.Argument(..., help="Source data: PhysioNet .psv dir or zip; MIMIC directory."),
-    source: str = typer.Option("physionet", "--source", help="physionet | mimic"),
+    path: Path = typer.Argument(..., help="Source data: PhysioNet .psv dir or zip; MIMIC directory; FHIR "
+                                "Bundles (.json) or NDJSON (.ndjson), a file or a directory."),
+    source: str = typer.Option("physionet", "--source", help="physionet | mimic | fhir"),
     out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
     definition: str = typer.Option("sepsis3", "--definition", help="MIMIC onset definition."),
     progress: bool = _PROGRESS,
@@ -62,14 +63,17 @@ def ingest(
 
         ingest_mimic_cli(path, out, definition, progress)
         return
-    if source != "physionet":
-        raise typer.BadParameter(f"unknown source {source!r}; expected physionet or mimic")
-    from ehr.sources.physionet import read_physionet
+    if source == "fhir":
+        from ehr.sources.fhir import read_fhir as reader
+    elif source == "physionet":
+        from ehr.sources.physionet import read_physionet as reader
+    else:
+        raise typer.BadParameter(f"unknown source {source!r}; expected physionet, mimic or fhir")
     from ehr.sources.report import IngestError
 
     try:
         with step(f"reading {path}", progress):
-            events, stays, report = read_physionet(path)
+            events, stays, report = reader(path)
     except IngestError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
