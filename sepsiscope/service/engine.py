@@ -1,8 +1,7 @@
 """The models a server scores with, and the one path from events to risk, alarms and explanations.
 
 A stay's events become hourly screens with :func:`ehr.screens.build_screens` (the function every
-model was trained on), with every concept and CXR column present so that any model finds its
-inputs. Risk comes from ``predict_proba``; alarms follow the SepsisFinder protocol (screens with
+model was trained on), with a column for every concept (see :meth:`Engine.screens`). Risk comes from ``predict_proba``; alarms follow the SepsisFinder protocol (screens with
 new data, ``risk >= threshold``, silencing after each fired alarm, :func:`evaluation.protocol.silence`);
 explanations come from the models' ``explain``. :meth:`Engine.score` takes many stays at once, so
 the server can batch concurrent requests into one call of each model.
@@ -38,22 +37,47 @@ _CXR_COLUMNS = [f"cxr_{f}" for f in CXR_FINDINGS] + ["cxr_age_h"]
 
 @dataclass
 class ServedModel:
-    """A loaded model with the name, kind and version a server reports."""
+    """A loaded model with the name, kind and version a server reports.
+
+    ``pad`` lists CXR columns the model needs but a posted stay cannot carry (FHIR Observations
+    bring no images): they are added empty, which a GBDT reads as missing. A model that does not
+    list them (the CPN) gets no CXR columns at all, so its CXR leaves and ``xray_taken_24h`` carry
+    no evidence rather than "no film".
+    """
 
     name: str
     kind: str
     version: str
     directory: Path
     model: object
+    pad: tuple = ()
+
+    def _inputs(self, screens: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.pad if c not in screens.columns]
+        return screens.assign(**{c: np.nan for c in missing}) if missing else screens
+
+    def risk(self, screens: pd.DataFrame) -> np.ndarray:
+        """``predict_proba(screens)[:, 1]``."""
+        if not len(screens):
+            return np.zeros(0)
+        return np.asarray(self.model.predict_proba(self._inputs(screens)))[:, 1]
 
     def explain(self, screens: pd.DataFrame) -> pd.DataFrame:
         """The model's explanations table for ``screens``."""
+        screens = self._inputs(screens)
         if hasattr(self.model, "explain"):
             return self.model.explain(screens)
         # GBDTClassifier gains explain() with the model-interface refactor (#12); until then
         from gbdt import explanations_table
 
         return explanations_table(self.model, screens, model_name=self.name)
+
+
+def _input_columns(model) -> list:
+    cols = getattr(model, "required_columns", None)
+    if cols is None:
+        cols = getattr(model, "feature_names_", None) or []
+    return list(cols)
 
 
 def load_served(directory) -> ServedModel:
@@ -67,7 +91,8 @@ def load_served(directory) -> ServedModel:
     kind = meta["kind"]
     name = getattr(model, "model_name", None) or getattr(model, "backend", None) or kind
     version = f"{kind}/v{meta.get('format_version', meta.get('version', 1))}/{hashlib.sha256(raw).hexdigest()[:12]}"
-    return ServedModel(name=str(name), kind=kind, version=version, directory=directory, model=model)
+    pad = tuple(c for c in _input_columns(model) if c in _CXR_COLUMNS)
+    return ServedModel(name=str(name), kind=kind, version=version, directory=directory, model=model, pad=pad)
 
 
 def alarm_flags(hours, risk, new_data, *, threshold: float, silencing_h: float):
@@ -105,16 +130,17 @@ class Engine:
 
     def screens(self, events: pd.DataFrame, stays: pd.DataFrame, cxr: pd.DataFrame | None = None, *,
                 until_onset: bool = True) -> pd.DataFrame:
-        """Hourly screens with every concept and CXR column (absent ones empty)."""
-        s = build_screens(events, stays, cxr, concepts=concept_names(), until_onset=until_onset)
-        for c in _CXR_COLUMNS:
-            if c not in s.columns:
-                s[c] = np.nan
-        return s
+        """Hourly screens with a column for every concept: one that was never measured is empty.
+
+        As in training, where every concept of the cohort has its column, a test absent from the
+        data was not done (the CPN's ``*_tested_24h`` leaves read "no"): a posted stay is taken
+        as complete for the time it covers.
+        """
+        return build_screens(events, stays, cxr, concepts=concept_names(), until_onset=until_onset)
 
     def trace(self, screens: pd.DataFrame) -> dict:
         """Risk, alarms and silencing windows of one stay's screens (sorted by time)."""
-        risk = self.primary.model.predict_proba(screens)[:, 1] if len(screens) else np.zeros(0)
+        risk = self.primary.risk(screens)
         hours = screens["hours_since_admit"].to_numpy(dtype=float)
         new = screens["new_data"].to_numpy(dtype=bool)
         cand, fired = alarm_flags(hours, risk, new, threshold=self.threshold, silencing_h=self.silencing_h)
@@ -130,7 +156,7 @@ class Engine:
                                "discharge_time": it.at if it.at is not None else it.events["time"].max(),
                                "onset_time": pd.NaT} for i, it in enumerate(items)])
         screens = self.screens(events, stays, until_onset=False)
-        risk = self.primary.model.predict_proba(screens)[:, 1] if len(screens) else np.zeros(0)
+        risk = self.primary.risk(screens)
         stay = screens["stay_id"].to_numpy()
         bounds = np.searchsorted(stay, np.arange(len(items) + 1))
         last = bounds[1:] - 1
@@ -153,7 +179,7 @@ class Engine:
 
     def explain(self, rows: pd.DataFrame) -> list[tuple[ServedModel, pd.DataFrame, np.ndarray]]:
         """Each model's risk and explanation of the given screens."""
-        return [(m, m.explain(rows), m.model.predict_proba(rows)[:, 1]) for m in self.models]
+        return [(m, m.explain(rows), m.risk(rows)) for m in self.models]
 
 
 def read_threshold(run_dir, model_name: str, operating_point: str) -> float:

@@ -12,8 +12,8 @@ Examples
 ('<-6 mmol/L', 'on oxygen', 'alert')
 >>> state_label("hours_band", "6to24"), state_label("lact_tested_24h", "yes")
 ('6 to <24 h', 'yes')
->>> feature_label("lact_tested_24h"), feature_label("crea"), display_unit("10*3/uL")
-('Lactate tested in the last 24 h', 'Creatinine (serum)', '×10³/µL')
+>>> feature_label("lact_tested_24h"), feature_label("bun"), display_unit("10*3/uL")
+('Lactate tested in the last 24 h', 'Urea nitrogen (BUN)', '×10³/µL')
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def feature_label(feature: str) -> str:
     """A readable name: the concept's description, or the name of a context or testing node."""
     c = load_concepts().get(feature)
     if c is not None:
-        return c.description
+        return c.description.split(";")[0]  # the dictionary's notes follow a semicolon
     if feature in _CONTEXT:
         return _CONTEXT[feature][0]
     if feature.endswith("_tested_24h"):

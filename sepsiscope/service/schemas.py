@@ -28,6 +28,7 @@ class Item(BaseModel):
     alone: float | None = Field(None, description="log10 Bayes factor of the item alone")
     in_context: float | None = Field(None, description="log10 B(E) / B(E without the item)")
     contribution: float | None = Field(None, description="TreeSHAP log-odds (additive models)")
+    missing: bool | None = Field(None, description="not measured (additive models credit missingness too)")
 
 
 class Explanation(BaseModel):

@@ -32,6 +32,8 @@ from .labels import feature_label, feature_unit, state_label
 
 __all__ = ["explanation_view", "trace_view", "iso", "log10_odds"]
 
+_CATEGORICAL = ("department", "sex")
+
 
 def iso(t) -> str | None:
     """An ISO 8601 timestamp (naive: the contract's times), or None."""
@@ -72,6 +74,10 @@ def explanation_view(ex: pd.DataFrame, *, risk: float, model: str, top: int | No
                          "state_label": state_label(r.feature, r.state), "weight": _num(r.weight, 4),
                          "alone": _num(r.contribution), "in_context": _num(r.baseline)})
         else:
+            if r.feature in _CATEGORICAL:
+                item["value"] = None  # a category code, not a value
+            else:
+                item["missing"] = item["value"] is None  # TreeSHAP credits missingness too
             item["contribution"] = _num(r.contribution)
         out_items.append(item)
     view = {"model": model, "risk": _num(risk), "items": out_items}

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+with warnings.catch_warnings():  # starlette's TestClient asks for httpx2, which is not needed here
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -68,8 +73,6 @@ def app(engine, served):
 
 @pytest.fixture()
 def client(app):
-    from fastapi.testclient import TestClient
-
     with TestClient(app) as c:
         yield c
 
@@ -116,3 +119,34 @@ def bundle_24h(end: dt.datetime | None = None, *, hours: int = 24, encounter_id:
         entries.append(observation(i, code, value, unit, end - dt.timedelta(hours=3),
                                    encounter=f"Encounter/{encounter_id}"))
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app served by uvicorn on 127.0.0.1 (a free port), in a background thread."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

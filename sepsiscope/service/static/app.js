@@ -16,7 +16,9 @@ function el(tag, attrs, ...children) {
 }
 
 function fmt(x, digits = 3) {
-  return x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(digits);
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  const s = Number(x).toFixed(digits);
+  return /^-0\.?0*$/.test(s) ? s.slice(1) : s;  // no "-0.000"
 }
 
 function prob(log10odds) {
@@ -85,47 +87,59 @@ async function openStay(stayId) {
 
 // ---------------------------------------------------------------- explanation
 function bar(value, scale, testid) {
-  const cell = el("td", {class: `bar ${testid}`});
+  // two cells: a bar centred on zero (blue raises, red lowers) and the number
   const track = el("div", {class: "track"});
   const fill = el("div", {class: value >= 0 ? "fill raise" : "fill lower"});
   const frac = Math.min(1, Math.abs(value || 0) / scale) * 50;
   fill.style.width = `${frac}%`;
   fill.style.left = value >= 0 ? "50%" : `${50 - frac}%`;
   track.append(fill);
-  cell.append(track, el("span", {class: "num", "data-testid": testid}, fmt(value)));
-  return cell;
+  return [el("td", {class: "bar"}, track), el("td", {class: "num", "data-testid": testid}, fmt(value))];
+}
+
+// the unit is in the value column already
+function stateText(item) {
+  const s = item.state_label || "";
+  return item.unit && s.endsWith(` ${item.unit}`) ? s.slice(0, -item.unit.length - 1) : s;
+}
+
+// yes/no leaves and categories show their state, not a code
+function showValue(item) {
+  return item.value !== null && item.state_label !== "yes" && item.state_label !== "no";
 }
 
 function bayesTable(view) {
   const scale = Math.max(0.05, ...view.items.flatMap(i => [Math.abs(i.in_context || 0), Math.abs(i.alone || 0)]));
-  const head = el("tr", {}, ...["evidence", "value", "state", "age", "decay weight", "in context", "alone"]
-    .map(h => el("th", {}, h)));
+  const head = el("tr", {}, ...["evidence", "value", "state", "age", "decay weight"].map(h => el("th", {}, h)),
+    el("th", {colSpan: 2}, "in context"), el("th", {colSpan: 2}, "alone"));
   const rows = view.items.map(i => el("tr", {"data-testid": "bf-row", "data-feature": i.feature},
-    el("td", {title: i.feature}, i.label),
-    el("td", {class: "value"}, i.value === null ? "" : `${fmt(i.value, 4).replace(/\.?0+$/, "")} ${i.unit}`),
-    el("td", {title: i.state || ""}, i.state_label || ""),
+    el("td", {class: "label", title: `${i.label} (${i.feature})`}, i.label),
+    el("td", {class: "value"}, showValue(i) ? `${fmt(i.value, 4).replace(/\.?0+$/, "")} ${i.unit}` : ""),
+    el("td", {title: i.state || ""}, stateText(i)),
     el("td", {class: "value"}, i.age_h === null ? "" : `${fmt(i.age_h, 1)} h`),
     el("td", {class: "value", "data-testid": "weight"}, fmt(i.weight, 2)),
-    bar(i.in_context, scale, "in-context"), bar(i.alone, scale, "alone")));
+    ...bar(i.in_context, scale, "in-context"), ...bar(i.alone, scale, "alone")));
   const foot = el("div", {class: "totals"},
-    el("span", {"data-testid": "bf-prior"}, `prior ${fmt(view.prior)} (P = ${fmt(prob(view.prior))})`),
+    el("span", {"data-testid": "bf-prior"}, `prior log10 odds ${fmt(view.prior)} (P = ${fmt(prob(view.prior))})`),
     el("span", {"data-testid": "bf-total"}, `total log10 B(E) ${fmt(view.total)}`),
-    el("span", {"data-testid": "bf-posterior"}, `posterior ${fmt(view.posterior)} (risk ${fmt(view.risk)})`));
+    el("span", {"data-testid": "bf-posterior"},
+       `posterior log10 odds ${fmt(view.posterior)} (risk ${fmt(view.risk)})`));
   return [el("table", {class: "bf"}, el("thead", {}, head), el("tbody", {}, ...rows)), foot];
 }
 
 function contributionTable(view) {
   const scale = Math.max(0.05, ...view.items.map(i => Math.abs(i.contribution)));
   const rows = view.items.map(i => el("tr", {"data-testid": "shap-row", "data-feature": i.feature},
-    el("td", {title: i.feature}, i.label),
-    el("td", {class: "value"}, i.value === null ? "" : `${fmt(i.value, 4).replace(/\.?0+$/, "")} ${i.unit}`),
-    bar(i.contribution, scale, "contribution")));
+    el("td", {class: "label", title: `${i.label} (${i.feature})`}, i.label),
+    el("td", {class: i.missing ? "value muted" : "value"},
+       i.missing ? "not measured" : showValue(i) ? `${fmt(i.value, 4).replace(/\.?0+$/, "")} ${i.unit}` : ""),
+    ...bar(i.contribution, scale, "contribution")));
   const foot = el("div", {class: "totals"},
     el("span", {}, `expected ${fmt(view.expected)} log-odds`),
     el("span", {"data-testid": "shap-total"}, `total ${fmt(view.total)}`),
     el("span", {}, `risk ${fmt(view.risk)}`));
   return [el("table", {class: "bf shap"}, el("thead", {}, el("tr", {}, el("th", {}, "feature"),
-    el("th", {}, "value"), el("th", {}, "contribution"))), el("tbody", {}, ...rows)), foot];
+    el("th", {}, "value"), el("th", {colSpan: 2}, "contribution"))), el("tbody", {}, ...rows)), foot];
 }
 
 async function openAlarm(stayId, alarm) {
