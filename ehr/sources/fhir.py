@@ -175,29 +175,34 @@ def _value(part: dict, concept: str | None, loc):
     return None
 
 
-def _ref(res: dict, key: str, aliases: dict) -> str | None:
-    ref = (res.get(key) or {}).get("reference")
-    return aliases.get(ref, ref) if ref else None
+def _observation(res: dict, loc: tuple) -> tuple:
+    """What one validated Observation says, independent of where it sits in its Bundle.
 
-
-def observation_readings(res: dict, loc: tuple, aliases: dict | None = None) -> list[Reading]:
-    """The readings of one (validated) Observation: its own value and those of its components."""
-    aliases = aliases or {}
-    stay = _ref(res, "encounter", aliases) or _ref(res, "subject", aliases)
-    if stay is None:
+    ``("skip", reason)`` or ``("obs", encounter ref, subject ref, parts)`` where each part is
+    ``(concept, code, time, value, unit, location inside the resource)``.
+    """
+    status = res.get("status")
+    if status in SKIP_STATUS:
+        return ("skip", f"status {status}")
+    if status not in READ_STATUS:
+        raise ReadingError((*loc, "status"), f"'{status}' is not an Observation status "
+                           f"({', '.join(sorted(READ_STATUS | SKIP_STATUS))})", "fhir")
+    encounter = (res.get("encounter") or {}).get("reference")
+    subject = (res.get("subject") or {}).get("reference")
+    if encounter is None and subject is None:
         raise ReadingError(loc, "no subject or encounter reference: whose measurement is it?", "missing")
     t = _effective_time(res, loc)
-    parts = [(res, loc)] + [(c, (*loc, "component", j)) for j, c in enumerate(res.get("component", []))]
+    parts = [(res, ())] + [(c, ("component", j)) for j, c in enumerate(res.get("component", []))]
     out = []
-    for part, ploc in parts:
+    for part, rel in parts:
         has_value = any(k.startswith("value") for k in part)
         if part is res and not has_value and parts[1:]:
             continue  # a panel: its components hold the values
-        concept, code = _concept(part.get("code") or {}, (*ploc, "code"))
-        v = _value(part, concept, ploc)
+        concept, code = _concept(part.get("code") or {}, (*loc, *rel, "code"))
+        v = _value(part, concept, (*loc, *rel))
         if v is not None:
-            out.append(Reading(concept, code, t, v[0], v[1], ploc, stay, res.get("id")))
-    return out
+            out.append((concept, code, t, v[0], v[1], rel))
+    return ("obs", encounter, subject, tuple(out)) if out else ("skip", "no value")
 
 
 @dataclass
@@ -212,15 +217,25 @@ class ParsedBundle:
 
 
 def parse_bundle(bundle: dict, *, loc: tuple = (), validate=validate_resource, errors: str = "raise",
-                 out: ParsedBundle | None = None, report: IngestReport | None = None) -> ParsedBundle:
-    """Parse a Bundle (or a single resource) into readings; ``errors="count"`` counts bad entries in ``report``."""
+                 out: ParsedBundle | None = None, report: IngestReport | None = None, cache=None) -> ParsedBundle:
+    """Parse a Bundle (or a single resource) into readings.
+
+    ``errors="count"`` counts bad entries in ``report`` and goes on. ``cache`` (an object with
+    ``get(resource)`` and ``put(resource, value)``, such as the service's) keeps what each
+    resource said once it was validated and read, so that a resource seen before is neither
+    validated nor read again.
+    """
     out = out or ParsedBundle()
     if not isinstance(bundle, dict) or "resourceType" not in bundle:
         raise ReadingError(loc or ("body",), "not a FHIR resource: a JSON object with resourceType is required", "fhir")
     if bundle["resourceType"] != "Bundle":
         entries, base = [{"resource": bundle}], loc
     else:
-        validate({k: v for k, v in bundle.items() if k != "entry"}, loc)
+        shell = {k: v for k, v in bundle.items() if k != "entry"}
+        if cache is None or cache.get(shell) is None:
+            validate(shell, loc)
+            if cache is not None:
+                cache.put(shell, ("ref", "Bundle"))
         entries, base = bundle.get("entry") or [], (*loc, "entry")
     aliases = {}
     for e in entries:
@@ -230,7 +245,7 @@ def parse_bundle(bundle: dict, *, loc: tuple = (), validate=validate_resource, e
     for i, e in enumerate(entries):
         eloc = (*base, i, "resource") if bundle["resourceType"] == "Bundle" else base
         try:
-            _parse_entry(e, eloc, validate, aliases, out)
+            _parse_entry(e, eloc, validate, aliases, out, cache)
         except ReadingError as exc:
             if errors == "raise":
                 raise
@@ -238,7 +253,7 @@ def parse_bundle(bundle: dict, *, loc: tuple = (), validate=validate_resource, e
     return out
 
 
-def _parse_entry(entry, eloc, validate, aliases, out: ParsedBundle) -> None:
+def _parse_entry(entry, eloc, validate, aliases, out: ParsedBundle, cache) -> None:
     res = entry.get("resource") if isinstance(entry, dict) else None
     if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
         raise ReadingError(eloc, "an entry needs a resource with a resourceType", "fhir")
@@ -246,24 +261,24 @@ def _parse_entry(entry, eloc, validate, aliases, out: ParsedBundle) -> None:
     if kind not in READ_TYPES:
         out.skipped.append((eloc, f"{kind} is not read"))
         return
-    validate(res, eloc)
-    if kind != "Observation":
-        (out.patients if kind == "Patient" else out.encounters)[f"{kind}/{res.get('id')}"] = res
-        return
-    status = res.get("status")
-    if status in SKIP_STATUS:
-        out.skipped.append((eloc, f"status {status}"))
-        return
-    if status not in READ_STATUS:
-        raise ReadingError((*eloc, "status"), f"'{status}' is not an Observation status "
-                           f"({', '.join(sorted(READ_STATUS | SKIP_STATUS))})", "fhir")
-    readings = observation_readings(res, eloc, aliases)
-    subject = _ref(res, "subject", aliases)
-    if readings and subject:
-        out.subjects.setdefault(readings[0].stay, subject)
-    if not readings:
-        out.skipped.append((eloc, "no value"))
-    out.readings.extend(readings)
+    said = cache.get(res) if cache is not None else None
+    if said is None:
+        validate(res, eloc)
+        said = _observation(res, eloc) if kind == "Observation" else ("ref", f"{kind}/{res.get('id')}")
+        if cache is not None:
+            cache.put(res, said)
+    if said[0] == "ref":
+        (out.patients if kind == "Patient" else out.encounters)[said[1]] = res
+    elif said[0] == "skip":
+        out.skipped.append((eloc, said[1]))
+    else:
+        _, encounter, subject, parts = said
+        subject = aliases.get(subject, subject)
+        stay = aliases.get(encounter, encounter) or subject
+        if subject:
+            out.subjects.setdefault(stay, subject)
+        sid = res.get("id")
+        out.readings.extend(Reading(c, code, t, v, u, (*eloc, *rel), stay, sid) for c, code, t, v, u, rel in parts)
 
 
 def _iter_documents(path: Path, report: IngestReport):

@@ -90,9 +90,10 @@ def _problem(strict, report, reading, problem, msg, action="rejected_value", kin
         report.add(*where(reading.loc), problem, action, msg)
 
 
-def _canonical_value(r: Reading, concepts, strict, report):
+def _unit_ok(r: Reading, concepts, strict, report):
+    """The reading's unit (canonical when a dimensionless value comes without one), None if refused."""
     c = concepts[r.concept]
-    unit = r.unit if r.unit not in (None, "") else None
+    unit = r.unit or None
     if unit is None and c.unit not in DIMENSIONLESS_UNITS:
         _problem(strict, report, r, "missing unit",
                  f"no unit for {r.concept} ({c.description}); send the UCUM code, e.g. '{c.unit}'", kind="unit")
@@ -102,10 +103,10 @@ def _canonical_value(r: Reading, concepts, strict, report):
                  f"unit '{unit}' is not accepted for {r.concept} ({c.description}); send one of "
                  f"{sorted(set(c.units) | {c.unit})} (UCUM)", kind="unit")
         return None
-    if not np.isfinite(r.value):
+    if r.value != r.value or r.value in (float("inf"), float("-inf")):
         _problem(strict, report, r, "value not finite", "value is not a finite number")
         return None
-    return float(convert(r.concept, r.value, unit or c.unit))
+    return unit or c.unit
 
 
 def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = None, strict: bool = True,
@@ -150,8 +151,8 @@ def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = N
                      f"time {pd.Timestamp(r.time)} is in the future (now {pd.Timestamp(limit - FUTURE_TOLERANCE)} UTC)",
                      action="rejected_row", kind="future_time")
             continue
-        value = _canonical_value(r, concepts, strict, report)
-        if value is None:
+        unit = _unit_ok(r, concepts, strict, report)
+        if unit is None:
             continue
         key = (r.stay, r.concept, r.time)
         if key in seen:
@@ -160,8 +161,13 @@ def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = N
                      f"{loc_text(seen[key])}", action="rejected_row", kind="duplicate")
             continue
         seen[key] = r.loc
-        rows.append((r, value))
-    values = np.array([v for _, v in rows], dtype="float64")
+        rows.append((r, unit))
+    values = np.array([r.value for r, _ in rows], dtype="float64")
+    groups: dict = {}
+    for i, (r, unit) in enumerate(rows):
+        groups.setdefault((r.concept, unit), []).append(i)
+    for (name, unit), idx in groups.items():  # one conversion per concept and unit
+        values[idx] = convert(name, values[idx], unit)
     names = np.array([r.concept for r, _ in rows], dtype=object)
     keep = np.ones(len(rows), dtype=bool)
     for name in dict.fromkeys(names):

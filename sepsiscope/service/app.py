@@ -18,28 +18,28 @@ Errors: 400 body is not JSON, 401 token, 404 unknown stay, 413 body too large, 4
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ehr.sources.readings import ReadingError
 
 from .batching import Batcher
 from .engine import Engine
-from .fhir_out import risk_assessment
-from .inputs import ParsedRequest, ValidationCache, parse_body, to_utc
+from .inputs import ParseCache, to_utc
 from .schemas import (SCORE_BODY, ExplainResponse, ModelInfo, Problem, ScoreResponse, StaysResponse,
                       TraceResponse)
 from .security import GuardMiddleware, bearer_dependency
-from .stays import CohortStays, PostedStays, StayNotFound
+from .scoring import Scorer, model_ref, problem_body
+from .stays import CohortStays, PostedStays
 from .views import explanation_view, iso, trace_view
 
 __all__ = ["create_app"]
@@ -52,42 +52,30 @@ _ERRORS = {400: {"description": "not JSON"}, 401: {"description": "no or wrong t
            422: {"model": list[Problem], "description": "the field that is wrong, and why"}}
 
 
-def _model_ref(m) -> dict:
-    return {"name": m.name, "kind": m.kind, "version": m.version}
-
-
 def _problem(exc: ReadingError) -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}]}, status_code=422)
-
-
-def _basis(events: pd.DataFrame, screen_time) -> list[str]:
-    """Observation references of the latest value of each concept at the screen."""
-    if "source_id" not in events:
-        return []
-    latest = {}
-    t_end = np.datetime64(screen_time, "ns")
-    for concept, t, sid in zip(events["concept"], events["time"].to_numpy(), events["source_id"]):
-        if t <= t_end and sid is not None:
-            latest[concept] = sid
-    return [f"Observation/{s}" for s in dict.fromkeys(latest.values())]
+    return JSONResponse(problem_body(exc), status_code=422)
 
 
 def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None, max_body_bytes: int = 2 << 20,
                cors_origins=(), max_posted: int = 1000, max_batch: int = 64) -> FastAPI:
     """The service app for ``engine``; ``/v1`` routes need ``Authorization: Bearer <token>``."""
-    batcher = Batcher(engine.score, max_batch=max_batch)
+    cache = ParseCache()
+    posted = PostedStays(max_posted)
+    batcher = Batcher(Scorer(engine, posted, cache), max_batch=max_batch)
 
     @asynccontextmanager
     async def lifespan(app):
+        # the models' objects live as long as the server: keep the cyclic collector from walking
+        # them on every full collection (pauses of tens of ms under load)
+        gc.collect()
+        gc.freeze()
         yield
         batcher.close()
 
     app = FastAPI(title="SepsisScope", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Early sepsis warning with explained alarms (CPN Bayes factors, TreeSHAP).")
     auth = [Depends(bearer_dependency(token))]
-    validate = ValidationCache()
-    posted = PostedStays(max_posted)
-    app.state.batcher, app.state.validation_cache, app.state.posted = batcher, validate, posted
+    app.state.batcher, app.state.parse_cache, app.state.posted = batcher, cache, posted
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -120,16 +108,12 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         if at is not None and to_utc(at) > pd.Timestamp(now) + pd.Timedelta(minutes=5):
             return _problem(ReadingError(("query", "at"), "is in the future", "future_time"))
-        try:
-            parsed = parse_body(body, now=now, validate=validate, at=at)
-        except ReadingError as exc:
-            return _problem(exc)
-        result = await batcher.submit(parsed.stay_input)
-        return JSONResponse(_score_response(engine, parsed, result, posted))
+        status, content = await batcher.submit((body, at, now))
+        return Response(content, status_code=status, media_type="application/json")
 
     @app.get("/v1/model", dependencies=auth, response_model=ModelInfo)
     async def model_info():
-        return {"primary": _model_ref(engine.primary), "compare": [_model_ref(m) for m in engine.compare],
+        return {"primary": model_ref(engine.primary), "compare": [model_ref(m) for m in engine.compare],
                 "threshold": engine.threshold, "operating_point": engine.operating_point,
                 "silencing_h": engine.silencing_h}
 
@@ -153,7 +137,7 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
         return {"stay_id": stay_id, "source": "posted" if store is posted else "cohort",
                 "admit_time": iso(stay["admit_time"]), "onset_time": iso(onset), "onset_hours": onset_h,
                 "threshold": engine.threshold, "operating_point": engine.operating_point,
-                "silencing_h": engine.silencing_h, "model": _model_ref(engine.primary),
+                "silencing_h": engine.silencing_h, "model": model_ref(engine.primary),
                 **trace_view(screens, tr, silencing_h=engine.silencing_h)}
 
     @app.get("/v1/stays/{stay_id}/explain", dependencies=auth, response_model=ExplainResponse)
@@ -183,33 +167,6 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_body_schemas(app)
     return app
-
-
-def _score_response(engine: Engine, parsed: ParsedRequest, result: dict, posted: PostedStays) -> dict:
-    screens, risk = result["screens"], result["risk"]
-    events = parsed.stay_input.events
-    i = len(screens) - 1
-    screen_time = screens["screen_time"].iloc[i]
-    cand, fired = bool(result["candidate"][i]), bool(result["fired"][i])
-    silenced_by = None
-    if cand and not fired:
-        silenced_by = iso(screens["screen_time"].to_numpy()[np.flatnonzero(result["fired"][:i])[-1]])
-    posted.put(parsed.stay_id, events.drop(columns=["source_id"], errors="ignore"), parsed.stay_input.stay,
-               parsed.stay_input.at)
-    return {
-        "stay_id": parsed.stay_id, "screen_time": iso(screen_time),
-        "hours_since_admit": float(screens["hours_since_admit"].iloc[i]),
-        "admit_time": iso(parsed.stay_input.stay["admit_time"]), "admit_time_from": parsed.admit_from,
-        "model": _model_ref(engine.primary), "risk": round(float(risk[i]), 6), "threshold": engine.threshold,
-        "operating_point": engine.operating_point,
-        "alarm": {"candidate": cand, "fired": fired, "silenced": cand and not fired, "silenced_by": silenced_by},
-        "explanation": explanation_view(result["explanation"], risk=float(risk[i]), model=engine.primary.name),
-        "risk_assessment": risk_assessment(
-            risk=float(risk[i]), screen_time=screen_time, subject=parsed.subject, encounter=parsed.encounter,
-            basis=_basis(events, screen_time), model_name=engine.primary.name, version=engine.primary.version,
-            threshold=engine.threshold, operating_point=engine.operating_point, fired=fired),
-        "skipped": parsed.skipped,
-    }
 
 
 def _add_body_schemas(app: FastAPI) -> None:

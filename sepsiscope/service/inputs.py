@@ -11,9 +11,9 @@ JSON events (times without an offset are taken as UTC, like FHIR times once conv
               "department": "ward"},
      "events": [{"time": "2026-01-01T09:10:00Z", "concept": "temp", "value": 38.6, "unit": "Cel"}]}
 
-FHIR resources are validated with ``fhir.resources``; :class:`ValidationCache` remembers the
-resources it has validated (by a hash of their canonical JSON), so a client that posts a sliding
-24-hour window each hour pays validation only for the new observations.
+FHIR resources are validated with ``fhir.resources``; :class:`ParseCache` remembers what each
+resource said once it was validated and read (by a hash of its content), so a client that posts a
+sliding 24-hour window each hour pays validation only for the new observations.
 
 Examples
 --------
@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -38,12 +37,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ehr.concepts import load_concepts
-from ehr.sources.fhir import parse_bundle, stay_id_for, stay_row, validate_resource
+from ehr.sources.fhir import parse_bundle, stay_id_for, stay_row
 from ehr.sources.readings import Reading, ReadingError, readings_to_events
 
 from .engine import StayInput
 
-__all__ = ["parse_body", "ParsedRequest", "ValidationCache", "EventsRequest", "to_utc"]
+__all__ = ["parse_body", "ParsedRequest", "ParseCache", "EventsRequest", "to_utc"]
 
 
 class _Strict(BaseModel):
@@ -82,26 +81,37 @@ def to_utc(t) -> pd.Timestamp:
     return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
-class ValidationCache:
-    """``validate_resource`` that remembers up to ``maxsize`` resources it found valid."""
+class ParseCache:
+    """What :func:`ehr.sources.fhir.parse_bundle` read from each resource, for up to ``maxsize`` resources.
+
+    A resource is validated with ``fhir.resources`` and read the first time it is seen; a later
+    request carrying the same resource (by content) reuses that reading. Only resources that were
+    read without error are kept.
+    """
 
     def __init__(self, maxsize: int = 200_000):
         self.maxsize = maxsize
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._said: OrderedDict[bytes, tuple] = OrderedDict()
         self.hits = self.misses = 0
 
-    def __call__(self, resource: dict, loc: tuple = ()) -> None:
-        key = hashlib.blake2b(json.dumps(resource, sort_keys=True, separators=(",", ":")).encode(),
-                              digest_size=16).digest()
-        if key in self._seen:
-            self._seen.move_to_end(key)
+    @staticmethod
+    def _key(resource: dict) -> bytes:
+        # repr of decoded JSON determines it (strings quoted, floats round-trip); a client that
+        # sends the same resource with its keys in another order only misses the cache
+        return hashlib.blake2b(repr(resource).encode(), digest_size=16).digest()
+
+    def get(self, resource: dict):
+        said = self._said.get(self._key(resource))
+        if said is None:
+            self.misses += 1
+        else:
             self.hits += 1
-            return
-        validate_resource(resource, loc)
-        self.misses += 1
-        self._seen[key] = None
-        if len(self._seen) > self.maxsize:
-            self._seen.popitem(last=False)
+        return said
+
+    def put(self, resource: dict, said: tuple) -> None:
+        self._said[self._key(resource)] = said
+        if len(self._said) > self.maxsize:
+            self._said.popitem(last=False)
 
 
 @dataclass
@@ -138,8 +148,8 @@ def _events_request(body: dict, now) -> ParsedRequest:
                          admit_from="stay.admit_time" if req.stay.admit_time else "first event")
 
 
-def _bundle_request(body: dict, now, validate) -> ParsedRequest:
-    parsed = parse_bundle(body, loc=("body",), validate=validate)
+def _bundle_request(body: dict, now, cache) -> ParsedRequest:
+    parsed = parse_bundle(body, loc=("body",), cache=cache)
     stays = list(dict.fromkeys(r.stay for r in parsed.readings))
     if not stays:
         raise ReadingError(("body",), "no Observation with a value to score", "empty")
@@ -160,12 +170,12 @@ def _bundle_request(body: dict, now, validate) -> ParsedRequest:
                          skipped=[{"loc": ".".join(map(str, loc)), "reason": why} for loc, why in parsed.skipped])
 
 
-def parse_body(body, *, now=None, validate=validate_resource, at=None) -> ParsedRequest:
+def parse_body(body, *, now=None, cache: ParseCache | None = None, at=None) -> ParsedRequest:
     """A decoded JSON body -> :class:`ParsedRequest` (``ReadingError`` names the field of any problem)."""
     now = now if now is not None else datetime.now(timezone.utc).replace(tzinfo=None)
     if not isinstance(body, dict):
         raise ReadingError(("body",), "a JSON object is required (a FHIR Bundle or {stay, events})", "type")
-    out = _bundle_request(body, now, validate) if "resourceType" in body else _events_request(body, now)
+    out = _bundle_request(body, now, cache) if "resourceType" in body else _events_request(body, now)
     if at is not None:
         at = to_utc(at)
         events = out.stay_input.events

@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ehr.concepts import load_concepts
 
@@ -49,6 +50,7 @@ def display_unit(ucum: str | None) -> str:
     return _UNITS.get(ucum, ucum)
 
 
+@lru_cache(maxsize=4096)
 def feature_unit(feature: str) -> str:
     """The display unit of a feature's values (concepts: their canonical unit)."""
     c = load_concepts().get(feature)
@@ -61,6 +63,7 @@ def feature_unit(feature: str) -> str:
     return ""
 
 
+@lru_cache(maxsize=4096)
 def feature_label(feature: str) -> str:
     """A readable name: the concept's description, or the name of a context or testing node."""
     c = load_concepts().get(feature)
@@ -80,6 +83,7 @@ def _number(token: str) -> str:
     return token.replace("m", "-").replace("p", ".")
 
 
+@lru_cache(maxsize=4096)
 def state_label(feature: str, state) -> str:
     """``36p1to38p1`` of ``temp`` -> ``36.1 to <38.1 °C``; other states are returned as they are."""
     if state is None or state != state:  # None or NaN

@@ -41,7 +41,7 @@ def iso(t) -> str | None:
 
 
 def _num(x, digits: int = 6):
-    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+    return None if x is None or x != x or x in (math.inf, -math.inf) else round(float(x), digits)
 
 
 def log10_odds(p: float) -> float:
@@ -53,32 +53,37 @@ def log10_odds(p: float) -> float:
     return math.log10(p / (1.0 - p))
 
 
+def _column(ex: pd.DataFrame, name: str) -> list:
+    return ex[name].tolist() if name in ex.columns else [None] * len(ex)
+
+
 def explanation_view(ex: pd.DataFrame, *, risk: float, model: str, top: int | None = None) -> dict:
     """One screen's explanation rows -> a JSON-ready dict (items sorted by size, largest first)."""
-    total_rows = ex[ex["feature"] == "total"]
-    items = ex[ex["feature"] != "total"]
-    total = float(total_rows["contribution"].iloc[0]) if len(total_rows) else float(items["contribution"].sum())
-    bayes = items["weight"].notna().any() if "weight" in items else False
-    size = items["baseline"].abs() if bayes else items["contribution"].abs()
-    items = items.assign(_size=size.to_numpy()).sort_values("_size", ascending=False, kind="stable")
+    cols = {c: _column(ex, c) for c in ("feature", "value", "state", "age_h", "weight", "contribution", "baseline")}
+    rows = [dict(zip(cols, r)) for r in zip(*cols.values())]
+    total_rows = [r for r in rows if r["feature"] == "total"]
+    items = [r for r in rows if r["feature"] != "total"]
+    total = float(total_rows[0]["contribution"]) if total_rows else float(sum(r["contribution"] for r in items))
+    bayes = any(r["weight"] is not None and r["weight"] == r["weight"] for r in items)
+    size = "baseline" if bayes else "contribution"
+    items.sort(key=lambda r: -abs(r[size]) if r[size] == r[size] else 0.0)
     if not bayes:
-        items = items[items["contribution"] != 0]
-    if top is not None:
-        items = items.head(top)
+        items = [r for r in items if r["contribution"] != 0]
     out_items = []
-    for r in items.itertuples(index=False):
-        item = {"feature": r.feature, "label": feature_label(r.feature), "value": _num(r.value, 4),
-                "unit": feature_unit(r.feature), "age_h": _num(r.age_h, 3)}
+    for r in items[:top]:
+        f = r["feature"]
+        item = {"feature": f, "label": feature_label(f), "value": _num(r["value"], 4), "unit": feature_unit(f),
+                "age_h": _num(r["age_h"], 3)}
         if bayes:
-            item.update({"state": None if pd.isna(r.state) else str(r.state),
-                         "state_label": state_label(r.feature, r.state), "weight": _num(r.weight, 4),
-                         "alone": _num(r.contribution), "in_context": _num(r.baseline)})
+            state = r["state"] if isinstance(r["state"], str) else None
+            item.update({"state": state, "state_label": state_label(f, state), "weight": _num(r["weight"], 4),
+                         "alone": _num(r["contribution"]), "in_context": _num(r["baseline"])})
         else:
-            if r.feature in _CATEGORICAL:
+            if f in _CATEGORICAL:
                 item["value"] = None  # a category code, not a value
             else:
                 item["missing"] = item["value"] is None  # TreeSHAP credits missingness too
-            item["contribution"] = _num(r.contribution)
+            item["contribution"] = _num(r["contribution"])
         out_items.append(item)
     view = {"model": model, "risk": _num(risk), "items": out_items}
     if bayes:
@@ -86,9 +91,9 @@ def explanation_view(ex: pd.DataFrame, *, risk: float, model: str, top: int | No
         view.update({"kind": "bayes_factors", "scale": "log10 Bayes factor", "total": _num(total),
                      "posterior": _num(posterior), "prior": _num(posterior - total)})
     else:
-        base = ex["baseline"].dropna()
+        base = [b for b in cols["baseline"] if b is not None and b == b]
         view.update({"kind": "contributions", "scale": "log-odds (TreeSHAP)", "total": _num(total),
-                     "expected": _num(float(base.iloc[0])) if len(base) else None})
+                     "expected": _num(float(base[0])) if base else None})
     return view
 
 

@@ -172,3 +172,26 @@ def test_ingest_cli_writes_a_cohort(tmp_path):
     events = pd.read_parquet(out / "events.parquet")
     assert len(events) == 4 * 5 + 2 and (out / "ingest_report.json").exists()
     assert np.isclose(events.query("concept == 'temp'")["numeric_value"], 37.4).all()
+
+
+def test_a_parse_cache_reads_each_resource_once_and_only_by_its_content(monkeypatch):
+    import ehr.sources.fhir as fhir
+    from sepsiscope.service.inputs import ParseCache
+
+    validated = []
+    real = fhir.validate_resource
+    monkeypatch.setattr(fhir, "validate_resource", lambda res, loc=(): (validated.append(res.get("id")),
+                                                                        real(res, loc)))
+    cache = ParseCache()
+    first = _bundle(observation(1, "8867-4", 80, "/min", T), observation(2, "8310-5", 37.0, "Cel", T))
+    a = parse_bundle(first, cache=cache, validate=fhir.validate_resource)
+    changed = _bundle(observation(1, "8867-4", 80, "/min", T), observation(2, "8310-5", 38.5, "Cel", T))
+    b = parse_bundle(changed, cache=cache, validate=fhir.validate_resource)
+    assert validated == [None, "o1", "o2", "o2"]   # the shell and o1 once; o2 again: its value changed
+    assert [r.value for r in a.readings] == [80.0, 37.0] and [r.value for r in b.readings] == [80.0, 38.5]
+    assert b.readings[1].loc == ("entry", 1, "resource") and cache.hits == 2
+    bad = _bundle(observation(1, "8867-4", 80, "/min", T), observation(3, "8867-4", 80, "/min", T, status="x"))
+    with pytest.raises(ReadingError):
+        parse_bundle(bad, cache=cache)
+    with pytest.raises(ReadingError):   # errors are not cached
+        parse_bundle(bad, cache=cache)
