@@ -51,6 +51,10 @@ class IngestReport:
     values_read: int = 0
     counts: Counter = field(default_factory=Counter)
     examples: list[Problem] = field(default_factory=list)
+    #: seconds per step of the reader (MIMIC: one entry per table, ``labels`` and ``total``)
+    timings: dict = field(default_factory=dict)
+    #: parameters of the onset definition the reader labelled with (MIMIC), else None
+    definition: dict | None = None
 
     def add(self, file: str, row: int | None, field_name: str | None, problem: str, action: str,
             detail: str = "", n: int = 1) -> None:

@@ -34,7 +34,7 @@ def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = Tr
         raise typer.BadParameter(str(exc), param_hint="--definition") from exc
     try:
         with step(f"reading and labelling MIMIC at {path} ({definition})", progress):
-            events, stays, report = read_mimic(path, definition=definition, progress=False)
+            events, stays, report = read_mimic(path, definition=definition)
     except IngestError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
