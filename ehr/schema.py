@@ -460,4 +460,11 @@ def read_table(path, kind: str) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise SchemaError(f"{kind} ({path}): not a readable parquet file ({exc})") from exc
-    return validate(table.to_pandas(), kind, source=str(path))
+    df = table.to_pandas()
+    # a nullable bool column written from object dtype (True/False/None) without a null comes back
+    # as numpy bool; give it back as written
+    written = {c["name"]: c["numpy_type"] for c in (table.schema.pandas_metadata or {}).get("columns", [])}
+    for name in df.columns:
+        if written.get(name) == "object" and pd.api.types.is_bool_dtype(df[name].dtype):
+            df[name] = df[name].astype(object)
+    return validate(df, kind, source=str(path))

@@ -21,25 +21,26 @@ def simulate(
                                     "folder (e.g. ../shared/data/cxr/kermany_pediatric_224): a semi-synthetic cohort."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """Generate the synthetic linked cohort (events, stays, CXR studies)."""
+    """Generate the synthetic linked cohort (events, stays, CXR studies, ground truth)."""
+    from ehr.schema import write_table
     from ehr.synthetic import generate_cohort
-    from sepsiscope.cohort_io import write_cohort
     from sepsiscope.runinfo import write_run_json
 
     with step(f"simulating {n_stays} stays (seed {seed})", progress):
         cohort = generate_cohort(n_stays, seed=seed)
-    cxr = cohort.cxr
     if cxr_images is not None:
         from imaging.synthetic_images import sample_real_images
 
         with step(f"drawing real CXR images from {cxr_images}", progress):
-            cxr = sample_real_images(cxr, cxr_images, seed=seed)
-    elif render_images:
+            cohort.cxr = sample_real_images(cohort.cxr, cxr_images, seed=seed)
+    cohort.save(out)
+    if render_images and cxr_images is None:
         from imaging.synthetic_images import render_cohort_images
 
+        # the images live in the cohort directory, which save() has just replaced as a whole
         with step("rendering procedural CXR images", progress):
-            cxr = render_cohort_images(cxr, out, seed)
-    write_cohort(out, cohort.events, cohort.stays, cxr)
+            cohort.cxr = render_cohort_images(cohort.cxr, out, seed)
+        write_table(cohort.cxr, out / "cxr.parquet", "cxr")
     write_run_json(out, {"command": "simulate", "n_stays": n_stays, "render_images": render_images,
                          "cxr_images": str(cxr_images) if cxr_images else None}, seeds={"cohort": seed})
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
@@ -54,7 +55,6 @@ def ingest(
     progress: bool = _PROGRESS,
 ) -> None:
     """Read a real data source into the events/stays contract (+ an ingest report)."""
-    from sepsiscope.cohort_io import write_cohort
     from sepsiscope.runinfo import write_run_json
 
     if source == "mimic":
@@ -69,33 +69,34 @@ def ingest(
 
     try:
         with step(f"reading {path}", progress):
-            events, stays, report = read_physionet(path)
+            cohort = read_physionet(path)
     except IngestError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    write_cohort(out, events, stays)
-    report.write_json(out / "ingest_report.json")
+    cohort.save(out)
     write_run_json(out, {"command": "ingest", "source": source}, inputs={"source": path})
-    console.print(report.summary())
-    console.print(f"{len(stays)} stays, {int(stays.sepsis.sum())} septic, {len(events):,} events -> {out}")
+    console.print(cohort.report.summary())
+    console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
+                  f"{len(cohort.events):,} events -> {out}")
 
 
 def screens(
-    cohort: Path = typer.Argument(..., help="Cohort directory (events.parquet, stays.parquet[, cxr.parquet])."),
+    cohort: Path = typer.Argument(..., help="Cohort directory (written by simulate or ingest)."),
     out: Path = typer.Option(None, "--out", help="Screens parquet (default COHORT/screens.parquet)."),
     horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon in hours."),
     until_onset: bool = typer.Option(True, "--until-onset/--all-hours", help="Stop screening at onset."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Build the hourly screens table (last value carried forward, ages, labels)."""
+    from ehr.cohort import Cohort
+    from ehr.schema import write_table
     from ehr.screens import build_screens
-    from sepsiscope.cohort_io import read_cohort
 
-    events, stays, cxr = read_cohort(cohort)
+    data = Cohort.load(cohort)
     with step("building hourly screens", progress):
-        table = build_screens(events, stays, cxr, horizon_h=horizon_h, until_onset=until_onset)
+        table = build_screens(data.events, data.stays, data.cxr, horizon_h=horizon_h, until_onset=until_onset)
     out = out or Path(cohort) / "screens.parquet"
-    table.to_parquet(out, index=False)
+    write_table(table, out, "screens")
     rep = table.attrs.get("build_report", {})
     console.print(json.dumps(rep))
     console.print(f"{len(table):,} screens of {table.stay_id.nunique()} stays, "

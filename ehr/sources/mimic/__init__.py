@@ -5,7 +5,7 @@ interval rows (vasopressors, ventilation) into events, ``stays`` builds the stay
 """
 
 from ehr.sources.mimic.items import ANTIBIOTIC_PATTERN, load_item_map
-from ehr.sources.mimic.reader import MimicCohort, read_mimic
+from ehr.sources.mimic.reader import read_mimic
 from ehr.sources.mimic.stays import AGE_OVER_89
 
-__all__ = ["read_mimic", "MimicCohort", "load_item_map", "ANTIBIOTIC_PATTERN", "AGE_OVER_89"]
+__all__ = ["read_mimic", "load_item_map", "ANTIBIOTIC_PATTERN", "AGE_OVER_89"]

@@ -100,11 +100,13 @@ def make_events(df: pd.DataFrame, code, numeric=None, text=None, unit=None, conc
             return np.asarray(x)
         return np.full(n, x, dtype=dtype)
 
+    text_value = col(text, object).astype(object)
+    text_value[pd.isna(text_value)] = None  # CSV cells read as NaN: null is None in object columns
     return pd.DataFrame({
         "subject_id": df["subject_id"].to_numpy(dtype="int64"), "stay_id": df["stay_id"].to_numpy(dtype="int64"),
         "time": df["time"].to_numpy(dtype="datetime64[ns]"), "code": col(code, object),
         "numeric_value": col(numeric, "float64").astype("float64") if numeric is not None else np.full(n, np.nan),
-        "text_value": col(text, object), "unit": col(unit, object), "concept": col(concept, object),
+        "text_value": text_value, "unit": col(unit, object), "concept": col(concept, object),
     })
 
 

@@ -61,10 +61,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 
+from ehr.cohort import Cohort
 from ehr.labels import definition_params, label_stays
 from ehr.schema import validate
 from ehr.sources.mimic.infusions import vasopressor_events, ventilation_events
@@ -73,21 +73,13 @@ from ehr.sources.mimic.stays import assign_stays, finish_stays, read_stays
 from ehr.sources.mimic.tables import MimicTables, detect_version, index_files
 from ehr.sources.report import IngestError, IngestReport
 
-__all__ = ["MimicCohort", "read_mimic", "NAMESPACE", "SOURCE"]
+__all__ = ["read_mimic", "NAMESPACE", "SOURCE"]
 
 NAMESPACE = {"iii": "MIMIC-III", "iv": "MIMIC-IV"}
 SOURCE = {"iii": "mimic3", "iv": "mimic4"}
 
 
-class MimicCohort(NamedTuple):
-    """What :func:`read_mimic` returns (unpacks as ``events, stays, report``)."""
-
-    events: pd.DataFrame
-    stays: pd.DataFrame
-    report: IngestReport
-
-
-def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> MimicCohort:
+def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Cohort:
     """Read a MIMIC-III or MIMIC-IV copy into ``events`` and ``stays`` with Sepsis-3 labels.
 
     Parameters
@@ -98,14 +90,16 @@ def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Mimi
 
     Returns
     -------
-    MimicCohort
-        ``(events, stays, report)``; the report counts every skipped, repaired or rejected row
-        (``report.timings`` holds seconds per step, ``report.definition`` the label parameters).
+    Cohort
+        ``events`` and ``stays`` (validated; ``stays`` has the extra column ``suspicion_time``),
+        ``report`` counting every skipped, repaired or rejected row (``report.timings`` holds
+        seconds per step, ``report.definition`` the label parameters) and ``meta`` (``source``,
+        ``path``, ``definition``); no ``cxr``.
 
     Examples
     --------
-    >>> events, stays, report = read_mimic("tests/ehr/fixtures/mimic4")
-    >>> stays["stay_id"].tolist(), stays["sepsis"].tolist()
+    >>> cohort = read_mimic("tests/ehr/fixtures/mimic4")
+    >>> cohort.stays["stay_id"].tolist(), cohort.stays["sepsis"].tolist()
     ([1000, 2000], [True, False])
     """
     root = Path(path)
@@ -159,7 +153,8 @@ def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Mimi
     report.timings["total"] = round(time.perf_counter() - t0, 3)
     validate(events, "events", source=str(root))
     validate(stays, "stays", source=str(root))
-    return MimicCohort(events, stays, report)
+    meta = {"source": SOURCE[detected], "path": str(root), "definition": definition}
+    return Cohort(events, stays, meta=meta, report=report)
 
 
 def _chartevents(tb: MimicTables, stays: pd.DataFrame, ns: str) -> tuple[list[pd.DataFrame], pd.Series]:

@@ -139,6 +139,7 @@ def finish_stays(stays: pd.DataFrame, events: pd.DataFrame, lab: pd.DataFrame, n
     pos = blood.groupby("stay_id")["numeric_value"].max() > 0
     st["bsi"] = st["stay_id"].map(pos).where(st["stay_id"].isin(cul["stay_id"])).astype("object")
     st.loc[st["bsi"].isna() & st["stay_id"].isin(cul["stay_id"]), "bsi"] = False
+    st["bsi"] = st["bsi"].where(st["bsi"].notna(), None)  # null is None in object columns, as parquet gives it back
     days = (st["onset_time"] - st["hospital_admit_time"]) / pd.Timedelta("1D")
     st["onset_setting"] = np.where(st["onset_time"].isna() | days.isna(), None,
                                    np.where(days < ONSET_SETTING_DAYS, "community", "hospital"))
