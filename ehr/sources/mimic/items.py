@@ -11,7 +11,6 @@ import re
 import tomllib
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,9 +58,9 @@ def is_antibiotic(drug: pd.Series, route: pd.Series) -> pd.Series:
     return drug.str.contains(ANTIBIOTIC_PATTERN) & ~drug.str.contains(_ABX_EXCLUDE_DRUG) & ~route.isin(_ABX_EXCLUDE_ROUTE)
 
 
-@lru_cache(maxsize=2)
-def load_item_map(path: str | None = None) -> dict:
-    """Load ``mimic_items.toml``: ``{"items": DataFrame(itemid, table, concept, unit), "signals": {...}}``.
+@lru_cache(maxsize=1)
+def load_item_map() -> dict:
+    """Load ``ehr/mimic_items.toml``: ``{"items": DataFrame(itemid, table, concept, unit), "signals": {...}}``.
 
     Every concept must exist in ``concepts.toml`` (ValueError naming it otherwise).
 
@@ -71,11 +70,8 @@ def load_item_map(path: str | None = None) -> dict:
     >>> sorted(items.loc[items.itemid == 220045, ["table", "concept"]].iloc[0])
     ['chartevents', 'hr']
     """
-    if path is None:
-        text = resources.files("ehr").joinpath("mimic_items.toml").read_text(encoding="utf-8")
-        origin = "ehr/mimic_items.toml"
-    else:
-        text, origin = Path(path).read_text(encoding="utf-8"), str(path)
+    text = resources.files("ehr").joinpath("mimic_items.toml").read_text(encoding="utf-8")
+    origin = "ehr/mimic_items.toml"
     raw = tomllib.loads(text)
     known = load_concepts()
     rows = []
