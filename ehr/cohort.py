@@ -9,7 +9,7 @@
 ``ingest_report.json``                  when a reader made one (counts of repaired/rejected input)
 ``cohort.json``                         ``format_version``, the tables saved, and ``meta``
 
-Every table goes through :func:`ehr.schema.write_table` / :func:`ehr.schema.read_table`, so a
+Every table goes through :func:`ehr.tables.write_table` / :func:`ehr.tables.read_table`, so a
 saved cohort is valid and a loaded one has been checked. :meth:`Cohort.save` replaces the
 directory as a whole (``ehr.artefacts.atomic_dir``): a reader never sees a mixture of two
 cohorts, and files of an older cohort there (screens, images) do not survive next to the new one.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ehr.artefacts import atomic_dir, json_safe
-from ehr.schema import read_table, write_table
+from ehr.tables import read_table, write_table
 
 if TYPE_CHECKING:  # ehr.sources imports this module; the report is imported where it is read
     from ehr.sources.report import IngestReport

@@ -20,8 +20,8 @@ and, with CXR studies, ``cxr_<finding>`` and ``cxr_age_h``; ``cxr`` has ``cxr_<f
 probabilities and, in the synthetic cohort, ``truth_<finding>``. Any other column is allowed and
 passed through unchecked (a step may add its own, e.g. ``split``).
 
-:func:`validate` checks a frame against its schema; :func:`write_table` and :func:`read_table`
-are the parquet IO of every table, validated on the way out and on the way in.
+:func:`validate` checks a frame against its schema; :func:`ehr.tables.write_table` and
+:func:`ehr.tables.read_table` are the parquet IO of every table, validated on the way out and in.
 
 Leakage rule (from MEDS): a screen at time ``t`` uses only data with ``time <= t``.
 ``ehr.screens.build_screens`` enforces it; ``tests/ehr/test_screens.py`` checks it.
@@ -50,21 +50,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ehr.artefacts import atomic_file
 from ehr.concepts import concept_names
 
 #: CXR findings the imaging model predicts and the CPN takes as evidence (torchxrayvision-style ordered tuple).
 CXR_FINDINGS: tuple[str, ...] = ("consolidation", "effusion", "edema", "atelectasis")
 
 __all__ = ["CXR_FINDINGS", "SCHEMAS", "COLUMN_RULES", "ColumnRule", "SchemaError", "validate", "columns", "empty",
-           "field_for", "screen_concept_columns", "require_columns", "write_table", "read_table"]
+           "field_for", "schema_of", "screen_concept_columns", "require_columns"]
 
 INT, FLOAT, STR, BOOL, TIME = pa.int64(), pa.float64(), pa.string(), pa.bool_(), pa.timestamp("ns")
 
@@ -215,8 +212,7 @@ class ColumnRule:
         return _field(column, self.type, self.nullable, self.description, **bounds)
 
 
-_PROBABILITY = dict(min=0.0, max=1.0)
-_CXR_PROBABILITY = ColumnRule("cxr_<finding>", FLOAT, True, "imaging-model probability of the finding", **_PROBABILITY)
+_PROBABILITY = {"min": 0.0, "max": 1.0}
 _SPLIT = ColumnRule("split", STR, True, "'train', 'dev' or 'test' (added by the main job)")
 
 #: Columns a table may have beyond its fixed ones; the first rule whose pattern matches applies.
@@ -227,7 +223,7 @@ COLUMN_RULES: dict[str, tuple[ColumnRule, ...]] = {
         _SPLIT,
     ),
     "cxr": (
-        _CXR_PROBABILITY,
+        ColumnRule("cxr_<finding>", FLOAT, True, "imaging-model probability of the finding", **_PROBABILITY),
         ColumnRule("truth_<finding>", INT, True, "synthetic cohort: the finding is present (0/1)", **_PROBABILITY),
     ),
     "truth": (),
@@ -254,7 +250,8 @@ def _rule_regex(pattern: str) -> re.Pattern:
     return re.compile(text.replace(re.escape("<finding>"), "[a-z][a-z0-9_]*"))
 
 
-def _schema_of(kind: str) -> pa.Schema:
+def schema_of(kind: str) -> pa.Schema:
+    """The pyarrow schema of table ``kind`` (:class:`SchemaError` for an unknown kind)."""
     if kind not in SCHEMAS:
         raise SchemaError(f"unknown table kind '{kind}'; expected one of {sorted(SCHEMAS)}")
     return SCHEMAS[kind]
@@ -268,7 +265,7 @@ def field_for(kind: str, column: str) -> pa.Field | None:
     >>> field_for("screens", "my_feature") is None
     True
     """
-    schema = _schema_of(kind)
+    schema = schema_of(kind)
     if column in schema.names:
         return schema.field(column)
     rule = next((r for r in COLUMN_RULES[kind] if r.matches(column)), None)
@@ -277,12 +274,12 @@ def field_for(kind: str, column: str) -> pa.Field | None:
 
 def columns(kind: str) -> list[str]:
     """The fixed column names of table ``kind``."""
-    return list(_schema_of(kind).names)
+    return list(schema_of(kind).names)
 
 
 def empty(kind: str) -> pd.DataFrame:
     """An empty frame with the fixed columns of ``kind`` in contract dtypes."""
-    return pd.DataFrame({f.name: pd.Series([], dtype=f.type.to_pandas_dtype()) for f in _schema_of(kind)})
+    return pd.DataFrame({f.name: pd.Series([], dtype=f.type.to_pandas_dtype()) for f in schema_of(kind)})
 
 
 def screen_concept_columns(screens: pd.DataFrame) -> list[str]:
@@ -387,7 +384,7 @@ def validate(df: pd.DataFrame, kind: str, *, source: str | None = None) -> pd.Da
     :class:`SchemaError` naming the table (and ``source`` file if given), the column and the
     first offending row.
     """
-    schema = _schema_of(kind)
+    schema = schema_of(kind)
     where = f"{kind}" + (f" ({source})" if source else "")
     require_columns(df, schema.names, table=kind, source=source)
     for name in df.columns:
@@ -401,70 +398,3 @@ def validate(df: pd.DataFrame, kind: str, *, source: str | None = None) -> pd.Da
             raise SchemaError(f"{where}: duplicate key {keys} at row {_first(dup)} "
                               f"({int(dup.sum())} duplicate row(s))")
     return df
-
-
-# ---------------------------------------------------------------- parquet
-
-def _arrow_schema(df: pd.DataFrame, kind: str) -> pa.Schema:
-    """The contract fields of ``df``'s columns (categoricals stay dictionary-encoded), others inferred."""
-    extra = [c for c in df.columns if field_for(kind, c) is None]
-    inferred = pa.Schema.from_pandas(df[extra], preserve_index=False) if extra else None
-    fields = []
-    for name in df.columns:
-        f = field_for(kind, name)
-        if f is None:
-            fields.append(inferred.field(name))
-            continue
-        dtype = df[name].dtype
-        if isinstance(dtype, pd.CategoricalDtype):
-            index_type = pa.from_numpy_dtype(df[name].cat.codes.dtype)
-            f = f.with_type(pa.dictionary(index_type, f.type))
-        fields.append(f)
-    return pa.schema(fields, metadata=_schema_of(kind).metadata)
-
-
-def write_table(df: pd.DataFrame, path, kind: str) -> Path:
-    """Validate ``df`` as table ``kind`` and write it to parquet at ``path`` atomically.
-
-    The file's schema carries the contract: types, nullability and each field's description.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "alarms.parquet"
-    >>> _ = write_table(empty("alarms"), p, "alarms")
-    >>> pq.read_schema(p).field("fired").metadata[b"description"][:17]
-    b'an alarm was rais'
-    """
-    path = Path(path)
-    validate(df, kind, source=str(path))
-    table = pa.Table.from_pandas(df, schema=_arrow_schema(df, kind), preserve_index=False)
-    with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
-
-
-def read_table(path, kind: str) -> pd.DataFrame:
-    """Read a parquet file as table ``kind``; errors name the file, the column and the row.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "stays.parquet"
-    >>> empty("events").to_parquet(p)
-    >>> read_table(p, "stays")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ehr.schema.SchemaError: stays (.../stays.parquet): missing column(s) ['source', ...
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected a '{kind}' parquet table)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise SchemaError(f"{kind} ({path}): not a readable parquet file ({exc})") from exc
-    df = table.to_pandas()
-    # a nullable bool column written from object dtype (True/False/None) without a null comes back
-    # as numpy bool; give it back as written
-    written = {c["name"]: c["numpy_type"] for c in (table.schema.pandas_metadata or {}).get("columns", [])}
-    for name in df.columns:
-        if written.get(name) == "object" and pd.api.types.is_bool_dtype(df[name].dtype):
-            df[name] = df[name].astype(object)
-    return validate(df, kind, source=str(path))

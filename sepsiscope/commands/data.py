@@ -22,7 +22,7 @@ def simulate(
     progress: bool = _PROGRESS,
 ) -> None:
     """Generate the synthetic linked cohort (events, stays, CXR studies, ground truth)."""
-    from ehr.schema import write_table
+    from ehr.tables import write_table
     from ehr.synthetic import generate_cohort
     from sepsiscope.runinfo import write_run_json
 
@@ -89,7 +89,7 @@ def screens(
 ) -> None:
     """Build the hourly screens table (last value carried forward, ages, labels)."""
     from ehr.cohort import Cohort
-    from ehr.schema import write_table
+    from ehr.tables import write_table
     from ehr.screens import build_screens
 
     data = Cohort.load(cohort)

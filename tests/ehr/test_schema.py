@@ -1,4 +1,4 @@
-"""The data contract (ehr/schema.py): pyarrow schemas, validation, parquet IO."""
+"""The data contract (ehr/schema.py): pyarrow schemas, validation; parquet IO (ehr/tables.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import ehr.schema as schema
-from ehr.schema import COLUMN_RULES, SCHEMAS, SchemaError, columns, empty, field_for, read_table, validate, write_table
+from ehr.schema import COLUMN_RULES, SCHEMAS, SchemaError, columns, empty, field_for, validate
+from ehr.tables import read_table, write_table
 
 T0 = pd.Timestamp("2024-01-01")
 
