@@ -12,6 +12,32 @@ from sepsiscope.progress import console, step
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress.")
 
 
+def save_cohort(cohort, out: Path) -> None:
+    """``cohort.save(out)``; a directory it must not replace is a one-line error (exit code 2)."""
+    try:
+        cohort.save(out)
+    except FileExistsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def ingest_cohort(read, label: str, out: Path, progress: bool):
+    """Run a reader (``read()`` -> Cohort) under a spinner and save its cohort to ``out``.
+
+    Unreadable input (:class:`~ehr.sources.report.IngestError`) is a one-line error, exit code 2.
+    """
+    from ehr.sources.report import IngestError
+
+    try:
+        with step(label, progress):
+            cohort = read()
+    except IngestError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    save_cohort(cohort, out)
+    return cohort
+
+
 def simulate(
     out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
     n_stays: int = typer.Option(2000, "--n-stays", min=1, help="Number of stays."),
@@ -33,7 +59,7 @@ def simulate(
 
         with step(f"drawing real CXR images from {cxr_images}", progress):
             cohort.cxr = sample_real_images(cohort.cxr, cxr_images, seed=seed)
-    cohort.save(out)
+    save_cohort(cohort, out)
     if render_images and cxr_images is None:
         from imaging.synthetic_images import render_cohort_images
 
@@ -65,15 +91,8 @@ def ingest(
     if source != "physionet":
         raise typer.BadParameter(f"unknown source {source!r}; expected physionet or mimic")
     from ehr.sources.physionet import read_physionet
-    from ehr.sources.report import IngestError
 
-    try:
-        with step(f"reading {path}", progress):
-            cohort = read_physionet(path)
-    except IngestError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    cohort.save(out)
+    cohort = ingest_cohort(lambda: read_physionet(path), f"reading {path}", out, progress)
     write_run_json(out, {"command": "ingest", "source": source}, inputs={"source": path})
     console.print(cohort.report.summary())
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "

@@ -22,8 +22,8 @@ def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = Tr
     """
     from ehr.labels import definition_params
     from ehr.sources.mimic import read_mimic
-    from ehr.sources.report import IngestError
-    from sepsiscope.progress import console, step
+    from sepsiscope.commands.data import ingest_cohort
+    from sepsiscope.progress import console
     from sepsiscope.runinfo import write_run_json
 
     path, out = Path(path), Path(out)
@@ -31,13 +31,8 @@ def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = Tr
         params = definition_params(definition)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--definition") from exc
-    try:
-        with step(f"reading and labelling MIMIC at {path} ({definition})", progress):
-            cohort = read_mimic(path, definition=definition)
-    except IngestError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    cohort.save(out)
+    cohort = ingest_cohort(lambda: read_mimic(path, definition=definition),
+                           f"reading and labelling MIMIC at {path} ({definition})", out, progress)
     events, stays, report = cohort.events, cohort.stays, cohort.report
     write_run_json(out, {"command": "ingest", "source": "mimic", "mimic_source": str(stays["source"].iloc[0])
                          if len(stays) else None, "definition": definition, "definition_params": params},

@@ -110,3 +110,20 @@ def test_load_names_what_is_wrong(tmp_path):
     events.to_parquet(d / "events.parquet")
     with pytest.raises(SchemaError, match=r"events \(.*events.parquet\): column 'code' is null at row 5"):
         Cohort.load(d)
+
+
+def test_cli_simulate_writes_a_cohort_and_refuses_a_foreign_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from sepsiscope.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["simulate", "--n-stays", "12", "--seed", "3", "--out", str(tmp_path / "c"),
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    _assert_same(generate_cohort(12, seed=3), Cohort.load(tmp_path / "c"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["simulate", "--n-stays", "5", "--out", str(tmp_path / "mine"), "--no-progress"])
+    assert res.exit_code == 2 and "refusing to replace" in res.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
