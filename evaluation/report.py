@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from evaluation.calibration import calibrate_predictions, calibration_table
+from evaluation.recalibration import calibrate_predictions, calibration_table
 from evaluation.displays import (BayesFactorDisplay, DecisionCurveDisplay, PrDisplay, ReliabilityDisplay,
                                  RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
 from evaluation.subgroups import define_subgroups, protocol_sensitivity, run_by_subgroup
