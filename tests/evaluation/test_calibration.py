@@ -190,7 +190,7 @@ def test_platt_matches_unpenalised_logistic_regression():
     score = rng.integers(0, 13, 5000).astype(float)
     y = (rng.uniform(size=5000) < expit(0.6 * score - 5)).astype(int)
     sc = PlattScaler(input="score").fit(score, y)
-    lr = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(score[:, None], y)
+    lr = LogisticRegression(C=1e10, tol=1e-10, max_iter=1000).fit(score[:, None], y)
     assert sc.coef_ == pytest.approx(float(lr.coef_[0, 0]), rel=1e-4)
     assert sc.intercept_ == pytest.approx(float(lr.intercept_[0]), rel=1e-4)
     with pytest.raises(ValueError, match="probabilities"):
@@ -210,8 +210,8 @@ def test_class_weight_correction_restores_the_prior():
     x = rng.normal(size=(40000, 2))
     y = (rng.random(40000) < expit(x @ [1.0, -0.5] - 3)).astype(int)  # about 7 % positive
     w = (1 - y.mean()) / y.mean()
-    weighted = LogisticRegression(C=np.inf, class_weight={0: 1, 1: w}).fit(x, y)
-    plain = LogisticRegression(C=np.inf).fit(x, y)
+    weighted = LogisticRegression(C=1e10, class_weight={0: 1, 1: w}).fit(x, y)
+    plain = LogisticRegression(C=1e10).fit(x, y)
     z = weighted.decision_function(x)
     assert expit(z).mean() > 0.3  # class weighting inflates the risks
     corrected = correct_for_class_weight(z, w)
@@ -258,3 +258,15 @@ def test_errors():
     with pytest.raises(ValueError, match="bounds"):
         fit_temperature([1.0, -1.0], [1, 0], bounds=(2.0, 1.0))
     assert logit(0.5) == 0  # scipy's logit is the reference the scalers invert
+
+
+def test_one_definition_behind_every_public_name():
+    import evaluation
+    import evaluation.bootstrap
+    import evaluation.displays.curves
+    import evaluation.recalibration
+
+    assert evaluation.expected_calibration_error is evaluation.displays.curves.expected_calibration_error
+    assert evaluation.brier_score is evaluation.recalibration.brier_score
+    assert evaluation.bootstrap.ece_from_sums is ece_from_sums
+    assert all(hasattr(evaluation, name) for name in evaluation.__all__) and len(evaluation.__all__) == 30
