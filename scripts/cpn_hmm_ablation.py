@@ -49,7 +49,8 @@ def main():
     args = ap.parse_args()
 
     t0 = time.time()
-    events, stays, _ = read_physionet(args.zip)
+    cohort = read_physionet(args.zip)
+    events, stays = cohort.events, cohort.stays
     if args.screens and Path(args.screens).exists():
         s = pd.read_parquet(args.screens)
     else:

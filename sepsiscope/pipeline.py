@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ehr.screens import build_screens
-from sepsiscope.splits import split_patients
+from ehr.splits import split_patients
 
 __all__ = ["RunConfig", "load_source", "run_main_job"]
 
@@ -73,23 +73,15 @@ def load_source(cfg: RunConfig):
     if cfg.source == "physionet":
         from ehr.sources.physionet import read_physionet
 
-        events, stays, report = read_physionet(cfg.path)
-        return events, stays, None, {"source": "physionet2019", "ingest": report.to_dict()["counts"]}
+        c = read_physionet(cfg.path)
+        return c.events, c.stays, None, {"source": "physionet2019", "ingest": c.report.to_dict()["counts"]}
     if cfg.source == "mimic":
         from ehr.sources.mimic import read_mimic
 
-        out = read_mimic(cfg.path, definition=cfg.definition)
-        events, stays, report = out[0], out[1], out[-1]
-        info = {"source": "mimic", "definition": cfg.definition}
-        try:
-            from ehr.labels import definition_params
-
-            info["definition_params"] = definition_params(cfg.definition)
-        except ImportError:  # pragma: no cover
-            pass
-        if hasattr(report, "to_dict"):
-            info["ingest"] = report.to_dict().get("counts")
-        return events, stays, None, info
+        c = read_mimic(cfg.path, definition=cfg.definition)
+        info = {"source": "mimic", "definition": cfg.definition, "definition_params": c.report.definition,
+                "ingest": c.report.to_dict()["counts"]}
+        return c.events, c.stays, None, info
     raise ValueError(f"unknown source {cfg.source!r}; expected synthetic, physionet or mimic")
 
 

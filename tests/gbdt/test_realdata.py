@@ -20,7 +20,8 @@ def real_screens(physionet_zip, tmp_path_factory):
         names = sorted(n for n in z.namelist() if n.endswith(".psv"))[:800]
         for n in names:
             (d / n.rsplit("/", 1)[-1]).write_bytes(z.read(n))
-    events, stays, _ = read_physionet(d)
+    cohort = read_physionet(d)
+    events, stays = cohort.events, cohort.stays
     return build_screens(events, stays)
 
 
