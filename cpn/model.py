@@ -29,6 +29,7 @@ import pandas as pd
 from ehr.artefacts import ModelFormatError, model_file
 from ehr.concepts import load_concepts
 from ehr.estimator import Labels, SepsisEstimator
+from ehr.splits import holdout_groups
 
 from .evidence import _CONTEXT_COLUMN, build_evidence, half_life_group, network_info, target_states
 from .explain import bayes_factors
@@ -104,7 +105,8 @@ class SepsisCPN(SepsisEstimator):
         a constant, the mean ratio falls below 1 and EM then drives ``P(present | parents)`` to 0
         for every parent state, which silences the CXR leaves.
     validation_fraction : float
-        Fraction of stays held out for half-life selection.
+        Fraction of stays held out for half-life selection (:func:`ehr.splits.holdout_groups`,
+        stratified by whether a stay has a screen within 48 h of onset).
     random_state : int
     batch_size : int
         Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
@@ -227,7 +229,7 @@ class SepsisCPN(SepsisEstimator):
         self.cxr_prior_ = self._fit_cxr_prior(sub)
         self.half_life_scale_ = {}
         if self.half_lives == "learn":
-            hl = self._learn_half_lives(screens, rows, stays, t_state, hl, rng)
+            hl = self._learn_half_lives(screens, rows, stays, t_state, hl)
         self.half_lives_ = hl
         ev, _ = self._evidence(sub)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
@@ -236,15 +238,14 @@ class SepsisCPN(SepsisEstimator):
         self._sync_network()
         return self
 
-    def _learn_half_lives(self, screens, rows, stays, t_state, hl, rng):
-        uniq = rng.permutation(np.unique(stays[rows]))
-        n_val = max(1, int(round(len(uniq) * self.validation_fraction)))
-        val_stays = uniq[:n_val]
-        is_val = np.isin(stays[rows], val_stays)
-        tr, va = rows[~is_val], rows[is_val]
-        if len(tr) == 0 or len(va) == 0:
+    def _learn_half_lives(self, screens, rows, stays, t_state, hl):
+        if len(np.unique(stays[rows])) < 2:
             logger.warning("too few stays to learn half-lives; using the prior half-lives")
             return hl
+        # whole stays held out, stratified by whether a stay has a screen within 48 h of onset
+        tr, va = holdout_groups(stays[rows], self.validation_fraction, y=_GROUPS[t_state[rows], 0],
+                                random_state=self.random_state)
+        tr, va = rows[tr], rows[va]
         ev, _ = self._evidence(screens.iloc[tr], hl)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
         fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
