@@ -3,7 +3,6 @@
 The model's probabilities enter the CPN as ``cxr_<finding>`` evidence via :func:`score_cxr_table`.
 """
 
-from imaging.calibration import apply_temperatures, expected_calibration_error, fit_temperatures
 from imaging.contract import ImageContractError, check_images, load_image, prepare_images
 from imaging.datasets import ImageSet, finding_columns, patient_groups, read_image_folder, read_npz
 from imaging.estimator import CXRFindingClassifier, training_sets
@@ -15,8 +14,8 @@ from imaging.train import FindingTrainer, augment_batch, classification_metrics
 
 __all__ = [
     "ARCHS", "CXRFindingClassifier", "CXRFindingModel", "FindingTrainer", "ImageContractError", "ImageSet",
-    "apply_temperatures", "augment_batch", "check_images", "classification_metrics", "default_device", "expected_calibration_error",
-    "finding_columns", "finding_probabilities", "fit_temperatures", "grad_cam", "load_image", "overlay_heatmap",
+    "augment_batch", "check_images", "classification_metrics", "default_device",
+    "finding_columns", "finding_probabilities", "grad_cam", "load_image", "overlay_heatmap",
     "patient_groups", "prepare_images", "read_image_folder", "read_npz", "render_cohort_images", "render_study",
     "sample_real_images", "save_grad_cam", "score_cxr_table", "training_sets",
 ]

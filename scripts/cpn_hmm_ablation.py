@@ -22,6 +22,7 @@ from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 from cpn import SepsisCPN
 from cpn.temporal import TemporalFilter
+from ehr.estimator import predictions_frame
 from ehr.screens import build_screens
 from ehr.sources.physionet import read_physionet
 from evaluation.bootstrap import bootstrap_metrics
@@ -31,8 +32,7 @@ from evaluation.operating_points import apply_thresholds, choose_thresholds
 
 
 def _preds(screens, risk, model):
-    return pd.DataFrame({"stay_id": screens["stay_id"].to_numpy(),
-                         "screen_time": screens["screen_time"].to_numpy(), "model": model, "risk": risk})
+    return predictions_frame(screens, risk, model=model)
 
 
 def main():
