@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
-from cpn import SepsisCPN, TemporalFilter
+from cpn import SepsisCPN
+from cpn.temporal import TemporalFilter
 from ehr.estimator import predictions_frame
 from ehr.screens import build_screens
 from ehr.sources.physionet import read_physionet

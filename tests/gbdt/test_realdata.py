@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from gbdt import GBDTClassifier, contributions, cross_validate, load_model
+from gbdt import GBDTClassifier, contributions, cross_validate
 
 pytestmark = pytest.mark.realdata
 
@@ -35,5 +35,5 @@ def test_real_screens_cv_explain_and_round_trip(real_screens, tmp_path):
     sub = s.iloc[:: max(1, len(s) // 300)]
     phi = contributions(m, sub)
     np.testing.assert_allclose(phi.sum(axis=1), m.decision_function(sub), atol=1e-4)
-    m.save(tmp_path)
-    np.testing.assert_array_equal(load_model(tmp_path).predict_proba(sub), m.predict_proba(sub))
+    d = m.save(tmp_path / "m")
+    np.testing.assert_array_equal(GBDTClassifier.load(d).predict_proba(sub), m.predict_proba(sub))
