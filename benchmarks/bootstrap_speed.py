@@ -98,7 +98,9 @@ def main(argv=None):
         from evaluation.news2 import news2_predictions
         from evaluation.operating_points import choose_thresholds
 
-        events, stays, _ = read_physionet(args.physionet)
+        cohort = read_physionet(args.physionet)
+
+        events, stays = cohort.events, cohort.stays
         screens = build_screens(events, stays)
         pred, n_unscored = news2_predictions(events, stays, screens)
         t = time.perf_counter()

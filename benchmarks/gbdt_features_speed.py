@@ -29,7 +29,8 @@ def _screens(args):
         except ImportError:
             pass
         else:
-            events, stays, _ = read_physionet(ZIP)
+            cohort = read_physionet(ZIP)
+            events, stays = cohort.events, cohort.stays
             return build_screens(events, stays), f"PhysioNet set A ({ZIP})"
     from gbdt._demo import demo_screens
 

@@ -36,7 +36,8 @@ def main(path: Path = DEFAULT) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     t0 = time.perf_counter()
-    events, stays, report = read_physionet(path)
+    cohort = read_physionet(path)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     t1 = time.perf_counter()
     screens = build_screens(events, stays, until_onset=False)
     t2 = time.perf_counter()

@@ -15,11 +15,8 @@ del _root, _saved
 
 from .explain import bayes_factors
 from .inference import InferenceEngine
-from .model import FORMAT_VERSION, ModelFormatError, SepsisCPN
+from .model import SepsisCPN
 from .structure import NetworkError, build_expert_network, load_network, save_network
 
-__all__ = ["SepsisCPN", "ModelFormatError", "FORMAT_VERSION", "InferenceEngine", "bayes_factors",
-           "NetworkError", "build_expert_network", "load_network", "save_network"]
-
-from .temporal import TemporalFilter  # noqa: E402
-__all__ += ["TemporalFilter"]
+__all__ = ["SepsisCPN", "InferenceEngine", "bayes_factors", "NetworkError", "build_expert_network",
+           "load_network", "save_network"]

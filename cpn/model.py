@@ -1,47 +1,67 @@
 """``SepsisCPN``: the causal probabilistic network with the scikit-learn face.
 
+A :class:`ehr.estimator.SepsisEstimator`: it saves to ``model.json`` (kind ``cpn``) plus
+``network.xml`` (the fitted CPDs, XMLBIF), and refuses screens that lack a column it was fitted on.
+
 Examples
 --------
 >>> import numpy as np, pandas as pd
 >>> s = pd.DataFrame({"stay_id": [1, 1, 2, 2], "hr": [80.0, 130.0, 75.0, np.nan],
 ...     "hr_age_h": [0.0, 1.0, 0.0, np.nan], "onset_in_h": [3.0, 2.0, np.nan, np.nan]})
 >>> m = SepsisCPN(network="physionet", half_lives="prior", max_iter=3).fit(s)
->>> m.predict_proba(s).shape
-(4, 2)
+>>> m.predict_proba(s).shape, m.features_in_
+((4, 2), ['hr', 'hr_age_h'])
+>>> m.predict_proba(s.drop(columns="hr"))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ehr.schema.SchemaError: screens: missing column(s) hr that this cpn model was trained on; score ...
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ehr.artefacts import ModelFormatError, model_file
 from ehr.concepts import load_concepts
+from ehr.estimator import Labels, SepsisEstimator
+from ehr.splits import holdout_groups
 
-from .evidence import build_evidence, half_life_group, network_info, target_states
+from .evidence import _CONTEXT_COLUMN, build_evidence, half_life_group, network_info, target_states
 from .explain import bayes_factors
 from .inference import InferenceEngine
 from .learning import conditional_loglik, fit_em
-from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, load_network, save_network,
+from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, TESTED, load_network, save_network,
                         validate_network)
 
-__all__ = ["SepsisCPN", "ModelFormatError", "FORMAT_VERSION"]
+__all__ = ["SepsisCPN"]
 
 logger = logging.getLogger(__name__)
 
-#: bump when model.json or the saved arrays change meaning; load() refuses other versions
-FORMAT_VERSION = 1
 #: how far past the ends of ``half_life_grid`` the multiplier search may go (factors of 2)
 HALF_LIFE_MAX_STEPS = 4
 _GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
+_NETWORK_FILE = "network.xml"
 
 
-class ModelFormatError(ValueError):
-    """A model directory is missing, of another kind, or written by another format version."""
+def _input_columns(info) -> list[str]:
+    """Screen columns the evidence of each node is built from (see :func:`cpn.evidence.build_evidence`)."""
+    cols: list[str] = []
+    for v in info.evidence_nodes:
+        role = info.roles[v]
+        if role == "concept":
+            cols += [v, f"{v}_age_h"]
+        elif role == "cxr":
+            cols += [v, "cxr_age_h"]
+        elif role == "context" and v in _CONTEXT_COLUMN:
+            cols.append(_CONTEXT_COLUMN[v])
+        elif role == "tested":
+            cols += [f"{c}_age_h" for c in TESTED[v][0]]
+    return list(dict.fromkeys(cols))
 
 
 def _frame_hash(df: pd.DataFrame) -> str:
@@ -51,7 +71,7 @@ def _frame_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-class SepsisCPN:
+class SepsisCPN(SepsisEstimator):
     """Causal probabilistic network for sepsis within 48 h, scored with time-decayed evidence.
 
     Parameters
@@ -85,7 +105,8 @@ class SepsisCPN:
         a constant, the mean ratio falls below 1 and EM then drives ``P(present | parents)`` to 0
         for every parent state, which silences the CXR leaves.
     validation_fraction : float
-        Fraction of stays held out for half-life selection.
+        Fraction of stays held out for half-life selection (:func:`ehr.splits.holdout_groups`,
+        stratified by whether a stay has a screen within 48 h of onset).
     random_state : int
     batch_size : int
         Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
@@ -100,8 +121,13 @@ class SepsisCPN:
     half_life_scale_ : dict group -> multiplier
     cxr_prior_ : dict CXR node -> calibration prevalence used for its likelihood ratios
     features_ : list of str (evidence nodes)
+    features_in_ : list of str
+        Screen columns the evidence was built from at fit time; screens to score must have them.
     em_history_ : list of float
     """
+
+    kind = "cpn"
+    format_version = 2
 
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
@@ -156,20 +182,17 @@ class SepsisCPN:
                 out["cxr"] = 48.0
         return out
 
-    def _check_fitted(self):
-        if not hasattr(self, "engine_"):
-            raise RuntimeError("SepsisCPN is not fitted; call fit() or SepsisCPN.load() first")
-
     # ------------------------------------------------------------------ fit
-    def fit(self, screens: pd.DataFrame, y=None):
+    def fit(self, screens: pd.DataFrame, labels: Labels | None = None):
         """Learn CPDs (EM, Dirichlet prior) and half-lives from screens.
 
         Parameters
         ----------
         screens : DataFrame
             Screens table (``ehr.schema`` "screens").
-        y : array-like, optional
-            Hours from screen to onset (NaN = never septic); default ``screens["onset_in_h"]``.
+        labels : ehr.estimator.Labels, optional
+            Hours from screen to onset (``labels.onset_in_h``; NaN = never septic) define the
+            time-to-onset target; default ``screens["onset_in_h"]``.
 
         Returns
         -------
@@ -181,9 +204,8 @@ class SepsisCPN:
         for v in net.nodes():  # pgmpy's copy() drops node attributes (the roles)
             copy.nodes[v].update(net.nodes[v])
         self._setup(copy)
-        onset = screens["onset_in_h"].to_numpy(dtype=float) if y is None else np.asarray(y, dtype=float)
-        if len(onset) != len(screens):
-            raise ValueError(f"y has {len(onset)} rows, screens has {len(screens)}")
+        onset = Labels.coerce(labels, screens).onset_in_h
+        self.features_in_ = [c for c in _input_columns(self.info_) if c in screens.columns]
         rng = np.random.default_rng(self.random_state)
         stays = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(len(screens))
         rows = np.arange(len(screens))
@@ -192,7 +214,7 @@ class SepsisCPN:
             frac = self.max_rows / len(screens)
             rows = np.flatnonzero(np.isin(stays, uniq[: max(1, int(len(uniq) * frac))]))
         t_state = target_states(onset)
-        self.data_hash_ = _frame_hash(screens)
+        self.data_hashes_ = {"screens": _frame_hash(screens)}
         self.n_train_rows_ = int(len(rows))
 
         if isinstance(self.half_lives, dict):
@@ -207,7 +229,7 @@ class SepsisCPN:
         self.cxr_prior_ = self._fit_cxr_prior(sub)
         self.half_life_scale_ = {}
         if self.half_lives == "learn":
-            hl = self._learn_half_lives(screens, rows, stays, t_state, hl, rng)
+            hl = self._learn_half_lives(screens, rows, stays, t_state, hl)
         self.half_lives_ = hl
         ev, _ = self._evidence(sub)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
@@ -216,15 +238,14 @@ class SepsisCPN:
         self._sync_network()
         return self
 
-    def _learn_half_lives(self, screens, rows, stays, t_state, hl, rng):
-        uniq = rng.permutation(np.unique(stays[rows]))
-        n_val = max(1, int(round(len(uniq) * self.validation_fraction)))
-        val_stays = uniq[:n_val]
-        is_val = np.isin(stays[rows], val_stays)
-        tr, va = rows[~is_val], rows[is_val]
-        if len(tr) == 0 or len(va) == 0:
+    def _learn_half_lives(self, screens, rows, stays, t_state, hl):
+        if len(np.unique(stays[rows])) < 2:
             logger.warning("too few stays to learn half-lives; using the prior half-lives")
             return hl
+        # whole stays held out, stratified by whether a stay has a screen within 48 h of onset
+        tr, va = holdout_groups(stays[rows], self.validation_fraction, y=_GROUPS[t_state[rows], 0],
+                                random_state=self.random_state)
+        tr, va = rows[tr], rows[va]
         ev, _ = self._evidence(screens.iloc[tr], hl)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
         fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
@@ -275,7 +296,7 @@ class SepsisCPN:
     # ------------------------------------------------------------------ predict / explain
     def posterior(self, screens: pd.DataFrame) -> np.ndarray:
         """``P(time-to-onset state | evidence)`` per screen, shape (n, 5)."""
-        self._check_fitted()
+        self.check_screens(screens)
         ev, _ = self._evidence(screens)
         return self.engine_.posterior(ev, batch_size=self.batch_size)
 
@@ -286,14 +307,14 @@ class SepsisCPN:
 
     def bayes_factors(self, screens: pd.DataFrame) -> dict:
         """Raw batched log10 Bayes factors (see :func:`cpn.explain.bayes_factors`)."""
-        self._check_fitted()
+        self.check_screens(screens)
         ev, _ = self._evidence(screens)
         return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
 
-    def explain(self, screens: pd.DataFrame, *, model_name: str = "cpn") -> pd.DataFrame:
+    def explain(self, screens: pd.DataFrame, *, model_name: str | None = None) -> pd.DataFrame:
         """Explanations table (``ehr.schema`` "explanations"): one row per screen and evidence item
         with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
-        self._check_fitted()
+        self.check_screens(screens)
         ev, det = self._evidence(screens, details=True)
         bf = bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
         n = len(screens)
@@ -319,67 +340,35 @@ class SepsisCPN:
         out = pd.concat(parts, ignore_index=True).sort_values(["row"], kind="stable")
         out.insert(0, "stay_id", stay[out["row"].to_numpy()].astype("int64"))
         out.insert(1, "screen_time", pd.to_datetime(times[out["row"].to_numpy()]))
-        out.insert(2, "model", model_name)
+        out.insert(2, "model", model_name or self.model_name)
         return out.drop(columns="row").reset_index(drop=True)
 
     # ------------------------------------------------------------------ artefacts
-    def save(self, path) -> Path:
-        """Write ``model.json`` + ``network.xml`` (fitted CPDs, XMLBIF) to directory ``path``."""
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_network(self.network_, path / "network.xml")
-        config = self.get_params()
-        config["network"] = str(config["network"]) if not hasattr(config["network"], "nodes") \
-            else "custom"
-        meta = {"kind": "cpn", "version": FORMAT_VERSION, "config": config,
-                "features": self.features_, "half_lives": self.half_lives_,
-                "half_life_scale": self.half_life_scale_, "cxr_prior": self.cxr_prior_,
-                "em_history": self.em_history_,
-                "data_hashes": {"screens": self.data_hash_}, "n_train_rows": self.n_train_rows_,
-                "network_file": "network.xml"}
-        (path / "model.json").write_text(json.dumps(meta, indent=2, default=float))
-        return path
+    def _config(self) -> dict:
+        config = self.get_params(deep=False)
+        # a network passed as an object is saved with its CPDs; its config can only say so
+        config["network"] = "custom" if hasattr(config["network"], "nodes") else str(config["network"])
+        return config
 
     @classmethod
-    def load(cls, path) -> "SepsisCPN":
-        """Load a model directory written by :meth:`save` (same format version only)."""
-        path = Path(path)
-        meta_path = path / "model.json"
-        if not meta_path.exists():
-            raise ModelFormatError(f"{path}: no model.json; not a SepsisScope model directory")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("kind") != "cpn":
-            raise ModelFormatError(f"{meta_path}: kind is {meta.get('kind')!r}, expected 'cpn'")
-        if meta.get("version") != FORMAT_VERSION:
-            raise ModelFormatError(f"{meta_path}: format version {meta.get('version')!r}, this "
-                                   f"SepsisScope reads version {FORMAT_VERSION}; retrain the model")
-        cfg = dict(meta["config"])
-        cfg["half_life_grid"] = tuple(cfg["half_life_grid"])
-        m = cls(**cfg)
-        m._setup(load_network(path / meta.get("network_file", "network.xml")))
-        if m.features_ != meta["features"]:
-            raise ModelFormatError(f"{meta_path}: feature list does not match the network file")
-        m.half_lives_ = {k: float(v) for k, v in meta["half_lives"].items()}
-        m.half_life_scale_ = meta.get("half_life_scale", {})
-        default = 0.5 if m.cxr_prior == "auto" else float(m.cxr_prior)
-        m.cxr_prior_ = {v: float(meta.get("cxr_prior", {}).get(v, default))
-                        for v in m.features_ if m.info_.roles[v] == "cxr"}
-        m.em_history_ = meta.get("em_history", [])
-        m.data_hash_ = meta.get("data_hashes", {}).get("screens")
-        m.n_train_rows_ = meta.get("n_train_rows")
-        return m
+    def _config_from_json(cls, config: dict) -> dict:
+        return {**config, "half_life_grid": tuple(config["half_life_grid"])}
 
-    def get_params(self, deep: bool = True) -> dict:
-        """Hyperparameters (scikit-learn contract)."""
-        return {k: getattr(self, k) for k in (
-            "network", "half_lives", "half_life_grid", "pseudo_count", "max_iter", "tol", "max_rows",
-            "cxr_prior", "validation_fraction", "random_state", "batch_size", "half_life_em_iter")}
+    def _write_files(self, directory: Path) -> None:
+        save_network(self.network_, directory / _NETWORK_FILE)
 
-    def set_params(self, **params):
-        """Set hyperparameters (scikit-learn contract)."""
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"invalid parameter {k!r} for SepsisCPN")
-            setattr(self, k, v)
-        return self
+    def _state(self) -> dict:
+        return {"evidence_nodes": self.features_, "half_lives": self.half_lives_,
+                "half_life_scale": self.half_life_scale_, "cxr_prior": self.cxr_prior_,
+                "em_history": self.em_history_, "n_train_rows": self.n_train_rows_}
+
+    def _restore(self, directory: Path, meta: dict) -> None:
+        state = meta["state"]
+        self._setup(load_network(model_file(directory, meta, _NETWORK_FILE)))
+        if self.features_ != state["evidence_nodes"]:
+            raise ModelFormatError(f"{directory / 'model.json'}: evidence nodes do not match {_NETWORK_FILE}")
+        self.half_lives_ = {k: float(v) for k, v in state["half_lives"].items()}
+        self.half_life_scale_ = dict(state["half_life_scale"])
+        self.cxr_prior_ = {k: float(v) for k, v in state["cxr_prior"].items()}
+        self.em_history_ = list(state["em_history"])
+        self.n_train_rows_ = state["n_train_rows"]

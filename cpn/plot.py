@@ -3,12 +3,14 @@
 ``docs/cpn_network.png`` is made with
 ``python -c "from cpn.plot import save_network_png; save_network_png('docs/cpn_network.png')"``.
 
+Nothing here chooses matplotlib's backend: :func:`save_network_png` draws on a bare
+``Figure`` (no pyplot), and :func:`draw_network` uses pyplot only when it is given no axes.
+
 Examples
 --------
->>> import matplotlib
->>> matplotlib.use("Agg")
+>>> from matplotlib.figure import Figure
 >>> from cpn.structure import load_network
->>> ax = draw_network(load_network("physionet"))
+>>> ax = draw_network(load_network("physionet"), ax=Figure().subplots())
 >>> len(ax.texts) > 40
 True
 """
@@ -64,15 +66,12 @@ def draw_network(net, ax=None):
 
 def save_network_png(path, network="full", *, dpi: int = 70):
     """Render a shipped network (or XMLBIF path) to ``path``."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ax = draw_network(load_network(network))
+    fig = Figure(figsize=(30, 9))
+    ax = draw_network(load_network(network), ax=fig.subplots())
     ax.set_title(f"SepsisScope CPN, network '{network}' (edge reasons: cpn/networks/README.md)",
                  fontsize=13)
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=dpi)
-    plt.close(ax.figure)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     return path

@@ -1,5 +1,8 @@
 """Forward-filtered hidden Markov layer over the CPN's hourly posteriors (temporal coherence).
 
+An ablation that was not kept as an option of the CPN (``scripts/cpn_hmm_ablation.py`` measures
+it), so it is not among :mod:`cpn`'s public names: import it from :mod:`cpn.temporal`.
+
 The hidden state of a stay at each screen is the time-to-onset target state (``TARGET_STATES``).
 It moves from hour to hour by a transition matrix estimated from training labels (consecutive
 screens of one stay, Dirichlet prior), and each screen's CPN posterior divided by the CPN's prior
@@ -31,6 +34,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from .evidence import target_states
 from .structure import SEPSIS_STATES, TARGET_STATES
@@ -82,7 +86,7 @@ def _layout(screens: pd.DataFrame, step_h: float, where: str):
     return order, code, pos, gap
 
 
-class TemporalFilter:
+class TemporalFilter(BaseEstimator):
     """Forward filter of the time-to-onset state over each stay's hourly CPN posteriors.
 
     Parameters
@@ -217,19 +221,6 @@ class TemporalFilter:
             alpha[c] = a
             out[order[rows]] = a
         return out
-
-    def get_params(self, deep: bool = True) -> dict:
-        """Hyperparameters (scikit-learn contract)."""
-        return {"transition_pseudo_count": self.transition_pseudo_count,
-                "emission_power": self.emission_power, "step_h": self.step_h}
-
-    def set_params(self, **params):
-        """Set hyperparameters; returns self."""
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"TemporalFilter has no parameter '{k}'")
-            setattr(self, k, v)
-        return self
 
     @staticmethod
     def risk(filtered) -> np.ndarray:

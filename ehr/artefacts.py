@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ModelFormatError", "MODEL_JSON", "atomic_dir", "atomic_file", "file_sha256", "json_safe",
-           "model_file", "read_model_meta", "write_model_dir"]
+           "model_file", "read_model_meta", "write_attachments", "write_model_dir"]
 
 MODEL_JSON = "model.json"
 
@@ -152,19 +152,46 @@ def atomic_file(path) -> Iterator[Path]:
         raise
 
 
+def write_attachments(directory, attachments: dict | None) -> None:
+    """Write ``{name: content}`` into ``directory``: ``str`` as UTF-8 text, ``bytes`` as they are, a path copied.
+
+    Attachments are files that travel with a model but are not the model (``run.json``, a grid
+    search's results, a training checkpoint). Names are plain file names; an attachment never
+    replaces a file already written, nor ``model.json``.
+    """
+    for name, content in (attachments or {}).items():
+        if not name or Path(name).name != name or name in (".", "..", MODEL_JSON):
+            raise ValueError(f"attachment name {name!r}: expected a plain file name other than {MODEL_JSON}")
+        target = Path(directory) / name
+        if target.exists():
+            raise ValueError(f"attachment {name!r} would replace a file the model wrote itself")
+        if isinstance(content, str):
+            target.write_text(content, encoding="utf-8")
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+        elif isinstance(content, os.PathLike):
+            shutil.copyfile(content, target)
+        else:
+            raise TypeError(f"attachment {name!r}: expected str, bytes or a path, got {type(content).__name__}")
+
+
 def write_model_dir(directory, *, kind: str, format_version: int, config: dict, features: list,
                     write_files: Callable[[Path], None] | None = None, data_hashes: dict | None = None,
-                    state: dict | None = None, extra: dict | None = None) -> Path:
+                    state: dict | None = None, extra: dict | None = None,
+                    attachments: dict | None = None) -> Path:
     """Write a model directory atomically and return its path.
 
     ``write_files(tmp)`` writes the model's own files (weights, network, booster) into the
-    temporary directory; their sha256 are recorded in ``model.json``, which is written last.
-    ``extra`` adds top-level fields (e.g. ``metrics``).
+    temporary directory; ``attachments`` (see :func:`write_attachments`) add files that travel
+    with the model, such as ``run.json``, in the same atomic write. The sha256 of every file is
+    recorded in ``model.json``, which is written last. ``extra`` adds top-level fields (e.g.
+    ``metrics``).
     """
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         if write_files is not None:
             write_files(tmp)
+        write_attachments(tmp, attachments)
         files = {}
         for f in sorted(tmp.rglob("*")):
             if f.is_file():

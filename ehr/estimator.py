@@ -189,13 +189,21 @@ class SepsisEstimator(BaseEstimator):
         """Hashes of the fitting data recorded in ``model.json`` (``data_hashes_`` if set)."""
         return dict(getattr(self, "data_hashes_", {}))
 
-    def save(self, directory) -> Path:
-        """Write ``model.json`` and the model's files to ``directory``, atomically; return it."""
+    def _config(self) -> dict:
+        """The hyperparameters as stored in ``model.json["config"]`` (override to make one JSON-safe)."""
+        return self.get_params(deep=False)
+
+    def save(self, directory, *, attachments: dict | None = None) -> Path:
+        """Write ``model.json`` and the model's files to ``directory``, atomically; return it.
+
+        ``attachments`` (``{file name: text, bytes or path}``) travel in the same atomic write,
+        e.g. ``{"run.json": ...}`` (see :func:`ehr.artefacts.write_attachments`).
+        """
         self._check_fitted()
         return write_model_dir(directory, kind=self.kind, format_version=self.format_version,
-                               config=self.get_params(deep=False), features=self.required_columns,
+                               config=self._config(), features=self.required_columns,
                                write_files=self._write_files, data_hashes=self.data_hashes(),
-                               state=self._state())
+                               state=self._state(), attachments=attachments)
 
     @classmethod
     def _config_from_json(cls, config: dict) -> dict:

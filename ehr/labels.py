@@ -59,6 +59,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ehr.sofa import cardiovascular_score, organ_score, respiration_score, urine_output_score
+
 __all__ = ["DEFINITIONS", "VASOPRESSORS", "definition_params", "suspected_infection", "sofa_hourly",
            "sofa_onset", "label_stays"]
 
@@ -172,26 +174,6 @@ def suspected_infection(events: pd.DataFrame, definition: str = "sepsis3") -> pd
 
 # ---------------------------------------------------------------- SOFA
 
-def _score_resp(pf_vent, pf_novent):
-    pf_any = np.fmin(pf_vent, pf_novent)
-    s = np.zeros(len(pf_vent))
-    s = np.where(pf_any < 400, 1, s)
-    s = np.where(pf_any < 300, 2, s)
-    s = np.where(pf_vent < 200, 3, s)
-    s = np.where(pf_vent < 100, 4, s)
-    return s
-
-
-def _score_bins(x, cuts, scores, higher_worse=True):
-    """Score from cut-points; NaN scores 0."""
-    x = np.asarray(x, dtype="float64")
-    s = np.zeros(len(x))
-    for c, sc in zip(cuts, scores):
-        hit = (x >= c) if higher_worse else (x < c)
-        s = np.where(hit & ~np.isnan(x), sc, s)
-    return s
-
-
 def sofa_hourly(events: pd.DataFrame, stays: pd.DataFrame, definition: str = "sepsis3") -> pd.DataFrame:
     """Hourly SOFA per stay (scores of the worst values in the last 24 h).
 
@@ -288,18 +270,12 @@ def sofa_hourly(events: pd.DataFrame, stays: pd.DataFrame, definition: str = "se
             gi[name] = s.reindex(gi.index)
         g = gi.reset_index()
 
-    resp = _score_resp(g["pf_vent"].to_numpy(dtype=float), g["pf_novent"].to_numpy(dtype=float))
-    coag = _score_bins(g["plt"], [150, 100, 50, 20], [1, 2, 3, 4], higher_worse=False)
-    liver = _score_bins(g["bili"], [1.2, 2.0, 6.0, 12.0], [1, 2, 3, 4])
-    rate = {a: g[a].to_numpy(dtype=float) for a in VASOPRESSORS}
-    pos = {a: np.nan_to_num(rate[a], nan=0.0) for a in VASOPRESSORS}
-    cv = np.where(g["map"].to_numpy(dtype=float) < 70, 1, 0)
-    cv = np.where((pos["dopamine"] > 0) | (pos["dobutamine"] > 0), 2, cv)
-    cv = np.where((pos["dopamine"] > 5) | (pos["epinephrine"] > 0) | (pos["norepinephrine"] > 0), 3, cv)
-    cv = np.where((pos["dopamine"] > 15) | (pos["epinephrine"] > 0.1) | (pos["norepinephrine"] > 0.1), 4, cv)
-    gcs = g["gcs"].to_numpy(dtype=float)
-    cns = _score_bins(gcs, [15, 13, 10, 6], [1, 2, 3, 4], higher_worse=False)
-    crea = _score_bins(g["crea"], [1.2, 2.0, 3.5, 5.0], [1, 2, 3, 4])
+    resp = respiration_score(g["pf_vent"].to_numpy(dtype=float), g["pf_novent"].to_numpy(dtype=float))
+    coag = organ_score(g["plt"], "coagulation")
+    liver = organ_score(g["bili"], "liver")
+    cv = cardiovascular_score(g["map"], *(g[a] for a in ("dopamine", "dobutamine", "epinephrine", "norepinephrine")))
+    cns = organ_score(g["gcs"], "cns")
+    crea = organ_score(g["crea"], "renal")
     comp = pd.DataFrame({"stay_id": g["stay_id"], "respiration": resp, "coagulation": coag, "liver": liver,
                          "cardiovascular": cv, "cns": cns, "renal_crea": crea,
                          "uo": g["uo"].fillna(0.0), "uo_tm": g["uo_tm"].fillna(0.0)})
@@ -310,8 +286,7 @@ def sofa_hourly(events: pd.DataFrame, stays: pd.DataFrame, definition: str = "se
         out[c] = roll[c].max().to_numpy()
     uo24 = roll["uo"].sum().to_numpy()
     tm24 = roll["uo_tm"].sum().to_numpy()
-    uo_score = np.where(tm24 >= p["urine_min_coverage_h"],
-                        np.where(uo24 < 200, 4, np.where(uo24 < 500, 3, 0)), 0)
+    uo_score = urine_output_score(uo24, tm24 >= p["urine_min_coverage_h"])
     out["renal"] = np.maximum(out.pop("renal_crea").to_numpy(), uo_score)
     comps = ["respiration", "coagulation", "liver", "cardiovascular", "cns", "renal"]
     out[comps] = out[comps].astype("int64")

@@ -5,10 +5,23 @@ Tables (all parquet on disk, pandas in memory):
 ``events``        long measurements, a superset of MEDS
 ``stays``         one row per stay, with outcome fields
 ``cxr``           one row per chest X-ray study (+ ``cxr_<finding>`` probabilities after imaging)
+``truth``         synthetic cohort only: the generator's latent per-stay timeline (no model reads it)
 ``screens``       wide, one row per (stay, screen hour); what every model consumes
 ``predictions``   long model outputs; what stacking and evaluation read
 ``explanations``  long per-evidence contributions for each explained screen
 ``alarms``        the screening protocol's output
+
+Each table is a :class:`pyarrow.Schema` in :data:`SCHEMAS`: its fixed columns, each with its type,
+its nullability and its meaning (field metadata ``description``; ``min``, ``max`` or ``finite``
+where values are bounded), and the table's key in the schema metadata. Where the data decides the
+columns, :data:`COLUMN_RULES` says what a column of a given name must be: ``screens`` has one
+``<concept>`` and one ``<concept>_age_h`` column per measured concept of ``ehr/concepts.toml``
+and, with CXR studies, ``cxr_<finding>`` and ``cxr_age_h``; ``cxr`` has ``cxr_<finding>``
+probabilities and, in the synthetic cohort, ``truth_<finding>``. Any other column is allowed and
+passed through unchecked (a step may add its own, e.g. ``split``).
+
+:func:`validate` checks a frame against its schema; :func:`ehr.tables.write_table` and
+:func:`ehr.tables.read_table` are the parquet IO of every table, validated on the way out and in.
 
 Leakage rule (from MEDS): a screen at time ``t`` uses only data with ``time <= t``.
 ``ehr.screens.build_screens`` enforces it; ``tests/ehr/test_screens.py`` checks it.
@@ -24,146 +37,249 @@ Examples
 ...                    "model": ["news2"], "risk": [3.0], "fold": [0], "split": ["test"]})
 >>> validate(df, "predictions") is df
 True
+>>> validate(df.assign(model=[7]), "predictions")
+Traceback (most recent call last):
+...
+ehr.schema.SchemaError: predictions: column 'model' has dtype int64, expected string
+>>> SCHEMAS["predictions"].field("risk").metadata[b"description"].decode()
+'risk score; a probability except for scores such as NEWS2'
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+from ehr.concepts import concept_names
 
 #: CXR findings the imaging model predicts and the CPN takes as evidence (torchxrayvision-style ordered tuple).
 CXR_FINDINGS: tuple[str, ...] = ("consolidation", "effusion", "edema", "atelectasis")
 
-__all__ = ["CXR_FINDINGS", "Column", "TABLES", "SchemaError", "validate", "columns", "empty", "screen_concept_columns",
-           "require_columns"]
+__all__ = ["CXR_FINDINGS", "SCHEMAS", "COLUMN_RULES", "ColumnRule", "SchemaError", "validate", "columns", "empty",
+           "field_for", "schema_of", "screen_concept_columns", "require_columns"]
+
+INT, FLOAT, STR, BOOL, TIME = pa.int64(), pa.float64(), pa.string(), pa.bool_(), pa.timestamp("ns")
 
 
 class SchemaError(ValueError):
     """A table does not follow the data contract; the message names the table, column and row."""
 
 
+def _field(name: str, type_: pa.DataType, nullable: bool, description: str, **bounds) -> pa.Field:
+    meta = {"description": description} | {k: str(v).lower() for k, v in bounds.items()}
+    return pa.field(name, type_, nullable=nullable, metadata=meta)
+
+
+def _schema(key: tuple[str, ...], *fields: pa.Field) -> pa.Schema:
+    return pa.schema(fields, metadata={"key": ",".join(key)})
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "events": _schema(
+        (),
+        _field("subject_id", INT, False, "patient id"),
+        _field("stay_id", INT, False, "stay (ICU or hospital episode) id"),
+        _field("time", TIME, False, "when the value became available (charted / resulted)"),
+        _field("code", STR, False, "namespaced source code, e.g. PHYSIONET2019/HR, LOINC/8867-4, MIMIC-III/220045"),
+        _field("numeric_value", FLOAT, True, "value in the concept's canonical unit (converted at ingest)"),
+        _field("text_value", STR, True, "free-text value when the source has one"),
+        _field("unit", STR, True, "unit of numeric_value (canonical UCUM unit when concept is set)"),
+        _field("concept", STR, True, "concept name from concepts.toml; null for codes that map to none"),
+    ),
+    "stays": _schema(
+        ("stay_id",),
+        _field("subject_id", INT, False, "patient id"),
+        _field("stay_id", INT, False, "stay id, unique"),
+        _field("source", STR, False, "where the stay came from: physionet2019, mimic3, mimic4, synthetic, fhir"),
+        _field("admit_time", TIME, False, "admission to the screened unit; screen hours count from here"),
+        _field("discharge_time", TIME, False, "discharge (or last observation)"),
+        _field("hospital_admit_time", TIME, True, "hospital admission (may precede admit_time)"),
+        _field("age", FLOAT, True, "age in years at admission"),
+        _field("sex", STR, True, "'F' or 'M'"),
+        _field("department", STR, True, "unit/department, e.g. MICU, SICU, ward, ED"),
+        _field("sepsis", BOOL, False, "the stay has a sepsis onset under the source's definition"),
+        _field("onset_time", TIME, True, "sepsis onset; null when none"),
+        _field("sepsis_label_time", TIME, True, "PhysioNet 2019: first hour with SepsisLabel=1 (onset - 6 h)"),
+        _field("antibiotic_time", TIME, True, "first antibiotic dose"),
+        _field("surgery_time", TIME, True, "surgery during the stay, if any"),
+        _field("death", BOOL, True, "died in hospital"),
+        _field("bsi", BOOL, True, "bloodstream infection (positive blood culture)"),
+        _field("onset_setting", STR, True, "'community' or 'hospital' (4-day rule) for septic stays"),
+        _field("pneumonia", BOOL, True, "infection source is pneumonia (synthetic ground truth)"),
+        _field("hypercapnic", BOOL, True, "hypercapnic respiratory failure: NEWS2 uses SpO2 scale 2"),
+    ),
+    "cxr": _schema(
+        ("study_id",),
+        _field("study_id", INT, False, "CXR study id, unique"),
+        _field("subject_id", INT, False, "patient id"),
+        _field("stay_id", INT, False, "stay id"),
+        _field("time", TIME, False, "when the study (its finding probabilities) became available"),
+        _field("image_path", STR, True, "image file reference (relative to the cohort directory)"),
+    ),
+    "truth": _schema(
+        ("stay_id",),
+        _field("stay_id", INT, False, "stay id"),
+        _field("planned_septic", BOOL, False, "the generator planned a septic course"),
+        _field("infection", BOOL, False, "the stay has an infection (septic or not)"),
+        _field("infection_source", STR, True, "pneumonia, urinary, abdominal, skin or other; null without infection"),
+        _field("infection_time", TIME, True, "start of the infection"),
+        _field("suspicion_time", TIME, True, "when clinicians would suspect it"),
+        _field("lab_derangement_time", TIME, True, "when inflammatory labs start to move"),
+        _field("dysfunction_time", TIME, True, "start of the organ-dysfunction ramp"),
+        _field("sofa_baseline", INT, False, "SOFA-like score of the noise-free trend when infection starts"),
+        _field("sofa_max_rise", INT, False, "largest rise of that score above the baseline"),
+        _field("sofa_admission", INT, False, "SOFA-like score of the noise-free trend at admission"),
+        _field("copd", BOOL, False, "comorbidity: COPD (chronic SpO2 88-92 %, hypercapnic)"),
+        _field("heart_failure", BOOL, False, "comorbidity: heart failure (fluid overload)"),
+        _field("ckd", BOOL, False, "comorbidity: chronic kidney disease (high baseline creatinine)"),
+        _field("diabetes", BOOL, False, "comorbidity: diabetes"),
+        _field("surgical", BOOL, False, "admitted for surgery"),
+    ),
+    "screens": _schema(
+        ("stay_id", "screen_time"),
+        _field("subject_id", INT, False, "patient id"),
+        _field("stay_id", INT, False, "stay id"),
+        _field("screen_time", TIME, False, "the screen; uses only data with time <= screen_time"),
+        _field("hours_since_admit", FLOAT, False, "screen_time - admit_time in hours (1, 2, ...)"),
+        _field("new_data", BOOL, False, "a concept value was registered in (previous screen, this screen]"),
+        _field("age", FLOAT, True, "static: age in years"),
+        _field("sex", STR, True, "static: 'F' / 'M'"),
+        _field("department", STR, True, "static: unit/department"),
+        _field("hypercapnic", BOOL, True, "static: NEWS2 SpO2 scale 2"),
+        _field("onset_in_h", FLOAT, True, "label: hours from screen_time to onset; null for non-septic stays"),
+        _field("label", INT, False, "label: 1 if onset follows within the horizon (0 < onset_in_h <= horizon_h)"),
+    ),
+    "predictions": _schema(
+        ("stay_id", "screen_time", "model"),
+        _field("stay_id", INT, False, "stay id"),
+        _field("screen_time", TIME, False, "the screen scored"),
+        _field("model", STR, False, "model name: cpn, lightgbm, xgboost, news2, fusion, stack, ..."),
+        _field("risk", FLOAT, False, "risk score; a probability except for scores such as NEWS2", finite=True),
+        _field("fold", INT, True, "cross-validation fold that produced it"),
+        _field("split", STR, True, "'train', 'dev' or 'test'"),
+    ),
+    "explanations": _schema(
+        (),
+        _field("stay_id", INT, False, "stay id"),
+        _field("screen_time", TIME, False, "the screen explained"),
+        _field("model", STR, False, "model name"),
+        _field("feature", STR, False, "evidence item / feature (a concept, cxr_<finding>, context node, or 'total')"),
+        _field("value", FLOAT, True, "observed value (canonical unit)"),
+        _field("state", STR, True, "discrete state the value falls in (CPN)"),
+        _field("age_h", FLOAT, True, "hours since the value was measured"),
+        _field("weight", FLOAT, True, "time-decay weight 2^(-age_h/half_life_h) (CPN)"),
+        _field("contribution", FLOAT, False, "log10 Bayes factor of the item alone (CPN) or SHAP log-odds (GBDT)"),
+        _field("baseline", FLOAT, True, "in-context log10 B(E)/B(E without item) (CPN) or expected value (GBDT)"),
+    ),
+    "alarms": _schema(
+        ("stay_id", "screen_time", "model", "threshold"),
+        _field("stay_id", INT, False, "stay id"),
+        _field("screen_time", TIME, False, "the screen at which risk crossed the threshold"),
+        _field("model", STR, False, "model name"),
+        _field("threshold", FLOAT, False, "the operating threshold"),
+        _field("fired", BOOL, False, "an alarm was raised (risk >= threshold and not silenced)"),
+        _field("silenced", BOOL, False, "risk >= threshold but within the silencing period of an earlier alarm"),
+    ),
+}
+
+
 @dataclass(frozen=True)
-class Column:
-    name: str
-    dtype: str  # "int", "float", "str", "bool", "time", "category-like str"
+class ColumnRule:
+    """What a column whose name matches ``pattern`` must be (the open part of a table).
+
+    ``pattern`` is written with placeholders: ``<concept>`` stands for a concept name of
+    ``ehr/concepts.toml``, ``<finding>`` for any lower-case finding name (``CXR_FINDINGS`` are
+    the ones the models know).
+    """
+
+    pattern: str
+    type: pa.DataType
     nullable: bool
     description: str
+    min: float | None = None
+    max: float | None = None
+
+    def matches(self, column: str) -> bool:
+        return _rule_regex(self.pattern).fullmatch(column) is not None
+
+    def field(self, column: str) -> pa.Field:
+        bounds = {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
+        return _field(column, self.type, self.nullable, self.description, **bounds)
 
 
-def _c(name, dtype, nullable, description):
-    return Column(name, dtype, nullable, description)
+_PROBABILITY = {"min": 0.0, "max": 1.0}
+_SPLIT = ColumnRule("split", STR, True, "'train', 'dev' or 'test' (added by the main job)")
 
-
-TABLES: dict[str, tuple[Column, ...]] = {
-    "events": (
-        _c("subject_id", "int", False, "patient id"),
-        _c("stay_id", "int", False, "stay (ICU or hospital episode) id"),
-        _c("time", "time", False, "when the value became available (charted / resulted)"),
-        _c("code", "str", False, "namespaced source code, e.g. PHYSIONET2019/HR, LOINC/8867-4, MIMIC-III/220045"),
-        _c("numeric_value", "float", True, "value in the concept's canonical unit (converted at ingest)"),
-        _c("text_value", "str", True, "free-text value when the source has one"),
-        _c("unit", "str", True, "unit of numeric_value (canonical UCUM unit when concept is set)"),
-        _c("concept", "str", True, "concept name from concepts.toml; null for codes that map to none"),
-    ),
+#: Columns a table may have beyond its fixed ones; the first rule whose pattern matches applies.
+COLUMN_RULES: dict[str, tuple[ColumnRule, ...]] = {
+    "events": (),
     "stays": (
-        _c("subject_id", "int", False, "patient id"),
-        _c("stay_id", "int", False, "stay id, unique"),
-        _c("source", "str", False, "where the stay came from: physionet2019, mimic3, mimic4, synthetic, fhir"),
-        _c("admit_time", "time", False, "admission to the screened unit; screen hours count from here"),
-        _c("discharge_time", "time", False, "discharge (or last observation)"),
-        _c("hospital_admit_time", "time", True, "hospital admission (may precede admit_time)"),
-        _c("age", "float", True, "age in years at admission"),
-        _c("sex", "str", True, "'F' or 'M'"),
-        _c("department", "str", True, "unit/department, e.g. MICU, SICU, ward, ED"),
-        _c("sepsis", "bool", False, "the stay has a sepsis onset under the source's definition"),
-        _c("onset_time", "time", True, "sepsis onset; null when none"),
-        _c("sepsis_label_time", "time", True, "PhysioNet 2019: first hour with SepsisLabel=1 (onset - 6 h)"),
-        _c("antibiotic_time", "time", True, "first antibiotic dose"),
-        _c("surgery_time", "time", True, "surgery during the stay, if any"),
-        _c("death", "bool", True, "died in hospital"),
-        _c("bsi", "bool", True, "bloodstream infection (positive blood culture)"),
-        _c("onset_setting", "str", True, "'community' or 'hospital' (4-day rule) for septic stays"),
-        _c("pneumonia", "bool", True, "infection source is pneumonia (synthetic ground truth)"),
-        _c("hypercapnic", "bool", True, "hypercapnic respiratory failure: NEWS2 uses SpO2 scale 2"),
+        ColumnRule("suspicion_time", TIME, True, "MIMIC: first suspicion of infection (antibiotic + culture)"),
+        _SPLIT,
     ),
     "cxr": (
-        _c("study_id", "int", False, "CXR study id, unique"),
-        _c("subject_id", "int", False, "patient id"),
-        _c("stay_id", "int", False, "stay id"),
-        _c("time", "time", False, "when the study (its finding probabilities) became available"),
-        _c("image_path", "str", True, "image file reference (relative to the cohort directory)"),
-        # + one float column per finding: cxr_<finding> in [0, 1] (model probabilities), and,
-        #   for the synthetic cohort, truth_<finding> in {0, 1} (ground truth)
+        ColumnRule("cxr_<finding>", FLOAT, True, "imaging-model probability of the finding", **_PROBABILITY),
+        ColumnRule("truth_<finding>", INT, True, "synthetic cohort: the finding is present (0/1)", **_PROBABILITY),
     ),
+    "truth": (),
     "screens": (
-        _c("subject_id", "int", False, "patient id"),
-        _c("stay_id", "int", False, "stay id"),
-        _c("screen_time", "time", False, "the screen; uses only data with time <= screen_time"),
-        _c("hours_since_admit", "float", False, "screen_time - admit_time in hours (1, 2, ...)"),
-        _c("new_data", "bool", False, "a concept value was registered in (previous screen, this screen]"),
-        _c("age", "float", True, "static: age in years"),
-        _c("sex", "str", True, "static: 'F' / 'M'"),
-        _c("department", "str", True, "static: unit/department"),
-        _c("hypercapnic", "bool", True, "static: NEWS2 SpO2 scale 2"),
-        _c("onset_in_h", "float", True, "label: hours from screen_time to onset; null for non-septic stays"),
-        _c("label", "int", False, "label: 1 if onset follows within the horizon (0 < onset_in_h <= horizon_h)"),
-        # + per concept c: `c` (float, last value carried forward, never back-filled) and
-        #   `c_age_h` (float, hours since that value; null if never measured)
-        # + `cxr_<finding>` and `cxr_age_h` when a cxr table was given
-        # + `sepsis_label` (int) for PhysioNet 2019 sources: the challenge's raw hourly label
+        ColumnRule("<concept>", FLOAT, True, "last value of the concept carried forward (never back-filled); "
+                   "null before its first measurement"),
+        ColumnRule("<concept>_age_h", FLOAT, True, "hours since that value was measured; null if never", min=0.0),
+        ColumnRule("cxr_age_h", FLOAT, True, "hours since the latest CXR study; null before the first", min=0.0),
+        ColumnRule("cxr_<finding>", FLOAT, True, "finding probability of the latest CXR study, carried forward",
+                   **_PROBABILITY),
+        ColumnRule("sepsis_label", INT, False, "PhysioNet 2019: the challenge's raw hourly SepsisLabel"),
+        _SPLIT,
     ),
-    "predictions": (
-        _c("stay_id", "int", False, "stay id"),
-        _c("screen_time", "time", False, "the screen scored"),
-        _c("model", "str", False, "model name: cpn, lightgbm, xgboost, news2, fusion, stack, ..."),
-        _c("risk", "float", False, "risk score; a probability except for scores such as NEWS2"),
-        _c("fold", "int", True, "cross-validation fold that produced it"),
-        _c("split", "str", True, "'train', 'dev' or 'test'"),
-    ),
-    "explanations": (
-        _c("stay_id", "int", False, "stay id"),
-        _c("screen_time", "time", False, "the screen explained"),
-        _c("model", "str", False, "model name"),
-        _c("feature", "str", False, "evidence item / feature (a concept, cxr_<finding>, context node, or 'total')"),
-        _c("value", "float", True, "observed value (canonical unit)"),
-        _c("state", "str", True, "discrete state the value falls in (CPN)"),
-        _c("age_h", "float", True, "hours since the value was measured"),
-        _c("weight", "float", True, "time-decay weight 2^(-age_h/half_life_h) (CPN)"),
-        _c("contribution", "float", False, "log10 Bayes factor of the item alone (CPN) or SHAP log-odds (GBDT)"),
-        _c("baseline", "float", True, "in-context log10 B(E)/B(E without item) (CPN) or expected value (GBDT)"),
-    ),
-    "alarms": (
-        _c("stay_id", "int", False, "stay id"),
-        _c("screen_time", "time", False, "the screen at which risk crossed the threshold"),
-        _c("model", "str", False, "model name"),
-        _c("threshold", "float", False, "the operating threshold"),
-        _c("fired", "bool", False, "an alarm was raised (risk >= threshold and not silenced)"),
-        _c("silenced", "bool", False, "risk >= threshold but within the silencing period of an earlier alarm"),
-    ),
+    "predictions": (),
+    "explanations": (),
+    "alarms": (),
 }
 
-_KEYS = {
-    "events": None,
-    "stays": ("stay_id",),
-    "cxr": ("study_id",),
-    "screens": ("stay_id", "screen_time"),
-    "predictions": ("stay_id", "screen_time", "model"),
-    "alarms": ("stay_id", "screen_time", "model", "threshold"),
-    "explanations": None,
-}
+
+@lru_cache(maxsize=None)
+def _rule_regex(pattern: str) -> re.Pattern:
+    concepts = "|".join(map(re.escape, concept_names()))
+    text = re.escape(pattern).replace(re.escape("<concept>"), f"(?:{concepts})")
+    return re.compile(text.replace(re.escape("<finding>"), "[a-z][a-z0-9_]*"))
+
+
+def schema_of(kind: str) -> pa.Schema:
+    """The pyarrow schema of table ``kind`` (:class:`SchemaError` for an unknown kind)."""
+    if kind not in SCHEMAS:
+        raise SchemaError(f"unknown table kind '{kind}'; expected one of {sorted(SCHEMAS)}")
+    return SCHEMAS[kind]
+
+
+def field_for(kind: str, column: str) -> pa.Field | None:
+    """The contract field of ``column`` in table ``kind``: fixed, from a :class:`ColumnRule`, or None.
+
+    >>> field_for("screens", "hr_age_h").metadata[b"min"]
+    b'0.0'
+    >>> field_for("screens", "my_feature") is None
+    True
+    """
+    schema = schema_of(kind)
+    if column in schema.names:
+        return schema.field(column)
+    rule = next((r for r in COLUMN_RULES[kind] if r.matches(column)), None)
+    return rule.field(column) if rule else None
 
 
 def columns(kind: str) -> list[str]:
     """The fixed column names of table ``kind``."""
-    return [c.name for c in _table(kind)]
+    return list(schema_of(kind).names)
 
 
 def empty(kind: str) -> pd.DataFrame:
     """An empty frame with the fixed columns of ``kind`` in contract dtypes."""
-    dt = {"int": "int64", "float": "float64", "str": "object", "bool": "bool", "time": "datetime64[ns]"}
-    return pd.DataFrame({c.name: pd.Series([], dtype=dt[c.dtype]) for c in _table(kind)})
+    return pd.DataFrame({f.name: pd.Series([], dtype=f.type.to_pandas_dtype()) for f in schema_of(kind)})
 
 
 def screen_concept_columns(screens: pd.DataFrame) -> list[str]:
@@ -189,70 +305,96 @@ def require_columns(df: pd.DataFrame, columns, *, table: str, source: str | None
         raise SchemaError(f"{where}: missing column(s) {missing}" + (f" {purpose}" if purpose else ""))
 
 
-def _table(kind: str) -> tuple[Column, ...]:
-    if kind not in TABLES:
-        raise SchemaError(f"unknown table kind '{kind}'; expected one of {sorted(TABLES)}")
-    return TABLES[kind]
+# ---------------------------------------------------------------- validation
+
+def _first(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
 
 
-def _check_dtype(s: pd.Series, col: Column, kind: str) -> None:
-    ok = {
-        "int": pd.api.types.is_integer_dtype,
-        "float": lambda x: pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x),
-        "bool": lambda x: pd.api.types.is_bool_dtype(x) or (pd.api.types.is_object_dtype(x)),
-        "str": lambda x: pd.api.types.is_object_dtype(x) or pd.api.types.is_string_dtype(x)
-        or isinstance(x.dtype, pd.CategoricalDtype),
-        "time": pd.api.types.is_datetime64_any_dtype,
-    }[col.dtype]
-    if col.dtype == "int" and pd.api.types.is_float_dtype(s) and col.nullable:
-        return  # nullable ints arrive as float with NaN
-    if col.dtype == "int" and pd.api.types.is_integer_dtype(s):
+def _type_problem(s: pd.Series, t: pa.DataType) -> str | None:
+    """Why ``s`` cannot hold arrow type ``t`` (naming the first offending row), or None."""
+    dtype = s.dtype
+    if pd.api.types.is_object_dtype(dtype):
+        inferred = pd.api.types.infer_dtype(s, skipna=True)
+        if inferred == "empty":  # only nulls: fits any type
+            return None
+        if pa.types.is_string(t):
+            wanted, python_type, want = "string", str, "strings"
+        elif pa.types.is_boolean(t):
+            wanted, python_type, want = "boolean", (bool, np.bool_), "True/False"
+        else:
+            return f"has dtype object, expected {t}"
+        if inferred == wanted:
+            return None
+        bad = s.notna().to_numpy() & ~s.map(lambda v: isinstance(v, python_type)).to_numpy(dtype=bool)
+        row = _first(bad)
+        return f"should hold {want} ({t}), but row {row} holds {s.iloc[row]!r}"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _type_problem(pd.Series(dtype.categories, dtype=object), t) if len(dtype.categories) else None
+    if pa.types.is_string(t):
+        return None if pd.api.types.is_string_dtype(dtype) else f"has dtype {dtype}, expected {t}"
+    if pa.types.is_boolean(t):
+        return None if pd.api.types.is_bool_dtype(dtype) else f"has dtype {dtype}, expected {t}"
+    if pa.types.is_timestamp(t):
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            return f"has time zone {dtype.tz}; contract times are naive (local hospital time)"
+        return None if pd.api.types.is_datetime64_dtype(dtype) else f"has dtype {dtype}, expected {t}"
+    if pa.types.is_integer(t):
+        if pd.api.types.is_integer_dtype(dtype):
+            return None
+        if pd.api.types.is_float_dtype(dtype):  # nullable ints arrive as float with NaN
+            v = s.to_numpy(dtype="float64")
+            bad = ~np.isnan(v) & (v != np.round(v))
+            return f"should hold whole numbers ({t}), but row {_first(bad)} holds {float(v[_first(bad)])!r}" \
+                if bad.any() else None
+        return f"has dtype {dtype}, expected {t}"
+    if pa.types.is_floating(t):
+        numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        return None if numeric else f"has dtype {dtype}, expected {t}"
+    raise TypeError(f"no pandas check for arrow type {t}")  # a contract type without a rule is a bug here
+
+
+def _check_column(s: pd.Series, f: pa.Field, where: str) -> None:
+    problem = _type_problem(s, f.type)
+    if problem:
+        raise SchemaError(f"{where}: column '{f.name}' {problem}")
+    if not f.nullable:
+        bad = s.isna().to_numpy()
+        if bad.any():
+            raise SchemaError(f"{where}: column '{f.name}' is null at row {_first(bad)} "
+                              f"({int(bad.sum())} null row(s)); it must not be")
+    meta = f.metadata or {}
+    if not len(s) or not ({b"min", b"max", b"finite"} & set(meta)):
         return
-    if not ok(s):
-        raise SchemaError(f"{kind}: column '{col.name}' has dtype {s.dtype}, expected {col.dtype}")
+    v = s.to_numpy(dtype="float64", na_value=np.nan)
+    if meta.get(b"finite") == b"true" and not np.isfinite(v).all():
+        raise SchemaError(f"{where}: column '{f.name}' is not finite at row {_first(~np.isfinite(v))}")
+    lo, hi = float(meta.get(b"min", b"-inf")), float(meta.get(b"max", b"inf"))
+    bad = ~np.isnan(v) & ((v < lo) | (v > hi))
+    if bad.any():
+        row = _first(bad)
+        raise SchemaError(f"{where}: column '{f.name}' outside [{lo:g}, {hi:g}] at row {row} ({float(v[row])!r})")
 
 
 def validate(df: pd.DataFrame, kind: str, *, source: str | None = None) -> pd.DataFrame:
     """Check ``df`` against the contract for table ``kind``; return it unchanged.
 
-    Raises :class:`SchemaError` naming the table (and ``source`` file if given), the column and
-    the first offending row.
+    Every fixed column must be present; fixed columns and those a :class:`ColumnRule` covers are
+    checked for type, nulls and bounds; the table's key must be unique. Raises
+    :class:`SchemaError` naming the table (and ``source`` file if given), the column and the
+    first offending row.
     """
+    schema = schema_of(kind)
     where = f"{kind}" + (f" ({source})" if source else "")
-    cols = _table(kind)
-    missing = [c.name for c in cols if c.name not in df.columns]
-    if missing:
-        raise SchemaError(f"{where}: missing column(s) {missing}")
-    for col in cols:
-        s = df[col.name]
-        try:
-            _check_dtype(s, col, where)
-        except SchemaError:
-            raise
-        if not col.nullable:
-            bad = s.isna().to_numpy()
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise SchemaError(f"{where}: column '{col.name}' is null at row {row} "
-                                  f"({int(bad.sum())} null row(s)); it must not be")
-    keys = _KEYS[kind]
+    require_columns(df, schema.names, table=kind, source=source)
+    for name in df.columns:
+        f = field_for(kind, name)
+        if f is not None:
+            _check_column(df[name], f, where)
+    keys = [k for k in schema.metadata[b"key"].decode().split(",") if k]
     if keys and len(df):
-        dup = df.duplicated(list(keys)).to_numpy()
+        dup = df.duplicated(keys).to_numpy()
         if dup.any():
-            row = int(np.flatnonzero(dup)[0])
-            raise SchemaError(f"{where}: duplicate key {list(keys)} at row {row} "
+            raise SchemaError(f"{where}: duplicate key {keys} at row {_first(dup)} "
                               f"({int(dup.sum())} duplicate row(s))")
-    if kind == "predictions" and len(df):
-        r = df["risk"].to_numpy(dtype="float64")
-        if not np.isfinite(r).all():
-            row = int(np.flatnonzero(~np.isfinite(r))[0])
-            raise SchemaError(f"{where}: column 'risk' is not finite at row {row}")
-    if kind == "cxr":
-        for c in df.columns:
-            if c.startswith("cxr_") and len(df):
-                v = df[c].to_numpy(dtype="float64")
-                bad = ~np.isnan(v) & ((v < 0) | (v > 1))
-                if bad.any():
-                    row = int(np.flatnonzero(bad)[0])
-                    raise SchemaError(f"{where}: column '{c}' outside [0, 1] at row {row}")
     return df

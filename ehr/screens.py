@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ehr.concepts import concept_names
-from ehr.schema import SchemaError
+from ehr.schema import SchemaError, require_columns
 
 __all__ = ["build_screens", "add_labels", "screen_concepts"]
 
@@ -94,12 +94,11 @@ def build_screens(events: pd.DataFrame, stays: pd.DataFrame, cxr: pd.DataFrame |
     -------
     screens : DataFrame sorted by (stay_id, screen_time)
     """
-    for col in ("stay_id", "admit_time", "discharge_time"):
-        if col not in stays.columns:
-            raise SchemaError(f"stays: missing column '{col}'")
-    for col in ("stay_id", "time", "concept", "numeric_value"):
-        if col not in events.columns:
-            raise SchemaError(f"events: missing column '{col}'")
+    purpose = "to build screens"
+    require_columns(stays, ["stay_id", "admit_time", "discharge_time"], table="stays", purpose=purpose)
+    require_columns(events, ["stay_id", "time", "concept", "numeric_value"], table="events", purpose=purpose)
+    if cxr is not None:
+        require_columns(cxr, ["stay_id", "time"], table="cxr", purpose=purpose)
     if concepts is None:
         concepts = screen_concepts(events)
     unknown = sorted(set(concepts) - set(concept_names()))
@@ -109,7 +108,7 @@ def build_screens(events: pd.DataFrame, stays: pd.DataFrame, cxr: pd.DataFrame |
     st = stays.sort_values("stay_id").reset_index(drop=True)
     sid = st["stay_id"].to_numpy(dtype=np.int64)
     if len(sid) and (np.diff(sid) == 0).any():
-        raise SchemaError("stays: duplicate stay_id")
+        raise SchemaError(f"stays: duplicate stay_id {sid[np.flatnonzero(np.diff(sid) == 0)[0]]}")
     admit = _ns(st["admit_time"])
     dis = _ns(st["discharge_time"])
 

@@ -1,58 +1,60 @@
-"""Evaluation: the screening protocol, metrics with cluster-bootstrap CIs, NEWS2, utility, plots, report.
+"""Evaluation the SepsisFinder way: screening protocol, metrics with cluster-bootstrap CIs, NEWS2, utility, report.
 
-Reads only the contract tables (``predictions``, ``screens``, ``stays``); never imports a model.
+Reads only the contract tables (``predictions``, ``screens``, ``stays``, ``alarms``,
+``explanations``; see ``ehr/schema.py``) and never imports a model. The names below are what a
+statistician reaches for; everything else stays importable from its module:
+
+=============================  ==============================================================
+``evaluation.protocol``        alarms, silencing, alarm windows (``run_protocol``)
+``evaluation.metrics``         AUROC, AUPRC, FPR at a TPR, threshold metrics
+``evaluation.calibration``     Brier score, reliability curve, ECE, temperature/Platt scaling
+``evaluation.recalibration``   scalers fitted on dev and reported on test (``calibration_table``)
+``evaluation.bootstrap``       patient-level bootstrap CIs and paired differences
+``evaluation.operating_points``  thresholds matched to NEWS2 >= 5 / >= 7 / 85 % sensitivity
+``evaluation.news2``           NEWS2 from events, as a ``predictions`` table
+``evaluation.utility``         PhysioNet 2019 normalised utility
+``evaluation.timeliness``      hours before onset / antibiotics, Mann-Whitney U
+``evaluation.subgroups``       subgroup and sensitivity analyses
+``evaluation.displays``        ROC, PR, reliability, decision curve, alarm timing, traces, Bayes factors
+``evaluation.summary``         ``evaluate_run``: every table of a run, computed once
+``evaluation.report``          ``write_report``: the HTML report renders what ``evaluate_run`` wrote
+=============================  ==============================================================
+
+Examples
+--------
+>>> import evaluation
+>>> evaluation.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+0.75
 """
 
-from evaluation.bootstrap import BootstrapResult, bootstrap_metrics, cluster_counts, percentile_ci
-from evaluation.metrics import (
-    SortedScores,
-    average_precision,
-    brier_score,
-    expected_calibration_error,
-    fpr_at_tpr,
-    reliability_curve,
-    roc_auc,
-    screen_labels,
-    threshold_metrics,
-)
-from evaluation.news2 import NEWS2_COMPONENTS, news2_components, news2_from_events, news2_predictions, news2_score
-from evaluation.operating_points import (
-    OperatingPointResult,
-    apply_thresholds,
-    choose_thresholds,
-    threshold_for_sensitivity,
-)
-from evaluation.protocol import ProtocolResult, ScreenSet, prepare_screens, run_protocol, silence, validate_predictions
-from evaluation.utility import physionet_utility, row_utilities, utility_from_tables
-
-__all__ = [
-    # protocol, metrics, bootstrap, operating points, NEWS2, utility
-    "BootstrapResult", "bootstrap_metrics", "cluster_counts", "percentile_ci",
-    "SortedScores", "average_precision", "brier_score", "expected_calibration_error", "fpr_at_tpr",
-    "reliability_curve", "roc_auc", "screen_labels", "threshold_metrics",
-    "NEWS2_COMPONENTS", "news2_components", "news2_from_events", "news2_predictions", "news2_score",
-    "OperatingPointResult", "apply_thresholds", "choose_thresholds", "threshold_for_sensitivity",
-    "ProtocolResult", "ScreenSet", "prepare_screens", "run_protocol", "silence", "validate_predictions",
-    "physionet_utility", "row_utilities", "utility_from_tables",
-    # timeliness, subgroups, calibration, displays, report: re-exported below
-]
-
-# timeliness, subgroups and sensitivity analyses, calibration, displays, report
-from evaluation.calibration import (PlattScaler, TemperatureScaler, calibrate_predictions, calibration_table,
-                                    join_labels)
+from evaluation.bootstrap import BootstrapResult, bootstrap_metrics
+from evaluation.calibration import (PlattScaler, TemperatureScaler, brier_score, expected_calibration_error,
+                                    reliability_curve)
 from evaluation.displays import (BayesFactorDisplay, DecisionCurveDisplay, PrDisplay, ReliabilityDisplay,
                                  RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
-from evaluation.report import load_run, write_report
-from evaluation.subgroups import (Subgroup, alternative_outcome, define_subgroups, protocol_sensitivity,
-                                  run_by_subgroup, sensitivity_grid)
-from evaluation.timeliness import alarm_lead_times, compare_timeliness, summarize_timeliness, timeliness_table
+from evaluation.metrics import average_precision, fpr_at_tpr, roc_auc, threshold_metrics
+from evaluation.news2 import news2_predictions, news2_score
+from evaluation.operating_points import apply_thresholds, choose_thresholds
+from evaluation.protocol import ProtocolResult, run_protocol
+from evaluation.recalibration import calibration_table
+from evaluation.report import write_report
+from evaluation.summary import RunEvaluation, evaluate_run
+from evaluation.utility import physionet_utility, utility_from_tables
 
-__all__ += [
-    "alarm_lead_times", "summarize_timeliness", "compare_timeliness", "timeliness_table",
-    "Subgroup", "define_subgroups", "run_by_subgroup", "sensitivity_grid", "protocol_sensitivity",
-    "alternative_outcome",
-    "PlattScaler", "TemperatureScaler", "calibrate_predictions", "calibration_table", "join_labels",
+__all__ = [
+    # protocol and operating points
+    "run_protocol", "ProtocolResult", "choose_thresholds", "apply_thresholds",
+    # discrimination and calibration
+    "roc_auc", "average_precision", "fpr_at_tpr", "threshold_metrics",
+    "brier_score", "expected_calibration_error", "reliability_curve", "PlattScaler", "TemperatureScaler",
+    "calibration_table",
+    # uncertainty
+    "bootstrap_metrics", "BootstrapResult",
+    # comparators and utility
+    "news2_score", "news2_predictions", "physionet_utility", "utility_from_tables",
+    # displays
     "RocDisplay", "PrDisplay", "ReliabilityDisplay", "DecisionCurveDisplay", "TrueAlarmTimingDisplay",
     "RiskTraceDisplay", "BayesFactorDisplay",
-    "write_report", "load_run",
+    # the whole run
+    "evaluate_run", "RunEvaluation", "write_report",
 ]

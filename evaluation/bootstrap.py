@@ -6,10 +6,10 @@ resampled stays, so differences against the reference (NEWS2) are paired.
 
 Why it is fast (1,000 resamples over ~800k screens in seconds per model):
 
-* Additive metrics (Brier, ECE bins, sensitivity/specificity/precision at a threshold, and all the
-  protocol metrics: alarms per admission, sensitivity per septic stay, ...) are sums over screens,
-  hence sums over stays: they are computed once per stay, and the resamples are one matrix product
-  ``counts @ per_stay``.
+* Additive metrics (Brier and ECE from :func:`evaluation.calibration.calibration_sums`,
+  sensitivity/specificity/precision at a threshold, and all the protocol metrics: alarms per
+  admission, sensitivity per septic stay, ...) are sums over screens, hence sums over stays: they
+  are computed once per stay, and the resamples are one matrix product ``counts @ per_stay``.
 * Rank metrics (AUROC, AUPRC, FPR at 80 % TPR) sort the scores once; a resample is a gather of the
   stay counts into sorted order and one integer cumulative sum (:class:`evaluation.metrics.SortedScores`).
 * The screening protocol itself runs once on the original data: a stay's alarms depend only on its
@@ -30,7 +30,7 @@ Examples
 >>> stays = pd.DataFrame({"stay_id": range(40), "onset_time": onset.values})
 >>> y = (stay < 8).astype(float)
 >>> pred = pd.DataFrame({"stay_id": stay, "screen_time": t, "model": "m",
-...                      "risk": np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1)})
+...                      "risk": np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1), "fold": 0, "split": "test"})
 >>> res = bootstrap_metrics(pred, None, stays, n_resamples=50, seed=1, reference=None)
 >>> row = res.table.query("metric == 'auroc'").iloc[0]
 >>> bool(row.ci_low <= row.estimate <= row.ci_high)
@@ -45,6 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
+
+from .calibration import brier_from_sums, calibration_sums, ece_from_sums
 from .metrics import SortedScores, screen_labels
 from .protocol import ScreenSet, prepare_screens, run_protocol, validate_predictions
 
@@ -128,9 +131,7 @@ def normalise_thresholds(thresholds) -> pd.DataFrame:
     if thresholds is None:
         return pd.DataFrame(columns=["model", "operating_point", "threshold"])
     if isinstance(thresholds, pd.DataFrame):
-        missing = [c for c in ("model", "operating_point", "threshold") if c not in thresholds.columns]
-        if missing:
-            raise ValueError(f"thresholds: missing column(s) {missing}")
+        require_columns(thresholds, ["model", "operating_point", "threshold"], table="thresholds")
         return thresholds[["model", "operating_point", "threshold"]].reset_index(drop=True)
     rows = [(m, op, float(t)) for m, ops in thresholds.items() for op, t in ops.items()]
     return pd.DataFrame(rows, columns=["model", "operating_point", "threshold"])
@@ -164,15 +165,11 @@ class _ModelStats:
         add("n_screens", ones)
         self.ratios = {("", "screens_per_admission"): ("n_screens", "n_stays")}
         if self.prob:
-            add("sq_err", (s - y) ** 2)
-            self.ratios[("", "brier")] = ("sq_err", "n_screens")
-            b = np.clip((s * n_bins).astype(int), 0, n_bins - 1)
-            for k in range(n_bins):
-                inb = (b == k).astype("float64")
-                add(f"bin{k}_n", inb)
-                add(f"bin{k}_p", inb * s)
-                add(f"bin{k}_y", inb * y)
-        self.n_bins = n_bins
+            cal = calibration_sums(y, s, n_bins=n_bins, groups=idx, n_groups=n_pop)
+            self.cal_names = [f"cal{j}" for j in range(cal.shape[1])]
+            names.extend(self.cal_names)
+            cols.extend(cal.T)
+            self.ratios[("", "brier")] = None  # from the calibration sums, in this place of the table
         add("pos", y)
         add("neg", 1 - y)
         self.ops = []
@@ -210,18 +207,14 @@ class _ModelStats:
         self.per_stay = np.column_stack([mat[n] for n in self.names])  # (n_pop, k)
 
     def metrics(self, sums: np.ndarray) -> dict:
-        """Ratio metrics from summed statistics ``sums`` of shape (B, k)."""
+        """Ratio and calibration metrics from summed statistics ``sums`` of shape (B, k)."""
+        cal = sums[:, [self.pos[n] for n in self.cal_names]] if self.prob else None
         out = {}
-        for key, (num, den) in self.ratios.items():
-            out[key] = _ratio(sums[:, self.pos[num]], sums[:, self.pos[den]])
+        for key, ratio in self.ratios.items():
+            out[key] = brier_from_sums(cal) if ratio is None else _ratio(sums[:, self.pos[ratio[0]]],
+                                                                         sums[:, self.pos[ratio[1]]])
         if self.prob:
-            tot = sums[:, self.pos["n_screens"]]
-            ece = np.zeros(len(sums))
-            for k in range(self.n_bins):
-                n = sums[:, self.pos[f"bin{k}_n"]]
-                gap = np.abs(sums[:, self.pos[f"bin{k}_p"]] - sums[:, self.pos[f"bin{k}_y"]])
-                ece += _ratio(gap, tot) * (n > 0)
-            out[("", "ece")] = np.where(tot > 0, ece, np.nan)
+            out[("", "ece")] = ece_from_sums(cal)
         return out
 
     def rank(self, counts: np.ndarray) -> np.ndarray:
@@ -276,12 +269,11 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
     -------
     BootstrapResult
     """
-    validate_predictions(predictions, stays, models=models)
+    ops = normalise_thresholds(thresholds)
+    validate_predictions(predictions, stays, models=list(dict.fromkeys([*(models or []), *ops["model"]])))
     models = list(predictions["model"].unique()) if models is None else list(models)
     if screens is None:
         screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
-    ops = normalise_thresholds(thresholds)
-    validate_predictions(predictions, None, models=list(ops["model"].unique()), where="predictions (thresholds)")
     stats = {}
     population = np.unique(screens["stay_id"].to_numpy(dtype="int64"))
     for m in models:

@@ -1,18 +1,27 @@
-"""Calibration: Platt and temperature scaling, Brier score, ECE and reliability curves.
+"""Calibration, one definition each: Brier score, reliability curve, ECE, temperature and Platt scaling.
 
-A recalibrator is fitted on the development split and applied unchanged to the test split
-(:func:`calibrate_predictions`); :func:`calibration_table` reports Brier score and expected
-calibration error (ECE) before and after. Everything reads the contract tables (``predictions``
-and the ``label`` column of ``screens``), never a model.
+Pure array functions shared by evaluation and the model packages (``imaging``, later ``fusion``);
+:mod:`evaluation.recalibration` applies them to the contract tables. The definitions (the ones
+:class:`evaluation.displays.ReliabilityDisplay` draws and :mod:`evaluation.bootstrap` resamples):
 
-Definitions (the same ones :class:`evaluation.displays.ReliabilityDisplay` draws):
-
-* Brier score: ``mean((p - y)**2)``.
-* Reliability curve: risks are put in ``n_bins`` bins (``strategy="uniform"``: equal-width bins
-  on [0, 1], bin ``b`` holds ``b/n <= p < (b+1)/n`` and the last bin also holds ``p == 1``;
-  ``strategy="quantile"``: equal-count bins); for each non-empty bin the mean risk, the observed
-  fraction of positives and the count.
-* ECE: ``sum_b (n_b / N) * |mean risk_b - fraction positive_b|`` over the non-empty bins.
+* **Bins.** ``strategy="uniform"``: ``n_bins`` equal-width bins on [0, 1]; bin ``b`` holds
+  ``b/n <= p < (b+1)/n`` and the last bin also holds ``p == 1``. ``strategy="quantile"``:
+  equal-count bins at the quantiles of ``p`` (tied edges merged).
+* **Sufficient statistics** (:func:`calibration_sums`): total weight, weighted sum of
+  ``(p - y)**2``, and per bin the weight, the weighted sum of ``p`` and of ``y``. They add over
+  screens, so the cluster bootstrap sums them per stay once and resamples the sums.
+* **Brier score**: ``sum w (p - y)**2 / sum w``.
+* **Reliability curve**: per non-empty bin the mean risk, the fraction positive and the weight.
+* **ECE**: ``sum_b |sum_{i in b} w_i p_i - sum_{i in b} w_i y_i| / sum_i w_i``, i.e. the
+  weight share of each bin times its gap between mean risk and fraction positive.
+* **Temperature scaling**: ``p = sigmoid(z / T)``, ``T > 0`` by maximum likelihood, one ``T`` per
+  column of ``(n, F)`` logits (a multi-finding model); ranking is unchanged.
+* **Platt scaling**: ``p = sigmoid(a x + b)`` by maximum likelihood, ``x`` the logit of a
+  probability or a raw score such as NEWS2.
+* **Class-weight correction**: a model trained with positive-class weight ``w`` (e.g.
+  ``pos_weight = n_negative / n_positive``) estimates odds ``w`` times too high, a prior shift;
+  :func:`correct_for_class_weight` subtracts ``log w`` from its logits. Temperature scaling alone
+  cannot undo it (it has no intercept); Platt scaling can.
 
 Examples
 --------
@@ -31,57 +40,25 @@ True
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-import pandas as pd
 from scipy import optimize
 from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = [
-    "PlattScaler",
-    "TemperatureScaler",
-    "brier_score",
-    "expected_calibration_error",
-    "reliability_curve",
-    "calibrate_predictions",
-    "calibration_table",
-    "join_labels",
-]
+from evaluation.metrics import check_binary_scores
 
-logger = logging.getLogger(__name__)
+__all__ = ["brier_score", "reliability_curve", "expected_calibration_error", "calibration_sums", "brier_from_sums",
+           "ece_from_sums", "fit_temperature", "apply_temperature", "correct_for_class_weight", "PlattScaler",
+           "TemperatureScaler"]
 
 #: Risks are clipped to [EPS, 1 - EPS] before taking logits so 0 and 1 stay finite (tiny, so the
 #: clipping creates no ties among real risks).
 EPS = 1e-15
 
 
-def _as_1d(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype="float64")
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (or n x 1); got shape {a.shape}")
-    if not np.isfinite(a).all():
-        row = int(np.flatnonzero(~np.isfinite(a))[0])
-        raise ValueError(f"{name} is not finite at row {row}")
-    return a
-
-
-def _labels(y, n: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"y must be 1-D with {n} entries to match the risks; got shape {y.shape}")
-    bad = ~np.isin(y, (0, 1))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"y must be 0/1; row {row} is {y[row]!r}")
-    return y.astype("float64")
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
+def _first_row(bad: np.ndarray) -> int:  # first row of a 1-D or 2-D mask with a True entry
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
 
 
 def _check_probabilities(p: np.ndarray, name: str) -> None:
@@ -91,12 +68,238 @@ def _check_probabilities(p: np.ndarray, name: str) -> None:
                          "(use PlattScaler(input='score') for scores such as NEWS2)")
 
 
+def _bin_index(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if strategy == "uniform":
+        return np.clip(np.floor(p * n_bins).astype("int64"), 0, n_bins - 1)
+    if strategy == "quantile":
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1))) if len(p) else np.array([0.0, 1.0])
+        return np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, max(len(edges) - 2, 0))
+    raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
+
+
+def calibration_sums(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform", sample_weight=None,
+                     groups=None, n_groups: int | None = None) -> np.ndarray:
+    """Additive sufficient statistics of the Brier score, the reliability curve and the ECE.
+
+    ``groups`` (int per row, ``0 .. n_groups - 1``, e.g. the stay) gives one row of sums per
+    group. A row is ``2 + 3 * n_bins`` numbers: total weight, weighted sum of ``(p - y)**2``, then
+    per bin the weights, the weighted sums of ``p`` and of ``y``. Rows add: the sum of two rows
+    is the row of the union, which :func:`brier_from_sums` and :func:`ece_from_sums` read.
+
+    Examples
+    --------
+    >>> calibration_sums([0, 1, 1], [0.2, 0.6, 0.9], n_bins=2).tolist()
+    [3.0, 0.21000000000000002, 1.0, 2.0, 0.2, 1.5, 0.0, 2.0]
+    """
+    y, p, w = check_binary_scores(y_true, y_prob, sample_weight, score_name="y_prob")
+    _check_probabilities(p, "y_prob")
+    b = _bin_index(p, n_bins, strategy)
+    g = np.zeros(len(p), dtype="int64") if groups is None else np.asarray(groups, dtype="int64")
+    if g.shape != p.shape:
+        raise ValueError(f"groups must have the length of y_prob; got shape {g.shape}")
+    n_g = (int(g.max()) + 1 if len(g) else 1) if n_groups is None else int(n_groups)
+    cell = g * n_bins + b
+    weighted = sample_weight is not None
+    # Unweighted sums skip the multiplication by one, so they stay bit-identical to plain sums.
+    wp, wy = (w * p, w * y) if weighted else (p, y)
+    sq = w * (p - y) ** 2 if weighted else (p - y) ** 2
+
+    def per_bin(values):
+        return np.bincount(cell, weights=values, minlength=n_g * n_bins).reshape(n_g, n_bins)
+
+    out = np.column_stack([np.bincount(g, weights=w, minlength=n_g), np.bincount(g, weights=sq, minlength=n_g),
+                           per_bin(w), per_bin(wp), per_bin(wy)])
+    return out[0] if groups is None else out
+
+
+def _n_bins_of(sums: np.ndarray) -> int:
+    k = sums.shape[-1] - 2
+    if k < 3 or k % 3:
+        raise ValueError(f"sums must have 2 + 3 * n_bins columns (calibration_sums), got {sums.shape[-1]}")
+    return k // 3
+
+
+def brier_from_sums(sums) -> float | np.ndarray:
+    """Brier score from :func:`calibration_sums` rows (any leading shape; NaN without weight)."""
+    s = np.asarray(sums, dtype="float64")
+    _n_bins_of(s)
+    tot = s[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(tot > 0, s[..., 1] / np.where(tot > 0, tot, 1), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def ece_from_sums(sums) -> float | np.ndarray:
+    """Expected calibration error from :func:`calibration_sums` rows (any leading shape)."""
+    s = np.asarray(sums, dtype="float64")
+    n_bins = _n_bins_of(s)
+    tot = s[..., 0]
+    safe = np.where(tot > 0, tot, 1)
+    ece = np.zeros(tot.shape)
+    for b in range(n_bins):  # bin by bin, so a vector of resamples is summed in the same order as one
+        ece += np.abs(s[..., 2 + n_bins + b] - s[..., 2 + 2 * n_bins + b]) / safe
+    out = np.where(tot > 0, ece, np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def brier_score(y_true, y_prob, *, sample_weight=None) -> float:
+    """Mean squared difference between probability and 0/1 outcome.
+
+    Examples
+    --------
+    >>> round(brier_score([0, 1], [0.2, 0.6]), 12)
+    0.1
+    """
+    return brier_from_sums(calibration_sums(y_true, y_prob, n_bins=1, sample_weight=sample_weight))
+
+
+def reliability_curve(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform", sample_weight=None):
+    """Mean risk, observed fraction positive and weight per non-empty bin.
+
+    Returns ``(mean_predicted, fraction_positive, counts)``, one entry per non-empty bin in
+    increasing order of risk; ``counts`` are integers when unweighted, the bins' weights otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m, f, n = reliability_curve([0, 0, 1, 1], [0.05, 0.15, 0.85, 0.95], n_bins=2)
+    >>> np.round(m, 6).tolist(), f.tolist(), n.tolist()
+    ([0.1, 0.9], [0.0, 1.0], [2, 2])
+    """
+    s = calibration_sums(y_true, y_prob, n_bins=n_bins, strategy=strategy, sample_weight=sample_weight)
+    count, sum_p, sum_y = s[2:2 + n_bins], s[2 + n_bins:2 + 2 * n_bins], s[2 + 2 * n_bins:]
+    keep = count > 0
+    counts = count[keep] if sample_weight is not None else count[keep].astype("int64")
+    return sum_p[keep] / count[keep], sum_y[keep] / count[keep], counts
+
+
+def expected_calibration_error(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform",
+                               sample_weight=None) -> float:
+    """Weight-share-weighted mean absolute gap between mean risk and fraction positive over bins.
+
+    Examples
+    --------
+    >>> round(expected_calibration_error([0, 0, 1, 1], [0.05, 0.15, 0.85, 0.95], n_bins=2), 6)
+    0.1
+    """
+    return ece_from_sums(calibration_sums(y_true, y_prob, n_bins=n_bins, strategy=strategy,
+                                          sample_weight=sample_weight))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
 def _nll(z: np.ndarray, y: np.ndarray) -> float:
     # Mean Bernoulli negative log-likelihood of logits z, computed stably.
     return float(-np.mean(y * log_expit(z) + (1 - y) * log_expit(-z)))
 
 
-class PlattScaler:
+def fit_temperature(logits, y_true, *, bounds: tuple[float, float] = (0.01, 100.0)) -> float | np.ndarray:
+    """Maximum-likelihood temperature ``T`` of ``sigmoid(logits / T)`` against 0/1 outcomes.
+
+    One temperature for 1-D ``logits``, one per column for ``(n, F)`` (e.g. one per CXR finding).
+    ``y_true`` has their shape: 0/1, NaN for an unlabelled row (skipped in its column). A column
+    whose labelled rows hold one class cannot be calibrated and keeps ``T = 1``. ``T`` is searched
+    within ``bounds`` on ``log T``, where the likelihood is closer to quadratic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(0, 2, (4000, 2))
+    >>> y = (rng.random((4000, 2)) < 1 / (1 + np.exp(-z))).astype(float)
+    >>> np.round(fit_temperature(np.c_[3 * z[:, 0], z[:, 1]], y)).tolist()   # 3x too confident, calibrated
+    [3.0, 1.0]
+    """
+    z = np.asarray(logits, dtype="float64")
+    y = np.asarray(y_true, dtype="float64")
+    if z.shape != y.shape or z.ndim not in (1, 2):
+        raise ValueError(f"logits {z.shape} and y_true {y.shape} must have one shape, (n,) or (n, F)")
+    lo, hi = bounds
+    if not 0 < lo < hi:
+        raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    if not np.isfinite(z).all():
+        raise ValueError(f"logits are not finite at row {_first_row(~np.isfinite(z))}")
+    bad = ~(np.isin(y, (0.0, 1.0)) | np.isnan(y))
+    if bad.any():
+        row = _first_row(bad)
+        raise ValueError(f"y_true must be 0/1 (NaN for unlabelled); row {row} is {y[row].tolist()!r}")
+    z2, y2 = (z[:, None], y[:, None]) if z.ndim == 1 else (z, y)
+    temps = np.ones(z2.shape[1])
+    for k in range(z2.shape[1]):
+        labelled = ~np.isnan(y2[:, k])
+        zk, yk = z2[labelled, k], y2[labelled, k]
+        if not len(yk) or yk.min() == yk.max():
+            continue
+        res = optimize.minimize_scalar(lambda lt: _nll(zk / np.exp(lt), yk), bounds=(np.log(lo), np.log(hi)),
+                                       method="bounded", options={"xatol": 1e-6})
+        temps[k] = float(np.exp(res.x))
+    return float(temps[0]) if z.ndim == 1 else temps
+
+
+def apply_temperature(logits, temperature) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(logits / temperature)`` (one temperature per column broadcasts)."""
+    return expit(np.asarray(logits, dtype="float64") / np.asarray(temperature, dtype="float64"))
+
+
+def correct_for_class_weight(logits, pos_weight) -> np.ndarray:
+    """Logits of a model trained with positive-class weight ``pos_weight``, shifted back to the data's prior.
+
+    Weighting the positive class by ``w`` in the likelihood is training on data whose prior odds
+    are ``w`` times the real ones, so the model's logits are ``log w`` too high.
+
+    Examples
+    --------
+    >>> float(correct_for_class_weight(0.0, pos_weight=9.0).round(6))   # 50 % under 9:1 weighting
+    -2.197225
+    """
+    w = np.asarray(pos_weight, dtype="float64")
+    if np.any(~(w > 0)):
+        raise ValueError(f"pos_weight must be positive, got {pos_weight!r}")
+    return np.asarray(logits, dtype="float64") - np.log(w)
+
+
+class _Recalibrator(BaseEstimator):
+    """Shared face of the scalers: ``transform`` gives probabilities, ``predict_proba`` n x 2."""
+
+    _input_kinds = ("probability",)
+
+    def _x(self, risk) -> np.ndarray:
+        if self.input not in self._input_kinds:
+            raise ValueError(f"input must be one of {self._input_kinds}, got {self.input!r}")
+        r = np.asarray(risk, dtype="float64")
+        if r.ndim not in (1, 2):
+            raise ValueError(f"risk must be 1-D or 2-D; got shape {r.shape}")
+        if not np.isfinite(r).all():
+            raise ValueError(f"risk is not finite at row {_first_row(~np.isfinite(r))}")
+        if self.input == "probability":
+            _check_probabilities(r.ravel(), "risk")
+            return _logit(r)
+        return r
+
+    def fit_transform(self, risk, y) -> np.ndarray:
+        """``fit(risk, y).transform(risk)``."""
+        return self.fit(risk, y).transform(risk)
+
+    def predict_proba(self, risk) -> np.ndarray:
+        """n x 2 array ``[1 - p, p]`` (scikit-learn convention) for 1-D ``risk``."""
+        p = self.transform(risk)
+        return np.column_stack([1 - p, p])
+
+
+def _as_1d(x: np.ndarray) -> np.ndarray:
+    if x.ndim == 2 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.ndim != 1:
+        raise ValueError(f"risk must be 1-D (or n x 1); got shape {x.shape}")
+    return x
+
+
+class PlattScaler(_Recalibrator):
     """Platt scaling: ``p = sigmoid(a * x + b)`` fitted by maximum likelihood.
 
     Parameters
@@ -108,37 +311,28 @@ class PlattScaler:
 
     Attributes
     ----------
-    coef_ : float
-        Slope ``a``.
-    intercept_ : float
-        Intercept ``b``.
+    coef_, intercept_ : float
+        Slope ``a`` and intercept ``b``.
+    n_iter_ : int
 
     Examples
     --------
-    >>> import numpy as np
     >>> scaler = PlattScaler(input="score").fit([0, 1, 2, 3, 4, 5], [0, 0, 1, 0, 1, 1])
     >>> p = scaler.transform([0, 5])
     >>> bool(p[0] < 0.5 < p[1])
     True
     """
 
+    _input_kinds = ("probability", "score")
+
     def __init__(self, input: str = "probability"):
         self.input = input
 
-    def _x(self, risk) -> np.ndarray:
-        if self.input not in ("probability", "score"):
-            raise ValueError(f"input must be 'probability' or 'score', got {self.input!r}")
-        r = _as_1d(risk, "risk")
-        if self.input == "probability":
-            _check_probabilities(r, "risk")
-            return _logit(r)
-        return r
-
-    def fit(self, risk, y) -> "PlattScaler":
+    def fit(self, risk, y) -> PlattScaler:
         """Fit slope and intercept on risks ``risk`` and 0/1 outcomes ``y``; return self."""
-        x = self._x(risk)
-        y = _labels(y, len(x))
-        if y.min() == y.max():
+        x = _as_1d(self._x(risk))
+        y, x, _ = check_binary_scores(y, x, score_name="risk")
+        if not len(y) or y.min() == y.max():
             raise ValueError("PlattScaler.fit needs both outcomes (0 and 1) in y")
         # Standardise x so the two-parameter optimisation is well conditioned on raw scores.
         mu, sd = float(x.mean()), float(x.std()) or 1.0
@@ -158,293 +352,49 @@ class PlattScaler:
 
     def transform(self, risk) -> np.ndarray:
         """Calibrated probabilities for ``risk`` (1-D array)."""
-        self._check_fitted()
-        return expit(self.coef_ * self._x(risk) + self.intercept_)
-
-    def fit_transform(self, risk, y) -> np.ndarray:
-        return self.fit(risk, y).transform(risk)
-
-    def predict_proba(self, risk) -> np.ndarray:
-        """n x 2 array ``[1 - p, p]`` (scikit-learn convention)."""
-        p = self.transform(risk)
-        return np.column_stack([1 - p, p])
-
-    def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"input": self.input}
-
-    def set_params(self, **params) -> "PlattScaler":
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        return f"PlattScaler(input={self.input!r})"
+        check_is_fitted(self, "coef_")
+        return expit(self.coef_ * _as_1d(self._x(risk)) + self.intercept_)
 
 
-class TemperatureScaler:
+class TemperatureScaler(_Recalibrator):
     """Temperature scaling: ``p = sigmoid(logit(risk) / T)`` with ``T > 0`` fitted by maximum likelihood.
 
-    One parameter, so it cannot change the ranking (AUROC is unchanged); ``T > 1`` softens an
-    over-confident model, ``T < 1`` sharpens an under-confident one.
+    One parameter per column, so it cannot change the ranking (AUROC is unchanged); ``T > 1``
+    softens an over-confident model, ``T < 1`` sharpens an under-confident one. See
+    :func:`fit_temperature` for the rules (unlabelled rows, one-class columns).
 
     Parameters
     ----------
+    input : {"probability", "logit"}, default "probability"
+        What ``risk`` holds.
     bounds : tuple of float, default (0.01, 100.0)
         Search interval for ``T``.
 
     Attributes
     ----------
-    temperature_ : float
+    temperature_ : float, or ndarray of shape (F,) for ``(n, F)`` risks
 
     Examples
     --------
     >>> TemperatureScaler().fit([0.1, 0.9, 0.2, 0.8], [0, 1, 1, 0]).temperature_ > 1
     True
+    >>> TemperatureScaler(input="logit").fit([[2.0, -1.0], [-2.0, 1.0], [1.0, 3.0]],
+    ...                                      [[1, 0], [0, 1], [0, 1]]).temperature_.shape
+    (2,)
     """
 
-    def __init__(self, bounds: tuple[float, float] = (0.01, 100.0)):
+    _input_kinds = ("probability", "logit")
+
+    def __init__(self, input: str = "probability", bounds: tuple[float, float] = (0.01, 100.0)):
+        self.input = input
         self.bounds = bounds
 
-    def fit(self, risk, y) -> "TemperatureScaler":
-        """Fit ``T`` on probabilities ``risk`` and 0/1 outcomes ``y``; return self."""
-        r = _as_1d(risk, "risk")
-        _check_probabilities(r, "risk")
-        y = _labels(y, len(r))
-        z = _logit(r)
-        lo, hi = self.bounds
-        if not 0 < lo < hi:
-            raise ValueError(f"bounds must satisfy 0 < low < high, got {self.bounds}")
-        # Optimise over log T: the likelihood is much closer to quadratic there.
-        res = optimize.minimize_scalar(lambda lt: _nll(z / np.exp(lt), y),
-                                       bounds=(np.log(lo), np.log(hi)), method="bounded",
-                                       options={"xatol": 1e-6})
-        self.temperature_ = float(np.exp(res.x))
+    def fit(self, risk, y) -> TemperatureScaler:
+        """Fit ``T`` on ``risk`` and 0/1 outcomes ``y`` of the same shape; return self."""
+        self.temperature_ = fit_temperature(self._x(risk), y, bounds=self.bounds)
         return self
 
     def transform(self, risk) -> np.ndarray:
-        """Calibrated probabilities for ``risk`` (1-D array)."""
-        if not hasattr(self, "temperature_"):
-            raise RuntimeError("TemperatureScaler is not fitted; call fit first")
-        r = _as_1d(risk, "risk")
-        _check_probabilities(r, "risk")
-        return expit(_logit(r) / self.temperature_)
-
-    def fit_transform(self, risk, y) -> np.ndarray:
-        return self.fit(risk, y).transform(risk)
-
-    def predict_proba(self, risk) -> np.ndarray:
-        p = self.transform(risk)
-        return np.column_stack([1 - p, p])
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"bounds": self.bounds}
-
-    def set_params(self, **params) -> "TemperatureScaler":
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        return f"TemperatureScaler(bounds={self.bounds!r})"
-
-
-def brier_score(y_true, y_prob) -> float:
-    """Mean squared difference between probability and 0/1 outcome.
-
-    Examples
-    --------
-    >>> brier_score([0, 1], [0.2, 0.6])
-    0.1
-    """
-    p = _as_1d(y_prob, "y_prob")
-    y = _labels(y_true, len(p))
-    if not len(p):
-        return float("nan")
-    return float(round(np.mean((p - y) ** 2), 15))
-
-
-def reliability_curve(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform"):
-    """Mean risk, observed fraction positive and count per non-empty bin.
-
-    Returns
-    -------
-    mean_predicted, fraction_positive, counts : ndarray
-        One entry per non-empty bin, in increasing order of risk.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> m, f, n = reliability_curve([0, 0, 1, 1], [0.05, 0.15, 0.85, 0.95], n_bins=2)
-    >>> np.round(m, 6).tolist(), f.tolist(), n.tolist()
-    ([0.1, 0.9], [0.0, 1.0], [2, 2])
-    """
-    p = _as_1d(y_prob, "y_prob")
-    _check_probabilities(p, "y_prob")
-    y = _labels(y_true, len(p))
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    if strategy == "uniform":
-        idx = np.clip(np.floor(p * n_bins).astype("int64"), 0, n_bins - 1)
-    elif strategy == "quantile":
-        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1))) if len(p) else np.array([0.0, 1.0])
-        idx = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, max(len(edges) - 2, 0))
-    else:
-        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
-    counts = np.bincount(idx, minlength=n_bins)
-    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
-    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
-    keep = counts > 0
-    return sum_p[keep] / counts[keep], sum_y[keep] / counts[keep], counts[keep]
-
-
-def expected_calibration_error(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform") -> float:
-    """Count-weighted mean absolute gap between mean risk and fraction positive over bins.
-
-    Examples
-    --------
-    >>> round(expected_calibration_error([0, 0, 1, 1], [0.05, 0.15, 0.85, 0.95], n_bins=2), 6)
-    0.1
-    """
-    m, f, n = reliability_curve(y_true, y_prob, n_bins=n_bins, strategy=strategy)
-    if not n.sum():
-        return float("nan")
-    return float(np.sum(n * np.abs(m - f)) / n.sum())
-
-
-def join_labels(predictions: pd.DataFrame, screens: pd.DataFrame, *, label: str = "label") -> pd.DataFrame:
-    """Predictions with the screens' ``label`` column joined on (``stay_id``, ``screen_time``).
-
-    Raises ``ValueError`` naming the first prediction row whose screen is not in ``screens``.
-    """
-    for col in ("stay_id", "screen_time", "model", "risk"):
-        if col not in predictions.columns:
-            raise ValueError(f"predictions: missing column '{col}'")
-    for col in ("stay_id", "screen_time", label):
-        if col not in screens.columns:
-            raise ValueError(f"screens: missing column '{col}'")
-    lab = screens[["stay_id", "screen_time", label]]
-    if lab.duplicated(["stay_id", "screen_time"]).any():
-        row = int(np.flatnonzero(lab.duplicated(["stay_id", "screen_time"]).to_numpy())[0])
-        raise ValueError(f"screens: duplicate (stay_id, screen_time) at row {row}")
-    out = predictions.merge(lab.rename(columns={label: "_y"}), on=["stay_id", "screen_time"],
-                            how="left", validate="many_to_one")
-    miss = out["_y"].isna().to_numpy()
-    if miss.any():
-        row = int(np.flatnonzero(miss)[0])
-        raise ValueError(f"predictions: row {row} (stay_id={out['stay_id'].iloc[row]}, "
-                         f"screen_time={out['screen_time'].iloc[row]}) has no screen with a label "
-                         f"({int(miss.sum())} such row(s))")
-    out["y"] = out.pop("_y").astype("int64")
-    return out
-
-
-def _make_scaler(method: str):
-    if method == "platt":
-        return PlattScaler(input="probability")
-    if method == "platt-score":
-        return PlattScaler(input="score")
-    if method == "temperature":
-        return TemperatureScaler()
-    raise ValueError(f"method must be 'platt', 'platt-score' or 'temperature', got {method!r}")
-
-
-def calibrate_predictions(predictions: pd.DataFrame, screens: pd.DataFrame, *, method: str = "platt",
-                          fit_split: str = "dev", models=None, suffix: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Recalibrate each model's risks with a scaler fitted on the ``fit_split`` rows only.
-
-    Parameters
-    ----------
-    predictions : DataFrame
-        Contract ``predictions`` (needs a ``split`` column).
-    screens : DataFrame
-        Screens with the ``label`` column.
-    method : {"platt", "temperature", "platt-score"}
-        ``"platt-score"`` fits on raw scores (use it for NEWS2).
-    fit_split : str, default "dev"
-        Split the scaler is fitted on; it is applied unchanged to every row.
-    models : list of str, optional
-        Models to recalibrate (default: all whose risks lie in [0, 1], or all for "platt-score").
-    suffix : str, optional
-        When given, calibrated rows get ``model + suffix`` and are appended to the original rows;
-        otherwise ``risk`` is replaced in place.
-
-    Returns
-    -------
-    predictions : DataFrame
-    scalers : dict
-        Fitted scaler per model.
-    """
-    if "split" not in predictions.columns:
-        raise ValueError("predictions: missing column 'split'; calibration is fitted on one split")
-    data = join_labels(predictions, screens)
-    if models is None:
-        rng = data.groupby("model")["risk"].agg(["min", "max"])
-        ok = rng.index if method == "platt-score" else rng.index[(rng["min"] >= 0) & (rng["max"] <= 1)]
-        models = list(ok)
-    scalers, parts = {}, []
-    for model in models:
-        sel = (data["model"] == model).to_numpy()
-        if not sel.any():
-            raise ValueError(f"predictions: model '{model}' has no rows")
-        fit_rows = sel & (data["split"] == fit_split).to_numpy()
-        if not fit_rows.any():
-            raise ValueError(f"predictions: model '{model}' has no rows in split '{fit_split}' to fit on")
-        scaler = _make_scaler(method).fit(data["risk"].to_numpy()[fit_rows], data["y"].to_numpy()[fit_rows])
-        scalers[model] = scaler
-        part = predictions.loc[sel].copy()
-        part["risk"] = scaler.transform(part["risk"].to_numpy())
-        if suffix:
-            part["model"] = model + suffix
-        parts.append(part)
-    if suffix:
-        out = pd.concat([predictions, *parts], ignore_index=True)
-    else:
-        out = predictions.copy()
-        for part in parts:
-            out.loc[part.index, "risk"] = part["risk"]
-    return out, scalers
-
-
-def calibration_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, method: str = "platt",
-                      fit_split: str = "dev", eval_split: str | None = "test", n_bins: int = 10,
-                      models=None) -> pd.DataFrame:
-    """Brier score and ECE before and after recalibration, per model, on ``eval_split``.
-
-    Models whose risks are not probabilities are skipped unless ``method="platt-score"``.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``model, method, n, prevalence, brier_before, brier_after, ece_before,
-        ece_after`` and the fitted parameter (``coef``/``intercept`` or ``temperature``).
-    """
-    calibrated, scalers = calibrate_predictions(predictions, screens, method=method,
-                                                fit_split=fit_split, models=models)
-    before = join_labels(predictions, screens)
-    # A left merge keeps the row order, so positions line up with ``calibrated``.
-    after_risk = calibrated["risk"].to_numpy()
-    rows = []
-    for model, scaler in scalers.items():
-        sel = (before["model"] == model).to_numpy()
-        if eval_split is not None:
-            sel &= (before["split"] == eval_split).to_numpy()
-        y = before["y"].to_numpy()[sel]
-        p0 = before["risk"].to_numpy()[sel]
-        p1 = after_risk[sel]
-        row = {"model": model, "method": method, "n": int(sel.sum()),
-               "prevalence": float(y.mean()) if len(y) else float("nan"),
-               "brier_before": brier_score(y, p0) if method != "platt-score" else float("nan"),
-               "brier_after": brier_score(y, p1),
-               "ece_before": (expected_calibration_error(y, p0, n_bins=n_bins) if method != "platt-score"
-                              else float("nan")),
-               "ece_after": expected_calibration_error(y, p1, n_bins=n_bins)}
-        if isinstance(scaler, TemperatureScaler):
-            row["temperature"] = scaler.temperature_
-        else:
-            row["coef"], row["intercept"] = scaler.coef_, scaler.intercept_
-        rows.append(row)
-    return pd.DataFrame(rows)
+        """Calibrated probabilities for ``risk``, in its shape."""
+        check_is_fitted(self, "temperature_")
+        return apply_temperature(self._x(risk), self.temperature_)

@@ -1,4 +1,6 @@
-"""Screen-level metrics, vectorised and weightable (the bootstrap passes per-screen weights).
+"""Discrimination metrics, vectorised and weightable (the bootstrap passes per-screen weights).
+
+Calibration metrics (Brier score, reliability curve, ECE) live in :mod:`evaluation.calibration`.
 
 All functions take ``y_true`` (0/1), ``y_score`` and optional ``sample_weight``; ties in the score
 are handled as scikit-learn does (one ROC point per distinct score, trapezoidal area), and the
@@ -9,8 +11,8 @@ results agree with ``sklearn.metrics`` to 1e-12 (see ``tests/evaluation/test_met
 * ``fpr_at_tpr``: the false positive rate at the first ROC point (highest threshold) whose TPR
   reaches the target, no interpolation.
 * ``threshold_metrics``: sensitivity, specificity, precision of ``score >= threshold``.
-* ``brier_score``, ``expected_calibration_error`` and ``reliability_curve`` (equal-width bins on
-  [0, 1]; ECE = sum over bins of weight share x |mean predicted - observed|); for probabilities only.
+* ``check_binary_scores``: the one input check (0/1 labels, finite scores, weights) that these
+  functions and :mod:`evaluation.calibration` share.
 * :class:`SortedScores` sorts once and evaluates AUROC/AUPRC/FPR-at-TPR for many weight vectors
   with one weighted cumulative sum each: the bootstrap's inner loop.
 
@@ -26,7 +28,6 @@ Examples
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 __all__ = [
     "SortedScores",
@@ -34,9 +35,7 @@ __all__ = [
     "average_precision",
     "fpr_at_tpr",
     "threshold_metrics",
-    "brier_score",
-    "expected_calibration_error",
-    "reliability_curve",
+    "check_binary_scores",
     "screen_labels",
 ]
 
@@ -48,15 +47,29 @@ def screen_labels(onset_in_h: np.ndarray, window_h: float = 48.0) -> np.ndarray:
         return ((o > 0) & (o <= window_h)).astype("int8")
 
 
-def _check(y_true, y_score, sample_weight):
+def check_binary_scores(y_true, y_score, sample_weight=None, *, score_name: str = "y_score"):
+    """``(y, score, weight)`` as float arrays, or a ``ValueError`` naming the first bad row.
+
+    ``y_true`` must be 0/1 and ``y_score`` finite, both 1-D of one length; ``sample_weight``
+    defaults to ones.
+
+    Examples
+    --------
+    >>> check_binary_scores([0, 2], [0.1, 0.2])
+    Traceback (most recent call last):
+    ...
+    ValueError: y_true must be 0/1; row 1 is 2
+    """
     y = np.asarray(y_true)
     s = np.asarray(y_score, dtype="float64")
     if y.shape != s.shape or y.ndim != 1:
-        raise ValueError(f"y_true {y.shape} and y_score {s.shape} must be 1-d of the same length")
-    if len(y) and not np.isin(y, (0, 1)).all():
-        raise ValueError("y_true must be 0/1")
+        raise ValueError(f"y_true {y.shape} and {score_name} {s.shape} must be 1-d of the same length")
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"y_true must be 0/1; row {row} is {y[row].item()!r}")
     if not np.isfinite(s).all():
-        raise ValueError(f"y_score is not finite at index {int(np.flatnonzero(~np.isfinite(s))[0])}")
+        raise ValueError(f"{score_name} is not finite at row {int(np.flatnonzero(~np.isfinite(s))[0])}")
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype="float64")
     if w.shape != y.shape:
         raise ValueError("sample_weight must have the length of y_true")
@@ -80,7 +93,7 @@ class SortedScores:
     """
 
     def __init__(self, y_true, y_score):
-        y, s, _ = _check(y_true, y_score, None)
+        y, s, _ = check_binary_scores(y_true, y_score)
         self.order_ = np.argsort(-s, kind="stable")
         self.y_sorted_ = y[self.order_]
         s_sorted = s[self.order_]
@@ -158,13 +171,13 @@ class SortedScores:
 
 def roc_auc(y_true, y_score, sample_weight=None) -> float:
     """Area under the ROC curve (NaN when one class is absent)."""
-    y, s, w = _check(y_true, y_score, sample_weight)
+    y, s, w = check_binary_scores(y_true, y_score, sample_weight)
     return SortedScores(y, s).roc_auc(w)
 
 
 def average_precision(y_true, y_score, sample_weight=None) -> float:
     """Average precision (area under the precision-recall step curve; NaN without positives)."""
-    y, s, w = _check(y_true, y_score, sample_weight)
+    y, s, w = check_binary_scores(y_true, y_score, sample_weight)
     return SortedScores(y, s).average_precision(w)
 
 
@@ -176,7 +189,7 @@ def fpr_at_tpr(y_true, y_score, tpr: float = 0.8, sample_weight=None) -> float:
     >>> fpr_at_tpr([0, 0, 1, 1, 0], [0.1, 0.6, 0.7, 0.5, 0.2], tpr=0.8)
     0.3333333333333333
     """
-    y, s, w = _check(y_true, y_score, sample_weight)
+    y, s, w = check_binary_scores(y_true, y_score, sample_weight)
     return SortedScores(y, s).fpr_at_tpr(w, tpr)
 
 
@@ -188,7 +201,7 @@ def threshold_metrics(y_true, y_score, threshold: float, sample_weight=None) -> 
     >>> threshold_metrics([0, 1, 1, 0], [0.9, 0.8, 0.2, 0.1], 0.5)
     {'sensitivity': 0.5, 'specificity': 0.5, 'precision': 0.5}
     """
-    y, s, w = _check(y_true, y_score, sample_weight)
+    y, s, w = check_binary_scores(y_true, y_score, sample_weight)
     alarm = s >= threshold
     tp = float(np.sum(w * y * alarm))
     fp = float(np.sum(w * (1 - y) * alarm))
@@ -197,62 +210,3 @@ def threshold_metrics(y_true, y_score, threshold: float, sample_weight=None) -> 
     nan = float("nan")
     return {"sensitivity": tp / pos if pos else nan, "specificity": (neg - fp) / neg if neg else nan,
             "precision": tp / (tp + fp) if tp + fp else nan}
-
-
-def _check_prob(p):
-    if len(p) and (p.min() < 0 or p.max() > 1):
-        raise ValueError("calibration metrics need probabilities in [0, 1]; this score is not one "
-                         "(e.g. NEWS2)")
-
-
-def brier_score(y_true, y_prob, sample_weight=None) -> float:
-    """Mean squared difference between probability and outcome.
-
-    Examples
-    --------
-    >>> round(brier_score([0, 1], [0.2, 0.6]), 6)
-    0.1
-    """
-    y, p, w = _check(y_true, y_prob, sample_weight)
-    _check_prob(p)
-    return float(np.sum(w * (p - y) ** 2) / np.sum(w))
-
-
-def _bins(p, n_bins):
-    return np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-
-
-def reliability_curve(y_true, y_prob, n_bins: int = 10, sample_weight=None) -> pd.DataFrame:
-    """Per equal-width bin: ``bin_lower, bin_upper, mean_predicted, observed, weight`` (empty bins kept, NaN).
-
-    Examples
-    --------
-    >>> reliability_curve([0, 1, 1], [0.05, 0.95, 0.9], n_bins=2)["observed"].tolist()
-    [0.0, 1.0]
-    """
-    y, p, w = _check(y_true, y_prob, sample_weight)
-    _check_prob(p)
-    b = _bins(p, n_bins)
-    wt = np.bincount(b, weights=w, minlength=n_bins)
-    sp = np.bincount(b, weights=w * p, minlength=n_bins)
-    sy = np.bincount(b, weights=w * y, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p = np.where(wt > 0, sp / wt, np.nan)
-        obs = np.where(wt > 0, sy / wt, np.nan)
-    edges = np.linspace(0, 1, n_bins + 1)
-    return pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:], "mean_predicted": mean_p,
-                         "observed": obs, "weight": wt})
-
-
-def expected_calibration_error(y_true, y_prob, n_bins: int = 10, sample_weight=None) -> float:
-    """Expected calibration error over equal-width bins.
-
-    Examples
-    --------
-    >>> round(expected_calibration_error([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3], n_bins=2), 4)
-    0.175
-    """
-    rc = reliability_curve(y_true, y_prob, n_bins, sample_weight)
-    share = rc["weight"].to_numpy() / rc["weight"].sum()
-    gap = np.abs(rc["mean_predicted"] - rc["observed"]).to_numpy()
-    return float(np.nansum(share * gap))

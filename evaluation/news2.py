@@ -53,6 +53,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
+
 __all__ = [
     "NEWS2_COMPONENTS",
     "NEWS2_INPUTS",
@@ -208,11 +210,8 @@ def news2_from_events(events: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame
     >>> news2_from_events(ev, st)[["total", "n_components"]].values.tolist()
     [[5.0, 2.0], [2.0, 1.0]]
     """
-    for col in ("stay_id", "time", "concept", "numeric_value"):
-        if col not in events.columns:
-            raise ValueError(f"events: missing column '{col}' needed for NEWS2")
-    if "stay_id" not in stays.columns:
-        raise ValueError("stays: missing column 'stay_id'")
+    require_columns(events, ["stay_id", "time", "concept", "numeric_value"], table="events", purpose="for NEWS2")
+    require_columns(stays, ["stay_id"], table="stays", purpose="for NEWS2")
     ev = events.loc[events["concept"].isin(NEWS2_INPUTS) & events["numeric_value"].notna(),
                     ["stay_id", "time", "concept", "numeric_value"]]
     unknown = ~ev["stay_id"].isin(stays["stay_id"])

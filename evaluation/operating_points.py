@@ -25,9 +25,9 @@ Examples
 ...                       "onset_time": [t0 + pd.Timedelta(hours=15) if s < 4 else pd.NaT for s in range(10)]})
 >>> near = (stay < 4) & (hours >= 8)
 >>> times = t0 + pd.to_timedelta(hours, unit="h")
->>> pred = pd.concat([pd.DataFrame({"stay_id": stay, "screen_time": times, "model": m,
-...                                 "risk": r}) for m, r in (("news2", 3 + 4 * near + (stay % 2)),
-...                                                          ("cpn", 0.2 + 0.5 * near + 0.01 * hours))])
+>>> risks = {"news2": 3 + 4 * near + (stay % 2), "cpn": 0.2 + 0.5 * near + 0.01 * hours}
+>>> pred = pd.concat([pd.DataFrame({"stay_id": stay, "screen_time": times, "model": m, "risk": r,
+...                                 "fold": 0, "split": "dev"}) for m, r in risks.items()])
 >>> th = choose_thresholds(pred, None, stays)
 >>> th.query("model == 'cpn'")["operating_point"].tolist()
 ['news2>=5', 'news2>=7', 'sens85']
@@ -149,9 +149,8 @@ def choose_thresholds(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
     DataFrame
         ``model, operating_point, threshold, target_sensitivity, dev_sensitivity``.
     """
-    validate_predictions(predictions, stays, models=[reference])
+    validate_predictions(predictions, stays, models=[reference, *(models or [])])
     models = list(predictions["model"].unique()) if models is None else list(models)
-    validate_predictions(predictions, None, models=models)
     if screens is None:
         screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
     prep = {m: prepare_screens(predictions, stays, screens, model=m, new_data_only=new_data_only)

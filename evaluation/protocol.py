@@ -27,7 +27,8 @@ Examples
 >>> from evaluation.protocol import run_protocol
 >>> t0 = pd.Timestamp("2020-01-01")
 >>> times = [t0 + pd.Timedelta(hours=h) for h in (1, 2, 3, 60)]
->>> pred = pd.DataFrame({"stay_id": 1, "screen_time": times, "model": "m", "risk": [0.9, 0.8, 0.1, 0.9]})
+>>> pred = pd.DataFrame({"stay_id": 1, "screen_time": times, "model": "m", "risk": [0.9, 0.8, 0.1, 0.9],
+...                      "fold": 0, "split": "test"})
 >>> stays = pd.DataFrame({"stay_id": [1], "onset_time": [t0 + pd.Timedelta(hours=70)]})
 >>> res = run_protocol(pred, stays, threshold=0.5)
 >>> res.alarms[["fired", "silenced"]].values.tolist()
@@ -43,50 +44,38 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns, validate
+
 __all__ = ["ProtocolResult", "ScreenSet", "run_protocol", "silence", "validate_predictions", "prepare_screens"]
 
 _NS_PER_H = 3_600_000_000_000
 
 
 def validate_predictions(predictions: pd.DataFrame, stays: pd.DataFrame | None = None, *,
-                         models=None, where: str = "predictions") -> pd.DataFrame:
-    """Check a ``predictions`` table for the errors evaluation cannot recover from.
+                         models=None) -> pd.DataFrame:
+    """Check a ``predictions`` table: the contract (``ehr.schema.validate``) plus what the protocol needs.
 
-    Raises ``ValueError`` naming the row for missing columns, non-finite risk, duplicate
-    (stay, screen_time, model) rows, stays not in ``stays``, and models not in the table.
-    Returns ``predictions`` unchanged.
+    Beyond the contract (columns, dtypes, nulls, finite risk, one row per (stay, screen_time,
+    model)): every model of ``models`` is present, and every stay is in ``stays``. Raises a
+    ``ValueError`` naming the row; returns ``predictions`` unchanged.
     """
-    missing = [c for c in ("stay_id", "screen_time", "model", "risk") if c not in predictions.columns]
-    if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}")
+    validate(predictions, "predictions")
     if models is not None:
         have = set(predictions["model"].unique())
         absent = [m for m in ([models] if isinstance(models, str) else models) if m not in have]
         if absent:
-            raise ValueError(f"{where}: model(s) {absent} not in predictions (have {sorted(have)})")
-    risk = predictions["risk"].to_numpy(dtype="float64")
-    bad = ~np.isfinite(risk)
-    if bad.any():
-        row = predictions.index[np.flatnonzero(bad)[0]]
-        raise ValueError(f"{where}: risk is not finite at row {row} ({int(bad.sum())} row(s))")
-    dup = predictions.duplicated(["stay_id", "screen_time", "model"]).to_numpy()
-    if dup.any():
-        row = predictions.index[np.flatnonzero(dup)[0]]
-        r = predictions.loc[row]
-        raise ValueError(f"{where}: duplicate (stay_id, screen_time, model) = ({r['stay_id']}, "
-                         f"{r['screen_time']}, {r['model']}) at row {row} ({int(dup.sum())} duplicate row(s))")
+            raise ValueError(f"predictions: model(s) {absent} not in predictions (have {sorted(have)})")
     if stays is not None:
         unknown = ~predictions["stay_id"].isin(stays["stay_id"]).to_numpy()
         if unknown.any():
             row = predictions.index[np.flatnonzero(unknown)[0]]
-            raise ValueError(f"{where}: stay_id {predictions.loc[row, 'stay_id']} at row {row} is not in "
+            raise ValueError(f"predictions: stay_id {predictions.loc[row, 'stay_id']} at row {row} is not in "
                              f"stays ({int(unknown.sum())} row(s) for unknown stays)")
     return predictions
 
 
 def _onset_by_stay(stays: pd.DataFrame) -> pd.Series:
-    if "onset_time" not in stays.columns:
-        raise ValueError("stays: missing column 'onset_time'")
+    require_columns(stays, ["stay_id", "onset_time"], table="stays", purpose="for the protocol")
     s = stays.drop_duplicates("stay_id").set_index("stay_id")["onset_time"]
     return pd.to_datetime(s)
 
@@ -310,6 +299,7 @@ def run_protocol(predictions: pd.DataFrame, stays: pd.DataFrame, screens: pd.Dat
         "fired": fired,
         "silenced": ~fired,
     })
+    validate(alarms, "alarms")
     f = cand[fired]
     tp = (onset_in_h[f] > 0) & (onset_in_h[f] <= window_h)
     alarm_outcomes = pd.DataFrame({

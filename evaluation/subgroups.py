@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
+
 __all__ = ["Subgroup", "define_subgroups", "run_by_subgroup", "sensitivity_grid", "protocol_sensitivity",
            "alternative_outcome", "EPISODE_LENGTH_BINS_D"]
 
@@ -107,8 +109,7 @@ def define_subgroups(stays: pd.DataFrame, screens: pd.DataFrame | None = None, *
     -------
     dict of str to Subgroup
     """
-    if "stay_id" not in stays.columns:
-        raise ValueError("stays: missing column 'stay_id'")
+    require_columns(stays, ["stay_id"], table="stays", purpose="for subgroups")
     st = stays.set_index("stay_id", drop=False)
     if st.index.duplicated().any():
         row = int(np.flatnonzero(st.index.duplicated())[0])
@@ -136,8 +137,7 @@ def define_subgroups(stays: pd.DataFrame, screens: pd.DataFrame | None = None, *
         out["onset_setting"] = Subgroup("onset_setting", "positive", setting)
 
     if screens is not None:
-        if "stay_id" not in screens.columns:
-            raise ValueError("screens: missing column 'stay_id'")
+        require_columns(screens, ["stay_id"], table="screens", purpose="for subgroups")
         if _has(screens, "hours_since_admit"):
             # hours 1..24 are day 1 (a screen at hour h covers (h-1, h]).
             day = np.ceil(screens["hours_since_admit"].to_numpy(dtype="float64") / 24.0).clip(min=1)
@@ -356,11 +356,8 @@ def alternative_outcome(stays: pd.DataFrame, screens: pd.DataFrame, *, onset_col
     >>> s[["onset_in_h", "label"]].values.tolist()
     [[3.0, 0.0], [1.0, 1.0]]
     """
-    if onset_column not in stays.columns:
-        raise ValueError(f"stays: missing column '{onset_column}' for the alternative outcome")
-    for col in ("stay_id", "screen_time"):
-        if col not in screens.columns:
-            raise ValueError(f"screens: missing column '{col}'")
+    require_columns(stays, ["stay_id", onset_column], table="stays", purpose="for the alternative outcome")
+    require_columns(screens, ["stay_id", "screen_time"], table="screens", purpose="for the alternative outcome")
     st = stays.copy()
     st["onset_time"] = st[onset_column]
     st["sepsis"] = st["onset_time"].notna()

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
+
 from .bootstrap import bootstrap_metrics
-from .calibration import calibration_table
 from .metrics import average_precision, roc_auc
 from .operating_points import apply_thresholds, choose_thresholds
+from .recalibration import calibration_table
 from .subgroups import protocol_sensitivity, run_by_subgroup
 from .timeliness import timeliness_table
 from .utility import utility_from_tables
@@ -168,8 +170,7 @@ def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
         (PhysioNet sources): the challenge utility is computed at each operating point.
     """
     for name, df in (("predictions", predictions), ("screens", screens)):
-        if "split" not in df.columns:
-            raise ValueError(f"{name}: a 'split' column (dev/test) is needed")
+        require_columns(df, ["split"], table=name, purpose="(dev/test) to evaluate a run")
     dev_p, test_p = (predictions[predictions["split"] == s] for s in ("dev", "test"))
     dev_s, test_s = (screens[screens["split"] == s] for s in ("dev", "test"))
     if dev_p.empty or test_p.empty:

@@ -36,6 +36,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ehr.schema import require_columns
+from evaluation.tables import validate_alarms
+
 __all__ = ["alarm_lead_times", "summarize_timeliness", "compare_timeliness", "timeliness_table",
            "TIMELINESS_COLUMNS"]
 
@@ -74,12 +77,8 @@ def alarm_lead_times(alarms: pd.DataFrame, stays: pd.DataFrame, *, window_h: flo
         ``model, threshold, [operating_point], stay_id, alarm_time, onset_time,
         hours_before_onset, antibiotic_time, hours_before_antibiotic``.
     """
-    for col in ("stay_id", "screen_time", "model", "threshold", "fired"):
-        if col not in alarms.columns:
-            raise ValueError(f"alarms: missing column '{col}'")
-    for col in ("stay_id", "onset_time"):
-        if col not in stays.columns:
-            raise ValueError(f"stays: missing column '{col}'")
+    validate_alarms(alarms)
+    require_columns(stays, ["stay_id", "onset_time"], table="stays", purpose="for lead times")
     if window_h <= 0:
         raise ValueError(f"window_h must be positive, got {window_h}")
     if stays["stay_id"].duplicated().any():
@@ -179,8 +178,7 @@ def compare_timeliness(lead_times: pd.DataFrame, *, reference: str = "news2", co
     >>> r[["model", "u_statistic"]].values.tolist(), round(float(r["p_value"].iloc[0]), 3)
     ([['a', 9.0]], 0.1)
     """
-    if column not in lead_times.columns:
-        raise ValueError(f"lead_times: missing column '{column}'")
+    require_columns(lead_times, ["model", "threshold", column], table="lead_times")
     group = _group_cols(lead_times)
     has_op = "operating_point" in group
     ref = lead_times[lead_times["model"] == reference]

@@ -35,6 +35,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
+
 __all__ = ["physionet_utility", "row_utilities", "utility_from_tables"]
 
 
@@ -150,8 +152,8 @@ def utility_from_tables(predictions: pd.DataFrame, screens: pd.DataFrame, *, thr
         What a screen without a prediction gets: an error naming the first one, or a negative
         prediction (e.g. NEWS2, which scores only hours with an observation).
     """
-    if label_column not in screens.columns:
-        raise ValueError(f"screens: missing column '{label_column}' (the PhysioNet 2019 hourly label)")
+    require_columns(screens, ["stay_id", "screen_time", label_column], table="screens",
+                    purpose="(the PhysioNet 2019 hourly label) for the utility")
     if missing not in ("error", "negative"):
         raise ValueError(f"missing must be 'error' or 'negative', got {missing!r}")
     if model is None:

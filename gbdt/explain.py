@@ -6,7 +6,8 @@ contributions plus the expected value equal the raw margin, so ``sigmoid(sum)`` 
 
 By default contributions are summed per evidence item (a concept's value, age and trend
 features together; see :meth:`gbdt.features.ScreenFeatures.item_of`), which keeps them exact
-and lines them up with the CPN's evidence items in the alarm views.
+and lines them up with the CPN's evidence items in the alarm views. The public face is
+:meth:`GBDTClassifier.explain <gbdt.model.GBDTClassifier.explain>`.
 
 Examples
 --------
@@ -14,7 +15,7 @@ Examples
 >>> from gbdt.model import GBDTClassifier
 >>> s = demo_screens(n_stays=40, seed=2)
 >>> m = GBDTClassifier(n_estimators=10, early_stopping_rounds=None).fit(s)
->>> e = explanations_table(m, s.head(3))
+>>> e = m.explain(s.head(3))
 >>> sorted(set(e["feature"]))[:3]
 ['age', 'c0', 'c1']
 """
@@ -26,12 +27,10 @@ import pandas as pd
 
 from ehr.schema import validate
 
-from .model import GBDTClassifier
-
 __all__ = ["contributions", "explanations_table"]
 
 
-def contributions(model: GBDTClassifier, screens: pd.DataFrame) -> pd.DataFrame:
+def contributions(model, screens: pd.DataFrame) -> pd.DataFrame:
     """SHAP contributions (log-odds) per screen and feature, plus a final ``expected_value`` column.
 
     Rows follow ``screens``; ``contributions(...).sum(axis=1)`` is the raw margin.
@@ -47,7 +46,7 @@ def contributions(model: GBDTClassifier, screens: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(phi, columns=[*model.feature_names_, "expected_value"], index=screens.index)
 
 
-def explanations_table(model: GBDTClassifier, screens: pd.DataFrame, *,
+def explanations_table(model, screens: pd.DataFrame, *,
                        model_name: str | None = None, group: bool = True,
                        include_total: bool = True) -> pd.DataFrame:
     """Long ``explanations`` table for the given screens (explain alarms, not all 790k screens).
@@ -102,7 +101,7 @@ def explanations_table(model: GBDTClassifier, screens: pd.DataFrame, *,
     out = pd.DataFrame({
         "stay_id": np.repeat(screens["stay_id"].to_numpy(dtype="int64"), k),
         "screen_time": np.repeat(screens["screen_time"].to_numpy(), k),
-        "model": model_name or model.backend,
+        "model": model_name or model.model_name,
         "feature": np.tile(np.array(names, dtype=object), n),
         "value": values.ravel(),
         "state": pd.Series([None] * (n * k), dtype="object"),

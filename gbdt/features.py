@@ -127,6 +127,11 @@ class ScreenFeatures:
             out.update(_trend_features(screens, self.concepts_))
         return pd.DataFrame({c: out[c] for c in self.feature_names_}, index=screens.index)
 
+    def input_columns(self) -> list[str]:
+        """Screen columns :meth:`transform` reads (the required ones and every non-trend feature)."""
+        trend_names = {n for c in self.concepts_ for n in _trend_names(c)}
+        return list(dict.fromkeys([*REQUIRED_COLUMNS, *(c for c in self.feature_names_ if c not in trend_names)]))
+
     def fit_transform(self, screens: pd.DataFrame) -> pd.DataFrame:
         """Fit on ``screens`` and return its feature matrix."""
         return self.fit(screens).transform(screens)

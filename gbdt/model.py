@@ -6,9 +6,12 @@ together, divided by their number. This shifts the predicted probabilities upwar
 not calibrated to the prevalence); ranking metrics (AUROC/AUPRC) and thresholds matched to an
 operating point are unaffected. Use ``class_weight=None`` for probabilities on the data's scale.
 
-Early stopping monitors AUROC on a validation part split off by patient (stays drawn at
-random, stratified by whether they have a positive screen), never by screen, so no stay is on
-both sides.
+Early stopping monitors AUROC on a validation part split off by patient
+(:func:`ehr.splits.holdout_groups`: groups drawn at random, stratified by whether they have a
+positive screen), never by screen, so no stay is on both sides.
+
+A :class:`ehr.estimator.SepsisEstimator`: it saves to ``model.json`` (kind ``gbdt``) plus the
+engine's own text model (see :mod:`gbdt.io`).
 
 Examples
 --------
@@ -27,14 +30,13 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.model_selection import train_test_split
+from ehr.estimator import Labels, SepsisEstimator
+from ehr.splits import holdout_groups
 
-from ehr.schema import SchemaError, validate
-
+from . import io
 from .features import ScreenFeatures
 
-__all__ = ["GBDTClassifier", "predictions_table", "cuda_available"]
+__all__ = ["GBDTClassifier", "cuda_available"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-class GBDTClassifier(BaseEstimator):
+class GBDTClassifier(SepsisEstimator):
     """Gradient-boosted trees on the screens table (LightGBM or XGBoost).
 
     Parameters
@@ -85,7 +87,7 @@ class GBDTClassifier(BaseEstimator):
         Stop when validation AUROC has not improved for this many rounds; ``None`` trains all
         ``n_estimators`` rounds on all data.
     validation_fraction : float, default 0.1
-        Fraction of stays held out (grouped by stay) for early stopping.
+        Fraction of groups (stays, or the ``groups`` given to :meth:`fit`) held out for early stopping.
     random_state : int, default 0
     n_jobs : int, default 1
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -96,6 +98,8 @@ class GBDTClassifier(BaseEstimator):
     ----------
     classes_ : ndarray, ``[0, 1]``
     features_ : gbdt.features.ScreenFeatures
+    features_in_ : list of str
+        Screen columns the features are computed from; screens to score must have them.
     feature_names_ : list of str
         Features the booster uses (all-NaN training columns are dropped, see ``dropped_features_``).
     dropped_features_ : list of str
@@ -120,6 +124,9 @@ class GBDTClassifier(BaseEstimator):
     ([0, 1], True)
     """
 
+    kind = "gbdt"
+    format_version = 2
+
     def __init__(self, backend: str = "lightgbm", *, max_depth: int = 3, n_estimators: int = 300,
                  learning_rate: float = 0.1, reg_alpha: float = 0.0, reg_lambda: float = 1.0,
                  trend: bool = False, class_weight: str | None = "balanced",
@@ -140,27 +147,29 @@ class GBDTClassifier(BaseEstimator):
         self.device = device
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, screens: pd.DataFrame, y=None, groups=None) -> "GBDTClassifier":
+    def fit(self, screens: pd.DataFrame, labels: Labels | None = None, *, groups=None) -> "GBDTClassifier":
         """Fit on a screens table.
 
         Parameters
         ----------
         screens : DataFrame
             A screens table (``ehr.schema``).
-        y : array-like of {0, 1}, optional
-            Targets; defaults to ``screens["label"]``.
+        labels : ehr.estimator.Labels, optional
+            The target is ``labels.y`` (onset within the horizon); default: from
+            ``screens["onset_in_h"]`` with the 48 h horizon.
         groups : array-like, optional
             Patient/stay groups for the early-stopping split; defaults to ``screens["stay_id"]``.
         """
         self._check_params()
         features = ScreenFeatures(trend=self.trend).fit(screens)
         X = features.transform(screens)
-        y = _targets(screens, y)
+        y = Labels.coerce(labels, screens).y
         groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
         if len(groups) != len(screens):
             raise ValueError(f"groups has {len(groups)} entries but screens has {len(screens)} rows")
         self._fit_matrix(X, y, groups, features)
         self.training_summary_["sha256"] = _data_hash(X, y)
+        self.data_hashes_ = {"features_and_labels": self.training_summary_["sha256"]}
         return self
 
     def _fit_matrix(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray,
@@ -176,12 +185,13 @@ class GBDTClassifier(BaseEstimator):
             log.warning("%s: dropping %d all-NaN feature column(s): %s", where, len(all_nan),
                         all_nan)
         self.features_ = features
+        self.features_in_ = features.input_columns()
         self.dropped_features_ = all_nan
         self.feature_names_ = [c for c in X.columns if c not in set(all_nan)]
         Xm = X[self.feature_names_].to_numpy(dtype="float32")
 
         if self.early_stopping_rounds and self.validation_fraction > 0:
-            tr, va = _validation_split(y, groups, self.validation_fraction, self.random_state)
+            tr, va = holdout_groups(groups, self.validation_fraction, y=y, random_state=self.random_state)
             _check_two_classes(y[va], f"{where}: early-stopping validation part "
                                f"({len(np.unique(groups[va]))} stays)")
             _check_two_classes(y[tr], f"{where}: early-stopping training part")
@@ -220,8 +230,13 @@ class GBDTClassifier(BaseEstimator):
         return self.device
 
     # -- predicting ------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The backend (``lightgbm`` / ``xgboost``) names this model in predictions and explanations."""
+        return self.backend
+
     def _matrix(self, screens: pd.DataFrame) -> np.ndarray:
-        self._check_fitted()
+        self.check_screens(screens)
         X = self.features_.transform(screens)
         return X[self.feature_names_].to_numpy(dtype="float32")
 
@@ -244,23 +259,23 @@ class GBDTClassifier(BaseEstimator):
         """Class (0/1) at probability 0.5 (rarely the operating point; see ``evaluation``)."""
         return (self.predict_proba(screens)[:, 1] >= 0.5).astype(np.int64)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise RuntimeError("GBDTClassifier is not fitted; call fit() or GBDTClassifier.load()")
+    def explain(self, screens: pd.DataFrame, *, model_name: str | None = None, group: bool = True,
+                include_total: bool = True) -> pd.DataFrame:
+        """TreeSHAP ``explanations`` table of ``screens`` (see :func:`gbdt.explain.explanations_table`)."""
+        from .explain import explanations_table
 
-    # -- artefacts -------------------------------------------------------------------------
-    def save(self, directory) -> None:
-        """Write ``model.json`` and the native booster file to ``directory`` (see :mod:`gbdt.io`)."""
-        from .io import save_model
+        return explanations_table(self, screens, model_name=model_name, group=group,
+                                  include_total=include_total)
 
-        save_model(self, directory)
+    # -- artefacts (model.json through ehr.artefacts; the booster file through gbdt.io) ------
+    def _write_files(self, directory) -> None:
+        io.write_booster(self, directory)
 
-    @classmethod
-    def load(cls, directory) -> "GBDTClassifier":
-        """Read a model written by :meth:`save`."""
-        from .io import load_model
+    def _state(self) -> dict:
+        return io.fitted_state(self)
 
-        return load_model(directory)
+    def _restore(self, directory, meta: dict) -> None:
+        io.restore(self, directory, meta)
 
 
 def _training_summary(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> dict:
@@ -277,43 +292,6 @@ def _data_hash(X: pd.DataFrame, y: np.ndarray) -> str:
     h.update(np.ascontiguousarray(X.to_numpy(dtype="float32")).tobytes())
     h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
     return h.hexdigest()
-
-
-def _targets(screens: pd.DataFrame, y) -> np.ndarray:
-    if y is None:
-        if "label" not in screens.columns:
-            raise SchemaError("screens: missing column 'label' (pass y= or build screens with labels)")
-        y = screens["label"]
-    y = pd.Series(np.asarray(y)) if not isinstance(y, pd.Series) else y
-    if len(y) != len(screens):
-        raise ValueError(f"y has {len(y)} entries but screens has {len(screens)} rows")
-    if y.isna().any():
-        raise ValueError(f"y is null at row {int(np.flatnonzero(y.isna().to_numpy())[0])}")
-    vals = y.to_numpy()
-    bad = ~np.isin(vals, [0, 1])
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"y must be 0/1; row {row} has {vals[row]!r}")
-    return vals.astype(np.int64)
-
-
-def _validation_split(y, groups, fraction, random_state):
-    """Hold out ``fraction`` of the stays, stratified by whether a stay has a positive screen.
-
-    Stratifying at the stay level keeps positives on both sides when there are few septic
-    stays; stays are never split.
-    """
-    stays, inv = np.unique(groups, return_inverse=True)
-    has_pos = np.bincount(inv, weights=y, minlength=len(stays)) > 0
-    strata = has_pos if min(has_pos.sum(), (~has_pos).sum()) >= 2 else None
-    try:
-        _, va_stays = train_test_split(np.arange(len(stays)), test_size=fraction,
-                                       random_state=random_state, stratify=strata)
-    except ValueError:  # too few stays of a kind for a stratified split; fall back to plain
-        _, va_stays = train_test_split(np.arange(len(stays)), test_size=fraction,
-                                       random_state=random_state)
-    is_va = np.isin(inv, va_stays)
-    return np.flatnonzero(~is_va), np.flatnonzero(is_va)
 
 
 def _check_two_classes(y: np.ndarray, where: str) -> None:
@@ -370,27 +348,3 @@ def _fit_xgboost(model: GBDTClassifier, X, y, tr, va):
     # Predict and explain on the CPU: inputs live in host memory, and this avoids device mismatch.
     booster.set_param({"device": "cpu"})
     return booster, int(n)
-
-
-def predictions_table(model: GBDTClassifier, screens: pd.DataFrame, *, model_name: str | None = None,
-                      fold: int | None = None, split: str | None = None) -> pd.DataFrame:
-    """Risk per screen in the ``predictions`` contract shape.
-
-    Examples
-    --------
-    >>> from gbdt._demo import demo_screens
-    >>> s = demo_screens(n_stays=40, seed=1)
-    >>> m = GBDTClassifier(n_estimators=10, early_stopping_rounds=None).fit(s)
-    >>> list(predictions_table(m, s, split="train").columns)
-    ['stay_id', 'screen_time', 'model', 'risk', 'fold', 'split']
-    """
-    risk = model.predict_proba(screens)[:, 1]
-    out = pd.DataFrame({
-        "stay_id": screens["stay_id"].to_numpy(dtype="int64"),
-        "screen_time": screens["screen_time"].to_numpy(),
-        "model": model_name or model.backend,
-        "risk": risk,
-        "fold": pd.array([fold] * len(screens), dtype="Int64"),
-        "split": pd.Series([split] * len(screens), dtype="object"),
-    })
-    return validate(out, "predictions")

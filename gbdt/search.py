@@ -1,11 +1,12 @@
 """Hyperparameter grid search and patient-grouped cross-validation, as in the SepsisFinder study.
 
 The grid spans tree depth, number of iterations, and L1/L2 regularisation; each candidate is
-scored by AUROC over ``GroupKFold`` folds on stay ids (default 10, as in the study), so no stay is
-on both sides of a fold. Iterations are searched for free: boosting is sequential and
-deterministic, so a model trained for ``max(n_estimators)`` rounds and truncated to ``n`` rounds
-*is* the ``n``-round model. One fit per (fold, depth, alpha, lambda) therefore scores every
-iteration count. Early stopping is off inside the search (the iteration count is a grid axis).
+scored by AUROC over patient-grouped folds (:func:`ehr.splits.group_kfold` on stay ids unless
+``groups`` are given; default 10, as in the study), so no stay is on both sides of a fold.
+Iterations are searched for free: boosting is sequential and deterministic, so a model trained
+for ``max(n_estimators)`` rounds and truncated to ``n`` rounds *is* the ``n``-round model. One
+fit per (fold, depth, alpha, lambda) therefore scores every iteration count. Early stopping is
+off inside the search (the iteration count is a grid axis).
 
 Features are computed once for the whole table: they depend only on each stay's own past rows,
 so a screen's features are the same whichever fold it falls in.
@@ -31,10 +32,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import GroupKFold
+
+from ehr.estimator import Labels
+from ehr.splits import group_kfold
 
 from .features import ScreenFeatures
-from .model import GBDTClassifier, _check_two_classes, _targets
+from .model import GBDTClassifier, _check_two_classes
 
 __all__ = ["DEFAULT_GRID", "FULL_GRID", "grid_search", "best_params", "write_grid_results",
            "cross_validate", "GRID_RESULTS_FILE"]
@@ -77,12 +80,7 @@ def _resolve_grid(param_grid) -> dict[str, list]:
 
 
 def _folds(y, groups, n_splits, random_state):
-    n_groups = len(np.unique(groups))
-    if n_splits < 2 or n_splits > n_groups:
-        raise ValueError(f"n_splits must be between 2 and the number of stays ({n_groups}), "
-                         f"got {n_splits}")
-    cv = GroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    folds = list(cv.split(np.zeros(len(y)), y, groups))
+    folds = group_kfold(groups, n_splits, random_state=random_state)
     for k, (tr, te) in enumerate(folds):
         _check_two_classes(y[tr], f"fold {k} training part")
         _check_two_classes(y[te], f"fold {k} test part")
@@ -97,7 +95,7 @@ def _progress(it, total, progress, desc):
     return tqdm(it, total=total, desc=desc)
 
 
-def grid_search(screens: pd.DataFrame, y=None, groups=None, *, param_grid="default",
+def grid_search(screens: pd.DataFrame, labels: Labels | None = None, groups=None, *, param_grid="default",
                 n_splits: int = 10, estimator: GBDTClassifier | None = None,
                 random_state: int = 0, progress: bool = False) -> pd.DataFrame:
     """Score every grid point by patient-grouped k-fold AUROC.
@@ -106,8 +104,10 @@ def grid_search(screens: pd.DataFrame, y=None, groups=None, *, param_grid="defau
     ----------
     screens : DataFrame
         Screens table (training set only).
-    y, groups : array-like, optional
-        Targets and stay groups; default ``screens["label"]`` and ``screens["stay_id"]``.
+    labels : ehr.estimator.Labels, optional
+        The target is ``labels.y``; default from ``screens["onset_in_h"]`` (48 h horizon).
+    groups : array-like, optional
+        Patient groups of the folds; default ``screens["stay_id"]``.
     param_grid : "default", "full" or dict
         Lists of values for ``max_depth``, ``n_estimators``, ``reg_alpha``, ``reg_lambda``.
     n_splits : int, default 10
@@ -128,7 +128,7 @@ def grid_search(screens: pd.DataFrame, y=None, groups=None, *, param_grid="defau
     base = GBDTClassifier() if estimator is None else estimator
     features = ScreenFeatures(trend=base.trend).fit(screens)
     X = features.transform(screens)
-    y = _targets(screens, y)
+    y = Labels.coerce(labels, screens).y
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     n_list = sorted(int(n) for n in grid["n_estimators"])
@@ -187,8 +187,8 @@ def write_grid_results(results: pd.DataFrame, run_dir) -> Path:
     return path
 
 
-def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = None, y=None,
-                   groups=None, *, n_splits: int = 5, random_state: int = 0,
+def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = None,
+                   labels: Labels | None = None, groups=None, *, n_splits: int = 5, random_state: int = 0,
                    model_name: str | None = None, progress: bool = False):
     """Out-of-fold predictions by patient-grouped k-fold cross-validation.
 
@@ -213,7 +213,7 @@ def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = Non
     base = GBDTClassifier() if estimator is None else estimator
     features = ScreenFeatures(trend=base.trend).fit(screens)
     X = features.transform(screens)
-    y = _targets(screens, y)
+    y = Labels.coerce(labels, screens).y
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     risk = np.full(len(y), np.nan)
@@ -233,7 +233,7 @@ def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = Non
     pred = pd.DataFrame({
         "stay_id": screens["stay_id"].to_numpy(dtype="int64"),
         "screen_time": screens["screen_time"].to_numpy(),
-        "model": model_name or base.backend,
+        "model": model_name or base.model_name,
         "risk": risk,
         "fold": fold_of,
         "split": "test",

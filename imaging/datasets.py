@@ -5,14 +5,14 @@ memory: 5,216 Kermany images at 224 px are 260 MB, at 128 px 85 MB), so training
 
 Splits are patient- and duplicate-safe: :func:`patient_groups` puts every image of one patient
 (``patient_id`` column, or the Kermany file-name patterns ``personN_...`` / ``IM-NNNN-...``) and
-every pixel-identical copy (``pixel_dup_of``) into one group, and :func:`group_split` keeps each
-group on one side.
+every pixel-identical copy (``pixel_dup_of``) into one group, and :func:`ehr.splits.holdout_groups`
+keeps each group on one side.
 
 Examples
 --------
 >>> import numpy as np
->>> from imaging.datasets import group_split
->>> tr, va = group_split(np.array([0, 0, 1, 2, 3, 3]), val_fraction=0.5, random_state=0)
+>>> from ehr.splits import holdout_groups
+>>> tr, va = holdout_groups(np.array([0, 0, 1, 2, 3, 3]), 0.5, random_state=0)
 >>> sorted(np.concatenate([tr, va]).tolist())
 [0, 1, 2, 3, 4, 5]
 """
@@ -30,7 +30,7 @@ import pandas as pd
 from imaging.contract import ImageContractError, load_image, resize_uint8
 
 __all__ = ["ImageSet", "finding_columns", "read_image_folder", "read_npz", "load_images",
-           "patient_groups", "group_split"]
+           "patient_groups"]
 
 #: 0/1 columns that mean "none of the findings", never a finding themselves.
 NEGATIVE_LABELS = frozenset({"normal", "no_finding", "no finding", "nofinding", "healthy", "none"})
@@ -139,30 +139,6 @@ def patient_groups(labels: pd.DataFrame) -> np.ndarray:
                     root[max(a, b)] = min(a, b)
         parent = np.array([find(g) for g in parent], dtype=np.int64)
     return pd.factorize(parent)[0].astype(np.int64)
-
-
-def group_split(groups, val_fraction: float = 0.2, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split row indices so that no group straddles train and validation.
-
-    Groups are shuffled with ``random_state`` and taken into validation until it holds as
-    close to ``val_fraction`` of the rows as whole groups allow (at least one group each side).
-
-    Returns
-    -------
-    train_index, val_index : ndarray of int64, sorted
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
-    groups = np.asarray(groups)
-    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    order = np.random.default_rng(random_state).permutation(len(uniq))
-    cum = np.cumsum(counts[order])
-    n_val_groups = int(np.argmin(np.abs(cum - val_fraction * len(groups)))) + 1  # closest to the target
-    n_val_groups = min(max(n_val_groups, 1), len(uniq) - 1)
-    is_val_group = np.zeros(len(uniq), dtype=bool)
-    is_val_group[order[:n_val_groups]] = True
-    is_val = is_val_group[inverse]
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def load_images(paths, image_size: int, *, progress: bool = False) -> np.ndarray:

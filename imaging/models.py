@@ -1,7 +1,9 @@
 """The CXR finding model: a torchvision backbone (random init, no downloads) + multi-label head.
 
-Saved as a directory: ``model.json`` (kind="imaging", arch, findings, image_size, temperatures,
-metrics) + ``model.safetensors`` (weights). Never pickled.
+Saved as a directory through the estimator face (:class:`imaging.estimator.CXRFindingClassifier`,
+:mod:`ehr.artefacts`): ``model.json`` (kind ``imaging``, checked ``format_version``, arch, findings,
+image_size, temperatures, metrics) + ``model.safetensors`` (weights, sha256-checked before torch
+reads them). Never pickled.
 
 Examples
 --------
@@ -17,7 +19,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import logging
 from os import PathLike
 from pathlib import Path
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Backbones offered; all start from random weights (the project downloads nothing).
 ARCHS = ("densenet121", "resnet18", "resnet34", "small")
-MODEL_VERSION = 1
 
 
 def default_device() -> torch.device:
@@ -197,37 +197,16 @@ class CXRFindingModel(nn.Module):
             raise ValueError(f"{where}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
         return self
 
-    def save(self, directory: str | PathLike, *, extra: dict | None = None) -> Path:
-        """Write ``model.json`` + ``model.safetensors`` into ``directory``; return the directory."""
-        from safetensors.torch import save_file
+    def save(self, directory: str | PathLike) -> Path:
+        """Write ``model.json`` + ``model.safetensors`` into ``directory`` (atomically); return the directory."""
+        from imaging.estimator import CXRFindingClassifier
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
-        meta = {"kind": "imaging", "version": MODEL_VERSION, "arch": self.arch,
-                "findings": list(self.findings), "image_size": int(self.image_size),
-                "temperatures": [float(t) for t in self.temperatures.cpu()],
-                "feature_dim": self.feature_dim, "metrics": self.metrics,
-                "input_contract": {"channels": 1, "value_range": [0.0, 1.0], "uint8_scaled_by": 255,
-                                   "normalisation": {"mean": MEAN, "std": STD}}}
-        if extra:
-            meta.update(extra)
-        (directory / "model.json").write_text(json.dumps(meta, indent=2, default=float))
-        return directory
+        return CXRFindingClassifier.from_network(self).save(directory)
 
     @classmethod
     def load(cls, directory: str | PathLike, *, device=None) -> "CXRFindingModel":
-        """Load a model directory written by :meth:`save`."""
-        directory = Path(directory)
-        meta_path = directory / "model.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{directory}: no model.json (not an imaging model directory)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("kind") != "imaging":
-            raise ValueError(f"{meta_path}: kind={meta.get('kind')!r}, expected 'imaging'")
-        model = cls(arch=meta["arch"], findings=tuple(meta["findings"]), image_size=int(meta["image_size"]))
-        model.load_weights(directory / "model.safetensors")
-        model.metrics = meta.get("metrics", {})
-        model.eval()
+        """Load a model directory written by :meth:`save` (kind and format version checked)."""
+        from imaging.estimator import CXRFindingClassifier
+
+        model = CXRFindingClassifier.load(directory).network_
         return model.to(device) if device is not None else model

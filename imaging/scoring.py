@@ -28,9 +28,42 @@ import pandas as pd
 from ehr.schema import validate
 from imaging.contract import load_image, resize_uint8
 
-__all__ = ["score_cxr_table"]
+__all__ = ["score_cxr_table", "finding_probabilities"]
 
 log = logging.getLogger(__name__)
+
+
+def finding_probabilities(network, studies: pd.DataFrame, image_root: str | PathLike | None = None, *,
+                          batch_size: int = 64, device=None) -> np.ndarray:
+    """Calibrated probabilities ``(n, len(network.findings))`` of the images named in ``studies["image_path"]``.
+
+    Relative paths are resolved against ``image_root`` (absolute paths are used as they are). Rows
+    with no path get NaN (no evidence, never a guess); a missing or corrupt image file raises
+    :class:`~imaging.contract.ImageContractError` naming the row (and ``study_id`` when present).
+    Images are read ``batch_size`` at a time.
+    """
+    from imaging.contract import ImageContractError
+
+    root = Path(image_root) if image_root is not None else Path(".")
+    paths = studies["image_path"]
+    probs = np.full((len(studies), len(network.findings)), np.nan)
+    has = paths.notna().to_numpy() & (paths.astype(str).str.len() > 0).to_numpy()
+    rows = np.flatnonzero(has)
+    size = int(network.image_size)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        imgs = []
+        for r in chunk:
+            try:
+                imgs.append(resize_uint8(load_image(root / str(paths.iloc[r])), size))
+            except ImageContractError as exc:
+                study = f" (study_id {studies['study_id'].iloc[r]})" if "study_id" in studies.columns else ""
+                raise ImageContractError(f"cxr row {r}{study}: {exc}") from None
+        probs[chunk] = network.predict_proba(np.stack(imgs), batch_size=batch_size, device=device)
+    if len(rows) < len(studies):
+        log.info("cxr: %d of %d studies have no image; their probabilities are NaN",
+                 len(studies) - len(rows), len(studies))
+    return probs
 
 
 def score_cxr_table(model, cxr: pd.DataFrame, image_root: str | PathLike | None = None, *,
@@ -39,7 +72,7 @@ def score_cxr_table(model, cxr: pd.DataFrame, image_root: str | PathLike | None 
 
     Parameters
     ----------
-    model : CXRFindingModel
+    model : imaging.estimator.CXRFindingClassifier or imaging.models.CXRFindingModel
     cxr : DataFrame
         A ``cxr`` contract table (``ehr.schema``) with ``image_path``.
     image_root : path-like, optional
@@ -51,36 +84,16 @@ def score_cxr_table(model, cxr: pd.DataFrame, image_root: str | PathLike | None 
     batch_size : int
         Images scored per batch (and read into memory at a time).
 
-    Rows with no ``image_path`` get NaN probabilities (no evidence, never a guess); a missing or
-    corrupt image file raises :class:`~imaging.contract.ImageContractError` naming the file and
-    the study.
+    Rows with no ``image_path`` get NaN probabilities (see :func:`finding_probabilities`).
     """
-    from imaging.contract import ImageContractError
-
     validate(cxr, "cxr")
-    out = cxr.copy()
-    root = Path(image_root) if image_root is not None else Path(".")
+    network = getattr(model, "network_", model)
     finding_map = finding_map or {}
-    unknown = set(finding_map) - set(model.findings)
+    unknown = set(finding_map) - set(network.findings)
     if unknown:
-        raise KeyError(f"finding_map names {sorted(unknown)}, which the model does not predict {model.findings}")
-    cols = [f"cxr_{finding_map.get(f, f)}" for f in model.findings]
-    probs = np.full((len(out), len(cols)), np.nan)
-    has = out["image_path"].notna().to_numpy() & (out["image_path"].astype(str).str.len() > 0).to_numpy()
-    rows = np.flatnonzero(has)
-    size = int(model.image_size)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        imgs = []
-        for r in chunk:
-            path = root / str(out["image_path"].iloc[r])
-            try:
-                imgs.append(resize_uint8(load_image(path), size))
-            except ImageContractError as exc:
-                raise ImageContractError(f"cxr row {r} (study_id {out['study_id'].iloc[r]}): {exc}") from None
-        probs[chunk] = model.predict_proba(np.stack(imgs), batch_size=batch_size, device=device)
-    for k, c in enumerate(cols):
-        out[c] = probs[:, k]
-    if len(rows) < len(out):
-        log.info("cxr: %d of %d studies have no image; their cxr_<finding> are NaN", len(out) - len(rows), len(out))
+        raise KeyError(f"finding_map names {sorted(unknown)}, which the model does not predict {network.findings}")
+    out = cxr.copy()
+    probs = finding_probabilities(network, out, image_root, batch_size=batch_size, device=device)
+    for k, f in enumerate(network.findings):
+        out[f"cxr_{finding_map.get(f, f)}"] = probs[:, k]
     return validate(out, "cxr")

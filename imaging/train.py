@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from imaging.calibration import apply_temperatures, fit_temperatures
+from evaluation.calibration import apply_temperature, fit_temperature
 from imaging.datasets import ImageSet
 from imaging.models import CXRFindingModel, default_device
 
@@ -247,13 +247,13 @@ class FindingTrainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         z = self._val_logits(model, val, device)
-        temps = fit_temperatures(z, val.labels)
+        temps = fit_temperature(z, val.labels, bounds=(0.05, 20.0))
         model.temperatures.copy_(torch.as_tensor(temps, dtype=torch.float32))
         self.history_ = history
         self.best_epoch_ = best_epoch + 1
         self.best_score_ = best_score
         self.temperatures_ = temps
-        self.val_metrics_ = classification_metrics(apply_temperatures(z, temps), val.labels, model.findings)
+        self.val_metrics_ = classification_metrics(apply_temperature(z, temps), val.labels, model.findings)
         model.metrics = {"validation": self.val_metrics_, "best_epoch": self.best_epoch_,
                          "history": history, "n_train": int(len(train)), "n_val": int(len(val))}
         model.to("cpu", memory_format=torch.contiguous_format)

@@ -70,7 +70,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    events, stays, _ = read_physionet(a.zip)
+    cohort = read_physionet(a.zip)
+    events, stays = cohort.events, cohort.stays
     if a.screens and Path(a.screens).exists():
         s = pd.read_parquet(a.screens)
     else:

@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
-from cpn import SepsisCPN, TemporalFilter
+from cpn import SepsisCPN
+from cpn.temporal import TemporalFilter
+from ehr.estimator import predictions_frame
 from ehr.screens import build_screens
 from ehr.sources.physionet import read_physionet
 from evaluation.bootstrap import bootstrap_metrics
@@ -30,8 +32,7 @@ from evaluation.operating_points import apply_thresholds, choose_thresholds
 
 
 def _preds(screens, risk, model):
-    return pd.DataFrame({"stay_id": screens["stay_id"].to_numpy(),
-                         "screen_time": screens["screen_time"].to_numpy(), "model": model, "risk": risk})
+    return predictions_frame(screens, risk, model=model)
 
 
 def main():
@@ -49,7 +50,8 @@ def main():
     args = ap.parse_args()
 
     t0 = time.time()
-    events, stays, _ = read_physionet(args.zip)
+    cohort = read_physionet(args.zip)
+    events, stays = cohort.events, cohort.stays
     if args.screens and Path(args.screens).exists():
         s = pd.read_parquet(args.screens)
     else:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpn import SepsisCPN
 from cpn.structure import build_expert_network
+from ehr.estimator import predictions_frame
 from ehr.screens import build_screens
 from ehr.synthetic import generate_cohort
 from evaluation.metrics import average_precision, roc_auc
@@ -74,9 +75,8 @@ def main() -> None:
                 m = GBDTClassifier(random_state=0, n_jobs=2).fit(s_tr.drop(columns=drop), groups=s_tr.stay_id)
             preds = []
             for split, s in (("dev", s_dev), ("test", s_te)):
-                preds.append(pd.DataFrame({"stay_id": s.stay_id.to_numpy(), "screen_time": s.screen_time.to_numpy(),
-                                           "model": model_name, "risk": m.predict_proba(s.drop(columns=drop))[:, 1],
-                                           "split": split}))
+                preds.append(predictions_frame(s, m.predict_proba(s.drop(columns=drop))[:, 1], model=model_name,
+                                               split=split))
             p_te = preds[1]["risk"].to_numpy()
             th = choose_thresholds(preds[0], s_dev, st_dev, reference=model_name, news2_cuts=())
             res = apply_thresholds(th, preds[1], s_te, st_te, check_range=False)

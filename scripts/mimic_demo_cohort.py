@@ -44,7 +44,8 @@ def main(argv=None) -> None:
     ap.add_argument("--definition", default="sepsis3")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    events, stays, report = read_mimic(a.path, definition=a.definition)
+    cohort = read_mimic(a.path, definition=a.definition)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     elapsed = time.perf_counter() - t0
     n = cohort_numbers(stays)
     print(f"MIMIC demo at {a.path}, definition {a.definition}")

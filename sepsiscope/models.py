@@ -1,52 +1,77 @@
-"""Load any saved model directory by its ``model.json`` kind, and score screens with it."""
+"""Every model kind in one registry, loaded by its ``model.json`` kind, imported only when used.
+
+``MODEL_CLASSES`` maps a ``model.json`` kind to ``"module:Class"``; the class is imported when a
+model of that kind is loaded, so scoring with a CPN never imports torch.
+
+Examples
+--------
+>>> model_class("gbdt").__name__
+'GBDTClassifier'
+>>> model_class("forest")
+Traceback (most recent call last):
+...
+ehr.artefacts.ModelFormatError: no model kind 'forest'; SepsisScope knows cpn, gbdt, imaging
+"""
 
 from __future__ import annotations
 
-import json
+import importlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ehr.schema import validate
+from ehr.artefacts import ModelFormatError, read_model_meta
 
-__all__ = ["load_model", "model_kind", "predict_table"]
+__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "load_model", "screen_to_explain"]
+
+#: ``model.json`` kind -> the class that reads it back (a :class:`ehr.estimator.SepsisEstimator`)
+MODEL_CLASSES: dict[str, str] = {
+    "cpn": "cpn.model:SepsisCPN",
+    "gbdt": "gbdt.model:GBDTClassifier",
+    "imaging": "imaging.estimator:CXRFindingClassifier",
+}
+
+
+def model_class(kind: str) -> type:
+    """The estimator class of a model kind (imported on first use)."""
+    if kind not in MODEL_CLASSES:
+        raise ModelFormatError(f"no model kind {kind!r}; SepsisScope knows {', '.join(MODEL_CLASSES)}")
+    module, name = MODEL_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def model_kind(path) -> str:
-    """The ``kind`` recorded in ``path/model.json`` (clear error when it is not a model directory)."""
-    meta = Path(path) / "model.json"
-    if not meta.exists():
-        raise FileNotFoundError(f"{path}: no model.json; not a SepsisScope model directory")
-    kind = json.loads(meta.read_text()).get("kind")
-    if kind is None:
-        raise ValueError(f"{meta}: no 'kind' field")
-    return kind
+    """The ``kind`` recorded in ``path/model.json`` (:class:`~ehr.artefacts.ModelFormatError` if none)."""
+    return read_model_meta(path)["kind"]
 
 
 def load_model(path):
-    """Load a CPN or GBDT model directory."""
-    kind = model_kind(path)
-    if kind == "cpn":
-        from cpn import SepsisCPN
-
-        return SepsisCPN.load(path)
-    if kind == "gbdt":
-        from gbdt import GBDTClassifier
-
-        return GBDTClassifier.load(path)
-    raise ValueError(f"{path}: model kind {kind!r} cannot score screens (expected 'cpn' or 'gbdt')")
+    """Load any saved model directory by its kind; kind, format version and files are checked."""
+    return model_class(model_kind(path)).load(Path(path))
 
 
-def predict_table(model, screens: pd.DataFrame, *, name: str, split: str | None = None,
-                  fold: int | None = None) -> pd.DataFrame:
-    """A ``predictions`` table of ``model`` on ``screens``."""
-    risk = model.predict_proba(screens)[:, 1]
-    out = pd.DataFrame({
-        "stay_id": screens["stay_id"].to_numpy(dtype="int64"),
-        "screen_time": screens["screen_time"].to_numpy(),
-        "model": name,
-        "risk": risk,
-        "fold": pd.array([fold] * len(screens), dtype="Int64"),
-        "split": pd.Series([split] * len(screens), dtype="object"),
-    })
-    return validate(out, "predictions")
+def screen_to_explain(model, screens: pd.DataFrame, stay_id, at=None) -> pd.DataFrame:
+    """The one screen of ``stay_id`` to explain, as a one-row table.
+
+    ``at`` (a time) picks the stay's last screen at or before it; without ``at``, the screen the
+    model gives the highest risk. Raises :class:`~ehr.schema.SchemaError` when ``screens`` lack a
+    column the model needs, and ``ValueError`` naming the stay when it has no such screen.
+
+    >>> from gbdt._demo import demo_screens
+    >>> from gbdt.model import GBDTClassifier
+    >>> s = demo_screens(n_stays=30, seed=0)
+    >>> m = GBDTClassifier(n_estimators=5, early_stopping_rounds=None).fit(s)
+    >>> screen_to_explain(m, s, 1, at=s["screen_time"].iloc[2]).index.tolist()
+    [2]
+    """
+    model.check_screens(screens)
+    stay = screens[screens["stay_id"] == stay_id]
+    if stay.empty:
+        raise ValueError(f"stay {stay_id} is not in the screens")
+    if at is not None:
+        stay = stay[stay["screen_time"] <= pd.Timestamp(at)]
+        if stay.empty:
+            raise ValueError(f"stay {stay_id} has no screen at or before {at}")
+        return stay.iloc[[-1]]
+    return stay.iloc[[int(np.argmax(model.predict_proba(stay)[:, 1]))]]

@@ -1,8 +1,13 @@
 """The main job: source -> screens -> patient split -> CPN, GBDT, NEWS2 -> evaluation -> report.
 
+The models come from :data:`PIPELINE_MODELS` (a ``--models`` name -> its kind and the
+:class:`RunConfig` fields it takes); the job fits, saves, scores and explains each one through
+the :class:`ehr.estimator.SepsisEstimator` interface and never asks which kind it is.
+
 Run directory layout (what :func:`evaluation.report.write_report` reads):
 
-``run.json``             resolved config, seeds, versions, git commit, input hashes, timings
+``run.json``             resolved config, seeds, versions, git commit, input hashes, timings;
+                         written once, after every table and model, with ``"complete": true``
 ``stays.parquet``        the stays table (+ ``split``)
 ``screens.parquet``      label columns of the screens: stay_id, screen_time, hours_since_admit,
                          new_data, onset_in_h, label, split (+ sepsis_label for PhysioNet)
@@ -17,19 +22,20 @@ Run directory layout (what :func:`evaluation.report.write_report` reads):
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from ehr.estimator import Labels
 from ehr.screens import build_screens
-from sepsiscope.splits import split_patients
+from ehr.splits import split_patients
+from sepsiscope.progress import step
 
-__all__ = ["RunConfig", "load_source", "run_main_job"]
+__all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job"]
 
 log = logging.getLogger(__name__)
 
@@ -73,59 +79,80 @@ def load_source(cfg: RunConfig):
     if cfg.source == "physionet":
         from ehr.sources.physionet import read_physionet
 
-        events, stays, report = read_physionet(cfg.path)
-        return events, stays, None, {"source": "physionet2019", "ingest": report.to_dict()["counts"]}
+        c = read_physionet(cfg.path)
+        return c.events, c.stays, None, {"source": "physionet2019", "ingest": c.report.to_dict()["counts"]}
     if cfg.source == "mimic":
         from ehr.sources.mimic import read_mimic
 
-        out = read_mimic(cfg.path, definition=cfg.definition)
-        events, stays, report = out[0], out[1], out[-1]
-        info = {"source": "mimic", "definition": cfg.definition}
-        try:
-            from ehr.labels import definition_params
-
-            info["definition_params"] = definition_params(cfg.definition)
-        except ImportError:  # pragma: no cover
-            pass
-        if hasattr(report, "to_dict"):
-            info["ingest"] = report.to_dict().get("counts")
-        return events, stays, None, info
+        c = read_mimic(cfg.path, definition=cfg.definition)
+        info = {"source": "mimic", "definition": cfg.definition, "definition_params": c.report.definition,
+                "ingest": c.report.to_dict()["counts"]}
+        return c.events, c.stays, None, info
     raise ValueError(f"unknown source {cfg.source!r}; expected synthetic, physionet or mimic")
 
 
-class _Timer:
-    def __init__(self, cfg, progress):
-        self.cfg, self.progress = cfg, progress
+def _no_fit_params(train: pd.DataFrame) -> dict:
+    return {}
 
-    def __call__(self, label):
-        from sepsiscope.progress import step
 
-        timer = self
+def _no_run_info(model) -> dict:
+    return {}
 
-        class _Ctx:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-                self.inner = step(label, timer.progress)
-                self.inner.__enter__()
 
-            def __exit__(self, *exc):
-                self.inner.__exit__(*exc)
-                timer.cfg.timings[label] = round(time.perf_counter() - self.t0, 2)
-                return False
+@dataclass(frozen=True)
+class PipelineModel:
+    """How the main job makes one model: its kind (``sepsiscope.models.MODEL_CLASSES``), the
+    ``__init__`` arguments it takes from the :class:`RunConfig`, extra ``fit`` keywords drawn from
+    the training screens, and fitted values worth recording in ``run.json``."""
 
-        return _Ctx()
+    kind: str
+    params: Callable[[RunConfig], dict]
+    fit_params: Callable[[pd.DataFrame], dict] = _no_fit_params
+    run_info: Callable[[object], dict] = _no_run_info
+
+
+def _cpn_params(cfg: RunConfig) -> dict:
+    network = cfg.cpn_network if cfg.cpn_network != "auto" else (
+        "full" if cfg.source == "synthetic" else "physionet")
+    return {"network": network, "max_rows": cfg.cpn_max_rows, "random_state": cfg.seed,
+            "half_lives": cfg.cpn_half_lives, "max_iter": cfg.cpn_max_iter}
+
+
+def _gbdt_params(cfg: RunConfig) -> dict:
+    return {"backend": cfg.gbdt_backend, "n_estimators": cfg.gbdt_n_estimators, "random_state": cfg.seed,
+            "n_jobs": 2}
+
+
+#: ``--models`` name -> how the main job makes that model
+PIPELINE_MODELS: dict[str, PipelineModel] = {
+    "cpn": PipelineModel("cpn", _cpn_params, run_info=lambda m: {"cpn_half_lives_h": m.half_lives_}),
+    # early stopping holds out whole patients
+    "gbdt": PipelineModel("gbdt", _gbdt_params, fit_params=lambda train: {"groups": train["subject_id"]}),
+}
+
+
+def _make_models(cfg: RunConfig) -> dict:
+    """``--models`` name -> unfitted estimator, in the order of ``cfg.models``."""
+    from sepsiscope.models import model_class
+
+    unknown = [m for m in cfg.models if m not in PIPELINE_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}; the main job runs "
+                         f"{', '.join(PIPELINE_MODELS)} (NEWS2 always)")
+    return {name: model_class(PIPELINE_MODELS[name].kind)(**PIPELINE_MODELS[name].params(cfg))
+            for name in cfg.models}
 
 
 def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -> Path:
     """Run the whole study on one source and write the run directory (+ ``report.html``)."""
     from evaluation.news2 import news2_predictions
-    from sepsiscope.models import predict_table
     from sepsiscope.runinfo import write_run_json
 
     cfg = cfg or RunConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timed = _Timer(cfg, progress)
+    timed = partial(step, enabled=progress, timings=cfg.timings)
+    estimators = _make_models(cfg)
 
     with timed("load source"):
         events, stays, cxr, source_info = load_source(cfg)
@@ -141,31 +168,20 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     if parts["train"]["label"].nunique() < 2:
         raise ValueError("the training split has a single class; use more stays")
 
-    preds, models = [], {}
-    if "cpn" in cfg.models:
-        from cpn import SepsisCPN
-
-        network = cfg.cpn_network if cfg.cpn_network != "auto" else (
-            "full" if cfg.source == "synthetic" else "physionet")
-        with timed("train CPN"):
-            cpn = SepsisCPN(network=network, max_rows=cfg.cpn_max_rows, random_state=cfg.seed,
-                            half_lives=cfg.cpn_half_lives, max_iter=cfg.cpn_max_iter)
-            cpn.fit(parts["train"])
-        cpn.save(out / "models" / "cpn")
-        models["cpn"] = cpn
-    if "gbdt" in cfg.models:
-        from gbdt import GBDTClassifier
-
-        with timed("train GBDT"):
-            gb = GBDTClassifier(backend=cfg.gbdt_backend, n_estimators=cfg.gbdt_n_estimators,
-                                random_state=cfg.seed, n_jobs=2)
-            gb.fit(parts["train"], groups=parts["train"]["subject_id"])  # early stopping split by patient
-        gb.save(out / "models" / "gbdt")
-        models[cfg.gbdt_backend] = gb
+    models, fitted_info = {}, {}
+    labels = Labels.from_screens(parts["train"], horizon_h=cfg.horizon_h)
+    for name, model in estimators.items():
+        spec = PIPELINE_MODELS[name]
+        with timed(f"train {name.upper()}"):
+            model.fit(parts["train"], labels, **spec.fit_params(parts["train"]))
+        model.save(out / "models" / name)
+        models[model.model_name] = model
+        fitted_info.update(spec.run_info(model))
+    preds = []
     with timed("score dev and test"):
         for name, m in models.items():
             for s in ("dev", "test"):
-                preds.append(predict_table(m, parts[s], name=name, split=s))
+                preds.append(m.predictions(parts[s], name=name, split=s))
         for s in ("dev", "test"):
             p, _ = news2_predictions(events, stays, parts[s], split=s)
             preds.append(p)
@@ -174,7 +190,7 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     if cfg.source == "physionet":
         with timed("score every test row for the PhysioNet utility"):
             rows = all_rows[all_rows["split"] == "test"]
-            up = [predict_table(m, rows, name=name, split="test") for name, m in models.items()]
+            up = [m.predictions(rows, name=name, split="test") for name, m in models.items()]
             up.append(news2_predictions(events, stays, rows, split="test")[0])
             utility_tables = (pd.concat(up, ignore_index=True), rows)
     del all_rows
@@ -202,20 +218,18 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     extra = {"source_info": source_info, "results": ev.headline(),
              "n": {"stays": int(len(stays)), "screens": int(len(screens)),
                    "septic_stays": int(stays["sepsis"].sum()),
-                   **{f"screens_{k}": int(len(v)) for k, v in parts.items()}}}
-    if "cpn" in models:
-        extra["cpn_half_lives_h"] = models["cpn"].half_lives_
-    cfg_dict = asdict(cfg)
-    inputs = {"source": cfg.path} if cfg.path else None
-    write_run_json(out, cfg_dict, inputs=inputs, seeds={"split": cfg.seed, "cohort": cfg.seed,
-                                                      "models": cfg.seed, "bootstrap": cfg.seed}, extra=extra)
-    with timed("write report"):
+                   **{f"screens_{k}": int(len(v)) for k, v in parts.items()}},
+             **fitted_info, "complete": True}
+    # once, after every table and model: its "complete" marks a whole run. The report reads it
+    # (evaluation.report needs run.json), so it comes before the report, which is a view of the
+    # run that `sepsiscope report` can rewrite.
+    write_run_json(out, asdict(cfg), inputs={"source": cfg.path} if cfg.path else None,
+                   seeds={"split": cfg.seed, "cohort": cfg.seed, "models": cfg.seed, "bootstrap": cfg.seed},
+                   extra=extra)
+    with step("write report", progress):
         from evaluation.report import write_report
 
         write_report(out)
-    # run.json again so that it records the report's time too
-    write_run_json(out, asdict(cfg), inputs=inputs, seeds={"split": cfg.seed, "cohort": cfg.seed,
-                                                          "models": cfg.seed, "bootstrap": cfg.seed}, extra=extra)
     return out / "report.html"
 
 
@@ -229,12 +243,5 @@ def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFra
     if fired.empty:
         return None
     rows = fired.merge(test_screens, on=["stay_id", "screen_time"], how="inner")
-    parts = []
-    for name, m in models.items():
-        if name == "cpn":
-            parts.append(m.explain(rows, model_name="cpn"))
-        else:
-            from gbdt import explanations_table
-
-            parts.append(explanations_table(m, rows, model_name=name))
+    parts = [m.explain(rows, model_name=name) for name, m in models.items()]
     return pd.concat(parts, ignore_index=True) if parts else None

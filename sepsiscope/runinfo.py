@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["run_info", "write_run_json", "file_sha256"]
+from ehr.artefacts import atomic_file
+
+__all__ = ["run_info", "run_json_text", "write_run_json", "file_sha256"]
 
 _PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "pgmpy", "lightgbm", "xgboost",
              "torch", "torchvision", "pomegranate", "matplotlib", "sepsiscope")
@@ -68,12 +70,17 @@ def run_info(config: dict, inputs: dict | None = None, seeds: dict | None = None
     }
 
 
+def run_json_text(config: dict, inputs: dict | None = None, seeds: dict | None = None,
+                  extra: dict | None = None) -> str:
+    """The text of ``run.json`` (:func:`run_info` with ``extra`` fields added), e.g. to travel inside
+    a model directory's atomic write (``model.save(out, attachments={"run.json": ...})``)."""
+    return json.dumps(run_info(config, inputs, seeds) | (extra or {}), indent=1, default=str)
+
+
 def write_run_json(run_dir, config: dict, inputs: dict | None = None, seeds: dict | None = None,
                    extra: dict | None = None) -> Path:
-    """Write ``run_dir/run.json`` and return its path."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = run_info(config, inputs, seeds) | (extra or {})
-    path = run_dir / "run.json"
-    path.write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+    """Write ``run_dir/run.json`` (through a temporary name and a rename) and return its path."""
+    path = Path(run_dir) / "run.json"
+    with atomic_file(path) as tmp:
+        tmp.write_text(run_json_text(config, inputs, seeds, extra), encoding="utf-8")
     return path

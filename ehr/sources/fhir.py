@@ -27,8 +27,8 @@ Patients and Encounters unchanged); then what SepsisScope reads is checked once 
   first observation; age comes from ``Patient.birthDate`` and sex from ``gender``. FHIR
   Observations carry no sepsis outcome: ``sepsis`` is False and ``onset_time`` null.
 
-:func:`read_fhir` reads files (``.json`` Bundles or resources, ``.ndjson`` one per line) into
-events and stays and counts every problem in an :class:`~ehr.sources.report.IngestReport`;
+:func:`read_fhir` reads files (``.json`` Bundles or resources, ``.ndjson`` one per line) into a
+:class:`~ehr.cohort.Cohort` and counts every problem in its :class:`~ehr.sources.report.IngestReport`;
 :func:`parse_bundle` parses one Bundle for the scoring service, where any problem is an error.
 
 Examples
@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ehr.cohort import Cohort
 from ehr.concepts import load_concepts
 from ehr.sources.readings import Reading, ReadingError, readings_to_events, where
 from ehr.sources.report import IngestError, IngestReport
@@ -299,8 +300,8 @@ def _iter_documents(path: Path, report: IngestReport):
                 report.add(f.name, n, None, "not JSON", "rejected_row", str(exc))
 
 
-def read_fhir(path, *, now=None) -> tuple[pd.DataFrame, pd.DataFrame, IngestReport]:
-    """Read FHIR Bundles or NDJSON (a file or a directory) into ``events``, ``stays`` and a report.
+def read_fhir(path, *, now=None) -> Cohort:
+    """Read FHIR Bundles or NDJSON (a file or a directory) into a :class:`~ehr.cohort.Cohort` (with its report).
 
     Bad entries are counted in the report with file, line and field, and skipped; nothing valid is
     dropped. Raises :class:`IngestError` when no observation could be read.
@@ -320,7 +321,8 @@ def read_fhir(path, *, now=None) -> tuple[pd.DataFrame, pd.DataFrame, IngestRepo
     subjects = {k: stay_id_for(_patient_of(k, parsed)) for k in keys}
     events = readings_to_events(parsed.readings, stay_ids=stay_ids, subject_ids=subjects, strict=False,
                                 now=now, report=report)
-    return events, stays_table(parsed, stay_ids, subjects, events), report
+    return Cohort(events, stays_table(parsed, stay_ids, subjects, events),
+                  meta={"source": SOURCE, "path": str(path)}, report=report)
 
 
 def _patient_of(key: str, parsed: ParsedBundle) -> str:

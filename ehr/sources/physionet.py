@@ -25,8 +25,8 @@ value outside the plausible range -> repaired by the rules of :mod:`ehr.sources.
 
 Examples
 --------
->>> events, stays, report = read_physionet("../shared/data/physionet2019/training_setA.zip")  # doctest: +SKIP
->>> len(stays), int(stays.sepsis.sum())  # doctest: +SKIP
+>>> cohort = read_physionet("../shared/data/physionet2019/training_setA.zip")  # doctest: +SKIP
+>>> len(cohort.stays), int(cohort.stays.sepsis.sum())  # doctest: +SKIP
 (20336, 1790)
 """
 
@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ehr.cohort import Cohort
 from ehr.concepts import load_concepts, source_map
+from ehr.schema import validate
 from ehr.sources.plausibility import check_values
 from ehr.sources.report import IngestError, IngestReport
 
@@ -172,7 +174,7 @@ def _parse(bodies, file_of_row, row_in_file, names, report: IngestReport, errors
     return out, ~keep_row
 
 
-def read_physionet(path, *, errors: str = "report", progress: bool = False):
+def read_physionet(path, *, errors: str = "report") -> Cohort:
     """Read PhysioNet 2019 ``.psv`` files (a directory or the challenge zip).
 
     Parameters
@@ -180,11 +182,12 @@ def read_physionet(path, *, errors: str = "report", progress: bool = False):
     path : directory of ``.psv`` files (searched recursively) or a zip holding them
     errors : ``"report"`` (default) repairs or rejects bad input and counts it in the report;
         ``"raise"`` raises :class:`IngestError` at the first problem
-    progress : unused by the library (the CLI shows its own spinner); kept for a uniform signature
 
     Returns
     -------
-    events, stays, report : the ``events`` and ``stays`` contract tables and the ingest report
+    Cohort
+        ``events`` and ``stays`` (validated contract tables), ``report`` (the ingest report) and
+        ``meta`` (``source``, ``path``); no ``cxr``.
     """
     if errors not in ("report", "raise"):
         raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
@@ -283,7 +286,7 @@ def read_physionet(path, *, errors: str = "report", progress: bool = False):
         "subject_id": stay[first],
         "stay_id": stay[first],
         "source": SOURCE,
-        "admit_time": EPOCH,
+        "admit_time": np.full(int(first.sum()), EPOCH.to_datetime64(), dtype="datetime64[ns]"),
         "discharge_time": pd.to_datetime(t_ns[last]),
     })
     st["hospital_admit_time"] = EPOCH + pd.to_timedelta(x[first, col["HospAdmTime"]], unit="h")
@@ -307,4 +310,6 @@ def read_physionet(path, *, errors: str = "report", progress: bool = False):
     if dup.any():
         raise IngestError(f"{path}: stay id {int(st.stay_id[dup].iloc[0])} appears in more than one file")
     log.info("read %d stays, %d rows, %d events", len(st), len(x), len(events))
-    return events, st, report
+    validate(events, "events", source=str(path))
+    validate(st, "stays", source=str(path))
+    return Cohort(events, st, meta={"source": SOURCE, "path": str(path)}, report=report)

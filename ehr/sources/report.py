@@ -51,6 +51,10 @@ class IngestReport:
     values_read: int = 0
     counts: Counter = field(default_factory=Counter)
     examples: list[Problem] = field(default_factory=list)
+    #: seconds per step of the reader (MIMIC: one entry per table, ``labels`` and ``total``)
+    timings: dict = field(default_factory=dict)
+    #: parameters of the onset definition the reader labelled with (MIMIC), else None
+    definition: dict | None = None
 
     def add(self, file: str, row: int | None, field_name: str | None, problem: str, action: str,
             detail: str = "", n: int = 1) -> None:
@@ -81,7 +85,25 @@ class IngestReport:
             "values_read": self.values_read,
             "counts": [{"problem": p, "action": a, "n": v} for (p, a), v in sorted(self.counts.items())],
             "examples": [p.__dict__ | {"message": p.message()} for p in self.examples],
+            "timings": dict(self.timings),
+            "definition": self.definition,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IngestReport:
+        """The report back from :meth:`to_dict` (as read from ``ingest_report.json``).
+
+        >>> r = IngestReport(source="demo", files_read=2)
+        >>> r.add("p1.psv", 3, "Temp", "fahrenheit", "repaired")
+        >>> IngestReport.from_dict(r.to_dict()) == r
+        True
+        """
+        fields = Problem.__dataclass_fields__
+        return cls(source=d["source"], files_read=d.get("files_read", 0), rows_read=d.get("rows_read", 0),
+                   values_read=d.get("values_read", 0),
+                   counts=Counter({(c["problem"], c["action"]): c["n"] for c in d.get("counts", [])}),
+                   examples=[Problem(**{k: v for k, v in e.items() if k in fields}) for e in d.get("examples", [])],
+                   timings=dict(d.get("timings", {})), definition=d.get("definition"))
 
     def write_json(self, path) -> None:
         with open(path, "w", encoding="utf-8") as fh:

@@ -1,12 +1,12 @@
 """Synthetic linked cohort: the embedded default dataset (what ``make demo`` shows first).
 
-``generate_cohort(n_stays, seed)`` returns a :class:`Cohort` whose ``events``, ``stays`` and
-``cxr`` tables follow ``ehr/schema.py``: codes ``SYNTH/<concept>``, canonical units, the
-``concept`` column set, every value inside the plausible range of ``ehr/concepts.toml``.
-``Cohort.save(dir)`` writes ``events/stays/cxr/truth.parquet`` + ``cohort.json`` (n_stays, seed,
-version); :func:`load_cohort` reads them back. ``truth`` is the generator's latent per-stay
-timeline (infection source and times, comorbidities, SOFA rise) for tests and teaching; no model
-may read it. Same ``(n_stays, seed, start)`` -> identical tables; 5,000 stays take ~2 s
+``generate_cohort(n_stays, seed)`` returns an :class:`ehr.cohort.Cohort` whose ``events``,
+``stays`` and ``cxr`` tables follow ``ehr/schema.py``: codes ``SYNTH/<concept>``, canonical
+units, the ``concept`` column set, every value inside the plausible range of
+``ehr/concepts.toml``. ``Cohort.save(dir)`` writes them with ``truth.parquet`` and
+``cohort.json`` (n_stays, seed, version); ``Cohort.load(dir)`` reads them back. ``truth`` is the
+generator's latent per-stay timeline (infection source and times, comorbidities, SOFA rise) for
+tests and teaching; no model may read it. Same ``(n_stays, seed, start)`` -> identical tables; 5,000 stays take ~2 s
 (``benchmarks/synthetic_speed.py``).
 
 How a stay is made (``plan`` -> ``physiology`` -> ``sampling`` / ``cxr``)
@@ -84,6 +84,6 @@ SaO2, base excess, AST, ...) are not simulated; O2 therapy, GCS/ACVPU, CRP and a
 in the synthetic cohort.
 """
 
-from ehr.synthetic.cohort import GENERATOR_VERSION, Cohort, generate_cohort, load_cohort, synthetic_concepts
+from ehr.synthetic.cohort import GENERATOR_VERSION, generate_cohort, synthetic_concepts
 
-__all__ = ["Cohort", "generate_cohort", "load_cohort", "synthetic_concepts", "GENERATOR_VERSION"]
+__all__ = ["generate_cohort", "synthetic_concepts", "GENERATOR_VERSION"]

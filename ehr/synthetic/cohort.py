@@ -1,15 +1,13 @@
-"""The synthetic linked cohort: :func:`generate_cohort`, :class:`Cohort`, :func:`load_cohort`."""
+"""The synthetic linked cohort: :func:`generate_cohort` (an :class:`ehr.cohort.Cohort`)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ehr.cohort import Cohort
 from ehr.concepts import load_concepts
 from ehr.schema import CXR_FINDINGS, validate
 from ehr.synthetic.cxr import simulate_cxr
@@ -17,7 +15,7 @@ from ehr.synthetic.physiology import sofa, sofa_onset, trends
 from ehr.synthetic.plan import DEPARTMENTS, plan_stays
 from ehr.synthetic.sampling import make_grid, measure
 
-__all__ = ["Cohort", "generate_cohort", "load_cohort", "GENERATOR_VERSION", "synthetic_concepts"]
+__all__ = ["generate_cohort", "GENERATOR_VERSION", "synthetic_concepts"]
 
 log = logging.getLogger(__name__)
 
@@ -27,68 +25,11 @@ GENERATOR_VERSION = "1.0"
 _SUBJECT0, _STAY0, _STUDY0 = 100_000, 200_000, 500_000
 _SOURCES = np.array([None, "pneumonia", "urinary", "abdominal", "skin", "other"], dtype=object)
 _ACVPU = np.array(["A", "C", "V", "P", "U"], dtype=object)
-_TABLES = ("events", "stays", "cxr", "truth")
 
 
 def synthetic_concepts() -> list[str]:
     """Concepts the generator emits (those with a ``synthetic`` source code), dictionary order."""
     return [c.name for c in load_concepts().values() if "synthetic" in c.sources]
-
-
-@dataclass
-class Cohort:
-    """A linked cohort: ``events``, ``stays`` and ``cxr`` tables of the data contract.
-
-    ``truth`` holds the generator's latent per-stay timeline (infection source and times,
-    comorbidities, SOFA rise), which no model may read; ``meta`` says how it was made.
-    """
-
-    events: pd.DataFrame
-    stays: pd.DataFrame
-    cxr: pd.DataFrame
-    truth: pd.DataFrame | None = None
-    meta: dict = field(default_factory=dict)
-
-    def save(self, directory) -> Path:
-        """Write ``events/stays/cxr(/truth).parquet`` and ``cohort.json`` to ``directory``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name in _TABLES:
-            df = getattr(self, name)
-            if df is not None:
-                df.to_parquet(d / f"{name}.parquet", index=False)
-        (d / "cohort.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n",
-                                       encoding="utf-8")
-        return d
-
-
-def load_cohort(directory) -> Cohort:
-    """Read a cohort written by :meth:`Cohort.save`; tables are validated against the contract.
-
-    Raises ``FileNotFoundError`` naming the missing file.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     back = load_cohort(generate_cohort(20, seed=2).save(d))
-    >>> back.meta["n_stays"], len(back.stays)
-    (20, 20)
-    """
-    d = Path(directory)
-    need = [d / "cohort.json"] + [d / f"{t}.parquet" for t in ("events", "stays", "cxr")]
-    for p in need:
-        if not p.exists():
-            raise FileNotFoundError(f"synthetic cohort: '{p}' is missing (expected cohort.json, "
-                                    "events.parquet, stays.parquet, cxr.parquet from Cohort.save)")
-    meta = json.loads((d / "cohort.json").read_text(encoding="utf-8"))
-    tables = {}
-    for t in _TABLES:
-        p = d / f"{t}.parquet"
-        tables[t] = pd.read_parquet(p) if p.exists() else None
-        if t != "truth":
-            validate(tables[t], t, source=str(p))
-    return Cohort(tables["events"], tables["stays"], tables["cxr"], tables["truth"], meta)
 
 
 def _stamp(admit, hours):
@@ -116,6 +57,8 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
     Returns
     -------
     Cohort
+        ``events``, ``stays``, ``cxr`` and ``truth`` (validated) and ``meta`` (``source``,
+        generator, version, n_stays, seed, start); no ingest report.
 
     Examples
     --------
@@ -239,10 +182,11 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
         "diabetes": P["diabetes"].astype(bool),
         "surgical": P["surgical"].astype(bool),
     })
-    meta = {"generator": "ehr.synthetic", "version": GENERATOR_VERSION, "n_stays": n,
+    meta = {"source": "synthetic", "generator": "ehr.synthetic", "version": GENERATOR_VERSION, "n_stays": n,
             "seed": int(seed), "start": str(start_ts)}
     validate(events, "events")
     validate(stays, "stays")
     validate(cxr, "cxr")
+    validate(truth_df, "truth")
     return Cohort(events, stays, cxr, truth_df, meta)
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ehr.sofa import MAP_ONLY_CUTS, organ_score, score
+
 __all__ = ["trends", "sofa", "sofa_onset", "severinghaus", "o2_device", "acvpu_from_gcs"]
 
 
@@ -152,18 +154,14 @@ def trends(t, i, P, *, wander: bool = True) -> dict[str, np.ndarray]:
 def sofa(x: dict[str, np.ndarray]) -> np.ndarray:
     """SOFA-like total from a :func:`trends` dict (0-23).
 
-    Respiration (P/F 400/300/200/100), coagulation (platelets 150/100/50/20), liver (bilirubin
-    1.2/2/6/12), renal (creatinine 1.2/2/3.5/5), CNS (GCS 15/13/10/6) as in Vincent et al. 1996;
-    the cardiovascular score uses MAP only (< 70: 1, < 60: 2, < 50: 3) because the cohort has no
+    Respiration (P/F; every ratio counts as if ventilated), coagulation, liver, renal (creatinine)
+    and CNS (rounded GCS) with the cut-points of :mod:`ehr.sofa`; the cardiovascular score uses MAP
+    only (:data:`ehr.sofa.MAP_ONLY_CUTS`: < 70: 1, < 60: 2, < 50: 3) because the cohort has no
     vasopressor doses.
     """
-    resp = 4 - np.digitize(x["pf"], [100.0, 200.0, 300.0, 400.0])
-    coag = 4 - np.digitize(x["plt"], [20.0, 50.0, 100.0, 150.0])
-    liver = np.digitize(x["bili"], [1.2, 2.0, 6.0, 12.0])
-    renal = np.digitize(x["crea"], [1.2, 2.0, 3.5, 5.0])
-    cns = 4 - np.digitize(np.round(x["gcs"]), [6.0, 10.0, 13.0, 15.0])
-    circ = 3 - np.digitize(x["map"], [50.0, 60.0, 70.0])
-    return resp + coag + liver + renal + cns + circ
+    return (organ_score(x["pf"], "respiration") + organ_score(x["plt"], "coagulation")
+            + organ_score(x["bili"], "liver") + organ_score(x["crea"], "renal")
+            + organ_score(np.round(x["gcs"]), "cns") + score(x["map"], MAP_ONLY_CUTS, lower_is_worse=True))
 
 
 def sofa_onset(P, stays_idx=None, *, step_h: float = 0.25):

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from evaluation.calibration import join_labels
+from ehr.schema import require_columns
+from evaluation.tables import join_labels
 
 #: Blue for evidence that raises risk, red for evidence that lowers it (SepsisFinder's colours).
 RAISE_COLOR = "#1f5fbf"
@@ -55,8 +56,7 @@ def labelled_from_frames(predictions: pd.DataFrame, screens: pd.DataFrame, *, mo
     """``{model: (label, risk)}`` from contract ``predictions`` joined to the screens' ``label``."""
     pred = predictions
     if split is not None:
-        if "split" not in pred.columns:
-            raise ValueError(f"predictions: no 'split' column to select split {split!r}")
+        require_columns(pred, ["split"], table="predictions", purpose=f"to select split {split!r}")
         pred = pred[pred["split"] == split]
     present = list(dict.fromkeys(pred["model"].tolist()))
     if models is None:
@@ -85,8 +85,7 @@ def operating_point_table(operating_points, names) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     if isinstance(operating_points, pd.DataFrame):
         df = operating_points
-        if "model" not in df.columns or "threshold" not in df.columns:
-            raise ValueError("operating_points: a frame needs 'model' and 'threshold' columns")
+        require_columns(df, ["model", "threshold"], table="operating_points")
         lab = next((c for c in ("label", "operating_point", "name") if c in df.columns), None)
         out = pd.DataFrame({"model": df["model"].astype(str),
                             "label": df[lab].astype(str) if lab else df["threshold"].map(lambda t: f"{t:g}"),

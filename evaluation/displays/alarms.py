@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ehr.schema import require_columns
 from evaluation.displays._base import new_axes
 from evaluation.timeliness import alarm_lead_times
 
@@ -47,8 +48,7 @@ class TrueAlarmTimingDisplay:
 
         One curve per model, or per model and operating point (threshold) when a model has several.
         """
-        if "hours_before_onset" not in lead_times.columns or "model" not in lead_times.columns:
-            raise ValueError("lead_times: needs 'model' and 'hours_before_onset' columns")
+        require_columns(lead_times, ["model", "hours_before_onset"], table="lead_times")
         grid = np.arange(0.0, window_h + 1e-9, 1.0) if hours is None else np.asarray(hours, dtype="float64")
         frac, n, med = {}, {}, {}
         for name, v in _curves(lead_times):

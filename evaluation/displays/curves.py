@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from evaluation.calibration import brier_score, expected_calibration_error, reliability_curve
+from evaluation.metrics import average_precision, roc_auc, threshold_metrics
 from evaluation.displays._base import SHADE_COLOR, as_named, labelled_from_frames, new_axes, operating_point_table
 
 __all__ = ["RocDisplay", "PrDisplay", "ReliabilityDisplay", "DecisionCurveDisplay"]
@@ -20,24 +21,14 @@ __all__ = ["RocDisplay", "PrDisplay", "ReliabilityDisplay", "DecisionCurveDispla
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
-def _rates_at(y: np.ndarray, s: np.ndarray, thr: float) -> tuple[float, float, float]:
-    """(fpr, tpr, precision) of the rule ``score >= thr``."""
-    pos = s >= thr
-    tp = float(np.sum(pos & (y == 1)))
-    fp = float(np.sum(pos & (y == 0)))
-    n_pos, n_neg = float(np.sum(y == 1)), float(np.sum(y == 0))
-    return (fp / n_neg if n_neg else np.nan, tp / n_pos if n_pos else np.nan,
-            tp / (tp + fp) if tp + fp else np.nan)
-
-
 def _points(data, operating_points) -> pd.DataFrame:
     table = operating_point_table(operating_points, list(data))
-    vals = [_rates_at(*data[m], t) for m, t in zip(table["model"], table["threshold"])]
-    table["fpr"] = [v[0] for v in vals]
-    table["tpr"] = [v[1] for v in vals]
-    table["precision"] = [v[2] for v in vals]
-    table["specificity"] = 1 - table["fpr"]
-    return table
+    vals = [threshold_metrics(*data[m], t) for m, t in zip(table["model"], table["threshold"])]
+    table["specificity"] = [v["specificity"] for v in vals]
+    table["fpr"] = 1 - table["specificity"]
+    table["tpr"] = [v["sensitivity"] for v in vals]
+    table["precision"] = [v["precision"] for v in vals]
+    return table[["model", "label", "threshold", "fpr", "tpr", "precision", "specificity"]]
 
 
 class _CurveDisplay:
@@ -118,7 +109,7 @@ class RocDisplay(_CurveDisplay):
                 raise ValueError(f"model {m!r}: ROC needs both outcomes among its screens")
             # drop_intermediate=True keeps only the corners: same curve, far fewer points to draw
             fpr[m], tpr[m], _ = roc_curve(y, s, drop_intermediate=drop_intermediate)
-            auc[m] = float(roc_auc_score(y, s))
+            auc[m] = roc_auc(y, s)
         return cls(fpr=fpr, tpr=tpr, roc_auc=auc, operating_points=_points(data, operating_points),
                    min_specificity=min_specificity)
 
@@ -185,7 +176,7 @@ class PrDisplay(_CurveDisplay):
             if not np.any(y == 1):
                 raise ValueError(f"model {m!r}: PR curve needs at least one positive screen")
             prec[m], rec[m], _ = precision_recall_curve(y, s, drop_intermediate=drop_intermediate)
-            ap[m] = float(average_precision_score(y, s))
+            ap[m] = average_precision(y, s)
             prev[m] = float(np.mean(y))
         return cls(precision=prec, recall=rec, average_precision=ap, prevalence=prev,
                    operating_points=_points(data, operating_points), min_precision=min_precision)
@@ -209,7 +200,19 @@ class PrDisplay(_CurveDisplay):
         return self
 
 
-class ReliabilityDisplay(_CurveDisplay):
+class _ProbabilityCurveDisplay(_CurveDisplay):
+    """Curves that need probabilities: ``from_frames`` defaults to the models whose risks lie in [0, 1]."""
+
+    @classmethod
+    def from_frames(cls, predictions, screens, *, models=None, split=None, **kwargs):
+        if models is None:
+            pred = predictions if split is None else predictions[predictions["split"] == split]
+            r = pred.groupby("model", sort=False)["risk"].agg(["min", "max"])
+            models = list(r.index[(r["min"] >= 0) & (r["max"] <= 1)])
+        return super().from_frames(predictions, screens, models=models, split=split, **kwargs)
+
+
+class ReliabilityDisplay(_ProbabilityCurveDisplay):
     """Reliability diagram: observed fraction of positive screens against mean risk per bin.
 
     Only probabilities can be drawn; ``from_frames`` skips models whose risks leave [0, 1]
@@ -233,13 +236,6 @@ class ReliabilityDisplay(_CurveDisplay):
         self.n_bins = n_bins
         self.strategy = strategy
 
-    @classmethod
-    def from_frames(cls, predictions, screens, *, models=None, split=None, **kwargs):
-        if models is None:
-            pred = predictions if split is None else predictions[predictions["split"] == split]
-            r = pred.groupby("model", sort=False)["risk"].agg(["min", "max"])
-            models = list(r.index[(r["min"] >= 0) & (r["max"] <= 1)])
-        return super().from_frames(predictions, screens, models=models, split=split, **kwargs)
 
     @classmethod
     def _from_data(cls, data, *, n_bins=10, strategy="uniform"):
@@ -268,7 +264,7 @@ class ReliabilityDisplay(_CurveDisplay):
         return self
 
 
-class DecisionCurveDisplay(_CurveDisplay):
+class DecisionCurveDisplay(_ProbabilityCurveDisplay):
     """Decision curve: net benefit against threshold probability, with treat-all and treat-none.
 
     Net benefit of the rule ``risk >= p_t``: ``TP/N - FP/N * p_t / (1 - p_t)``; treat-all:
@@ -289,13 +285,6 @@ class DecisionCurveDisplay(_CurveDisplay):
         self.treat_all = treat_all
         self.treat_none = treat_none
 
-    @classmethod
-    def from_frames(cls, predictions, screens, *, models=None, split=None, **kwargs):
-        if models is None:
-            pred = predictions if split is None else predictions[predictions["split"] == split]
-            r = pred.groupby("model", sort=False)["risk"].agg(["min", "max"])
-            models = list(r.index[(r["min"] >= 0) & (r["max"] <= 1)])
-        return super().from_frames(predictions, screens, models=models, split=split, **kwargs)
 
     @classmethod
     def _from_data(cls, data, *, thresholds=None):

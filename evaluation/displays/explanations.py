@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ehr.schema import validate
 from evaluation.displays._base import LOWER_COLOR, RAISE_COLOR
 
 __all__ = ["BayesFactorDisplay"]
@@ -55,7 +56,8 @@ class BayesFactorDisplay:
     >>> T = pd.Timestamp("2020-01-01")
     >>> ex = pd.DataFrame({"stay_id": 1, "screen_time": T, "model": "cpn",
     ...                    "feature": ["crp", "hr", "alb", "total"], "value": [120.0, 95, 40, None],
-    ...                    "contribution": [0.8, 0.3, -0.5, 0.6]})
+    ...                    "state": None, "age_h": 1.0, "weight": 1.0,
+    ...                    "contribution": [0.8, 0.3, -0.5, 0.6], "baseline": [0.7, 0.2, -0.4, None]})
     >>> d = BayesFactorDisplay.from_explanations(ex, stay_id=1, screen_time=T)
     >>> d.features["cpn"].tolist(), d.contributions["cpn"].tolist(), d.totals["cpn"]
     (['crp', 'alb', 'hr'], [0.8, -0.5, 0.3], 0.6)
@@ -90,9 +92,7 @@ class BayesFactorDisplay:
         in_context : bool, default False
             Draw the CPN's in-context factor (``baseline`` column) instead of the item-alone factor.
         """
-        for col in ("stay_id", "screen_time", "model", "feature", "contribution"):
-            if col not in explanations.columns:
-                raise ValueError(f"explanations: missing column '{col}'")
+        validate(explanations, "explanations")
         screen_time = pd.Timestamp(screen_time)
         here = explanations[(explanations["stay_id"] == stay_id) & (explanations["screen_time"] == screen_time)]
         out = {k: {} for k in ("features", "contributions", "labels", "colors", "totals")}
@@ -102,8 +102,6 @@ class BayesFactorDisplay:
                 raise ValueError(f"explanations: no rows for model {m!r} at stay_id {stay_id}, "
                                  f"screen_time {screen_time}")
             column = "baseline" if (in_context and i == 0) else "contribution"
-            if column not in e.columns:
-                raise ValueError(f"explanations: missing column '{column}'")
             f, v, lab, tot = _bars(e, column, top_k)
             out["features"][m], out["contributions"][m], out["labels"][m], out["totals"][m] = f, v, lab, tot
             out["colors"][m] = np.where(v > 0, RAISE_COLOR, LOWER_COLOR)

@@ -52,12 +52,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ):
         """Fit the causal probabilistic network on a screens table."""
         from cpn import SepsisCPN
+        from sepsiscope.runinfo import run_json_text
 
         df = pd.read_parquet(screens)
         if progress:
             typer.echo(f"fitting CPN ({network}) on {len(df):,} screens ...")
         model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed).fit(df)
-        model.save(out)
+        run = run_json_text({"command": "train cpn", "params": model.get_params()}, inputs={"screens": screens},
+                            seeds={"model": seed}, extra={"complete": True})
+        model.save(out, attachments={"run.json": run})
         typer.echo(f"wrote {out} (EM log-likelihood {model.em_history_[-1]:.4f}, "
                    f"{len(model.em_history_)} iterations)")
         _print_half_lives(model)
@@ -71,6 +74,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ):
         """Print one alarm's Bayes-factor explanation, or the model's fitted half-lives."""
         from cpn import SepsisCPN
+        from ehr.schema import SchemaError
+        from sepsiscope.models import screen_to_explain
 
         m = SepsisCPN.load(model)
         if stay is None:
@@ -78,25 +83,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             return
         if screens is None:
             raise typer.BadParameter("--screens is needed to explain a stay")
-        df = pd.read_parquet(screens)
-        wanted = [v for v in m.features_ if m.info_.roles[v] in ("concept", "cxr")]
-        if not any(v in df.columns for v in wanted):
+        try:
+            row = screen_to_explain(m, pd.read_parquet(screens), stay, at)
+        except SchemaError as exc:
             # e.g. a run directory's screens.parquet, which keeps only keys, labels and covariates
-            raise typer.BadParameter(
-                f"{screens} has none of the model's measurement columns ({', '.join(wanted[:5])}, "
-                "...), so every screen would be explained by context alone; pass a full screens "
-                "table (`sepsiscope screens COHORT`), or read the run's explanations.parquet")
-        s = df[df["stay_id"] == stay]
-        if s.empty:
-            raise typer.BadParameter(f"stay {stay} is not in {screens}")
-        if at is not None:
-            t = pd.Timestamp(at)
-            s = s[s["screen_time"] <= t]
-            if s.empty:
-                raise typer.BadParameter(f"stay {stay} has no screen at or before {at}")
-            row = s.iloc[[-1]]
-        else:
-            row = s.iloc[[int(np.argmax(m.predict_proba(s)[:, 1]))]]
+            raise typer.BadParameter(f"{screens}: {exc}; pass a full screens table (`sepsiscope screens "
+                                     "COHORT`), or read the run's explanations.parquet") from None
+        except ValueError as exc:
+            raise typer.BadParameter(f"{screens}: {exc}") from None
         risk = m.predict_proba(row)[0, 1]
         typer.echo(f"stay {stay}  screen {row['screen_time'].iloc[0]}  "
                    f"P(sepsis within 48 h) = {risk:.3f}")

@@ -12,6 +12,32 @@ from sepsiscope.progress import console, step
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress.")
 
 
+def save_cohort(cohort, out: Path) -> None:
+    """``cohort.save(out)``; a directory it must not replace is a one-line error (exit code 2)."""
+    try:
+        cohort.save(out)
+    except FileExistsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def ingest_cohort(read, label: str, out: Path, progress: bool):
+    """Run a reader (``read()`` -> Cohort) under a spinner and save its cohort to ``out``.
+
+    Unreadable input (:class:`~ehr.sources.report.IngestError`) is a one-line error, exit code 2.
+    """
+    from ehr.sources.report import IngestError
+
+    try:
+        with step(label, progress):
+            cohort = read()
+    except IngestError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    save_cohort(cohort, out)
+    return cohort
+
+
 def simulate(
     out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
     n_stays: int = typer.Option(2000, "--n-stays", min=1, help="Number of stays."),
@@ -21,25 +47,26 @@ def simulate(
                                     "folder (e.g. ../shared/data/cxr/kermany_pediatric_224): a semi-synthetic cohort."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """Generate the synthetic linked cohort (events, stays, CXR studies)."""
+    """Generate the synthetic linked cohort (events, stays, CXR studies, ground truth)."""
+    from ehr.tables import write_table
     from ehr.synthetic import generate_cohort
-    from sepsiscope.cohort_io import write_cohort
     from sepsiscope.runinfo import write_run_json
 
     with step(f"simulating {n_stays} stays (seed {seed})", progress):
         cohort = generate_cohort(n_stays, seed=seed)
-    cxr = cohort.cxr
     if cxr_images is not None:
         from imaging.synthetic_images import sample_real_images
 
         with step(f"drawing real CXR images from {cxr_images}", progress):
-            cxr = sample_real_images(cxr, cxr_images, seed=seed)
-    elif render_images:
+            cohort.cxr = sample_real_images(cohort.cxr, cxr_images, seed=seed)
+    save_cohort(cohort, out)
+    if render_images and cxr_images is None:
         from imaging.synthetic_images import render_cohort_images
 
+        # the images live in the cohort directory, which save() has just replaced as a whole
         with step("rendering procedural CXR images", progress):
-            cxr = render_cohort_images(cxr, out, seed)
-    write_cohort(out, cohort.events, cohort.stays, cxr)
+            cohort.cxr = render_cohort_images(cohort.cxr, out, seed)
+        write_table(cohort.cxr, out / "cxr.parquet", "cxr")
     write_run_json(out, {"command": "simulate", "n_stays": n_stays, "render_images": render_images,
                          "cxr_images": str(cxr_images) if cxr_images else None}, seeds={"cohort": seed})
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
@@ -55,7 +82,6 @@ def ingest(
     progress: bool = _PROGRESS,
 ) -> None:
     """Read a real data source into the events/stays contract (+ an ingest report)."""
-    from sepsiscope.cohort_io import write_cohort
     from sepsiscope.runinfo import write_run_json
 
     if source == "mimic":
@@ -69,37 +95,30 @@ def ingest(
         from ehr.sources.physionet import read_physionet as reader
     else:
         raise typer.BadParameter(f"unknown source {source!r}; expected physionet, mimic or fhir")
-    from ehr.sources.report import IngestError
-
-    try:
-        with step(f"reading {path}", progress):
-            events, stays, report = reader(path)
-    except IngestError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    write_cohort(out, events, stays)
-    report.write_json(out / "ingest_report.json")
+    cohort = ingest_cohort(lambda: reader(path), f"reading {path}", out, progress)
     write_run_json(out, {"command": "ingest", "source": source}, inputs={"source": path})
-    console.print(report.summary())
-    console.print(f"{len(stays)} stays, {int(stays.sepsis.sum())} septic, {len(events):,} events -> {out}")
+    console.print(cohort.report.summary())
+    console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
+                  f"{len(cohort.events):,} events -> {out}")
 
 
 def screens(
-    cohort: Path = typer.Argument(..., help="Cohort directory (events.parquet, stays.parquet[, cxr.parquet])."),
+    cohort: Path = typer.Argument(..., help="Cohort directory (written by simulate or ingest)."),
     out: Path = typer.Option(None, "--out", help="Screens parquet (default COHORT/screens.parquet)."),
     horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon in hours."),
     until_onset: bool = typer.Option(True, "--until-onset/--all-hours", help="Stop screening at onset."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Build the hourly screens table (last value carried forward, ages, labels)."""
+    from ehr.cohort import Cohort
+    from ehr.tables import write_table
     from ehr.screens import build_screens
-    from sepsiscope.cohort_io import read_cohort
 
-    events, stays, cxr = read_cohort(cohort)
+    data = Cohort.load(cohort)
     with step("building hourly screens", progress):
-        table = build_screens(events, stays, cxr, horizon_h=horizon_h, until_onset=until_onset)
+        table = build_screens(data.events, data.stays, data.cxr, horizon_h=horizon_h, until_onset=until_onset)
     out = out or Path(cohort) / "screens.parquet"
-    table.to_parquet(out, index=False)
+    write_table(table, out, "screens")
     rep = table.attrs.get("build_report", {})
     console.print(json.dumps(rep))
     console.print(f"{len(table):,} screens of {table.stay_id.nunique()} stays, "

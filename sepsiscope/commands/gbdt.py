@@ -10,9 +10,9 @@ _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress."
 
 
 def train_gbdt(
-    screens: Path = typer.Option(..., "--screens", help="Screens parquet (with the 'label' column)."),
-    out: Path = typer.Option(..., "--out",
-                             help="Run directory: model.json + booster, grid_results.csv, run.json."),
+    screens: Path = typer.Option(..., "--screens", help="Screens parquet (with the 'onset_in_h' column)."),
+    out: Path = typer.Option(..., "--out", help="Model directory: model.json + booster, grid_results.csv, "
+                             "run.json (written at once)."),
     backend: str = typer.Option("lightgbm", "--backend", help="lightgbm | xgboost"),
     trend: bool = typer.Option(False, "--trend/--no-trend", help="Add trend features (best effort mode)."),
     grid: str = typer.Option("default", "--grid", help="default | full | none (fit the defaults, no search)"),
@@ -20,15 +20,19 @@ def train_gbdt(
     n_jobs: int = typer.Option(1, "--n-jobs", min=1, help="Threads per fit."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (XGBoost only)"),
     seed: int = typer.Option(0, "--seed", help="Seed for folds and boosting."),
+    horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon: onset within this many hours."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Train the gradient-boosting comparator on a screens table."""
+    import numpy as np
     import pandas as pd
 
+    from ehr.estimator import Labels
     from ehr.schema import SchemaError
-    from gbdt import GBDTClassifier, best_params, grid_search, write_grid_results
+    from gbdt import GBDTClassifier, best_params, grid_search
+    from gbdt.search import GRID_RESULTS_FILE
     from sepsiscope.progress import console, step
-    from sepsiscope.runinfo import write_run_json
+    from sepsiscope.runinfo import run_json_text
 
     if grid not in ("default", "full", "none"):
         raise typer.BadParameter(f"--grid must be default, full or none, got {grid!r}")
@@ -36,29 +40,35 @@ def train_gbdt(
         raise typer.BadParameter(f"{screens}: file not found", param_hint="--screens")
     table = pd.read_parquet(screens)
     base = GBDTClassifier(backend, trend=trend, n_jobs=n_jobs, device=device, random_state=seed)
+    attachments: dict = {}
     try:
+        labels = Labels.from_screens(table, horizon_h)
+        if "label" in table.columns and not np.array_equal(table["label"].to_numpy(), labels.y):
+            raise ValueError(f"column 'label' does not match onset within {horizon_h:g} h; pass the "
+                             "--horizon-h the screens were built with")
         params: dict = {}
         if grid != "none":
             with step(f"grid search ({grid}, {folds}-fold patient-grouped CV, {backend})", progress):
-                results = grid_search(table, param_grid=grid, n_splits=folds, estimator=base,
+                results = grid_search(table, labels, param_grid=grid, n_splits=folds, estimator=base,
                                       random_state=seed, progress=progress)
-            write_grid_results(results, out)
+            attachments[GRID_RESULTS_FILE] = results.to_csv(index=False)
             params = best_params(results)
             # the iteration count was chosen by CV: train exactly that many rounds on all data
             params["early_stopping_rounds"] = None
             console.print(f"best: {params} (mean AUROC {results['mean_auroc'].iloc[0]:.4f})")
         model = base.set_params(**params)
         with step(f"fitting {backend} on {len(table):,} screens", progress):
-            model.fit(table)
+            model.fit(table, labels)
     except (SchemaError, ValueError) as exc:
         console.print(f"[red]error:[/] {screens}: {exc}")
         raise typer.Exit(2) from exc
-    model.save(out)
-    write_run_json(out, {"command": "train gbdt", "backend": backend, "trend": trend, "grid": grid,
-                         "folds": folds, "params": model.get_params()},
-                   inputs={"screens": screens}, seeds={"folds": seed, "boosting": seed},
-                   extra={"fitted": {"n_estimators": model.n_estimators_, "device": model.device_,
-                                     "n_features": len(model.feature_names_)}})
+    attachments["run.json"] = run_json_text(
+        {"command": "train gbdt", "backend": backend, "trend": trend, "grid": grid, "folds": folds,
+         "horizon_h": horizon_h, "params": model.get_params()},
+        inputs={"screens": screens}, seeds={"folds": seed, "boosting": seed},
+        extra={"fitted": {"n_estimators": model.n_estimators_, "device": model.device_,
+                          "n_features": len(model.feature_names_)}, "complete": True})
+    model.save(out, attachments=attachments)
     console.print(f"{backend}: {model.n_estimators_} trees on {len(model.feature_names_)} features -> {out}")
 
 

@@ -31,46 +31,39 @@ def _train_imaging(
     """Train a CXR finding model on labelled images and save it with validation metrics."""
     import torch
 
-    from imaging.datasets import group_split, read_image_folder, read_npz
-    from imaging.models import CXRFindingModel
-    from imaging.train import FindingTrainer
+    from imaging.estimator import CXRFindingClassifier, training_sets
+    from sepsiscope.runinfo import run_json_text
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     names = tuple(f.strip() for f in findings.split(",") if f.strip()) or None
+    model = CXRFindingClassifier(arch=arch, findings=names, image_size=image_size, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, patience=patience,
+                                 max_steps_per_epoch=max_steps or None, validation_fraction=val_fraction,
+                                 random_state=seed)
     t0 = time.perf_counter()
-    if data.suffix == ".npz":
-        train_set = read_npz(data, split="train", image_size=image_size, findings=names)
-        try:
-            val_set = read_npz(data, split="val", image_size=image_size, findings=names)
-        except KeyError:
-            tr, va = group_split(train_set.groups, val_fraction, random_state=seed)
-            train_set, val_set = train_set.subset(tr), train_set.subset(va)
-    else:
-        full = read_image_folder(data, image_size, findings=names, split=split or None,
-                                 limit=limit or None, progress=progress)
-        tr, va = group_split(full.groups, val_fraction, random_state=seed)
-        train_set, val_set = full.subset(tr), full.subset(va)
+    train_set, val_set = training_sets(data, image_size=image_size, findings=names, split=split or None,
+                                       limit=limit or None, model=model, progress=progress)
     load_s = time.perf_counter() - t0
     typer.echo(f"{len(train_set)} training / {len(val_set)} validation images "
                f"(findings {', '.join(train_set.findings)}; loaded in {load_s:.0f} s)")
-    model = CXRFindingModel(arch=arch, findings=train_set.findings, image_size=image_size)
-    trainer = FindingTrainer(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                             max_steps_per_epoch=max_steps or None, checkpoint_dir=out, resume=resume,
-                             progress=progress, random_state=seed)
-    trainer.fit(model, train_set, val_set)
-    model.save(out, extra={"data": str(data), "seed": seed, "val_fraction": val_fraction,
-                           "train_seconds": time.perf_counter() - t0 - load_s})
-    for h in trainer.history_:
+    model.fit(train_set, validation=val_set, checkpoint_dir=out, resume=resume, progress=progress)
+    # the checkpoint (resume point) travels with the model: the directory is replaced as a whole
+    checkpoint = out / "checkpoint.pt"
+    run = run_json_text({"command": "train imaging", "data": str(data), "split": split, "limit": limit,
+                         "params": model.get_params()}, seeds={"model": seed}, extra={
+                            "timings": {"load_s": load_s, "train_s": time.perf_counter() - t0 - load_s},
+                            "complete": True})
+    model.save(out, attachments={"run.json": run, **({checkpoint.name: checkpoint} if checkpoint.is_file() else {})})
+    for h in model.history_:
         typer.echo(f"epoch {h['epoch']}: loss {h['train_loss']:.4f}  val AUROC {h['val_auroc']:.4f}  "
                    f"{h['images_per_s']:.0f} img/s")
-    for f in model.findings:
-        m = trainer.val_metrics_[f]
+    temperatures = model.network_.temperatures
+    for i, f in enumerate(model.findings_):
+        m = model.val_metrics_[f]
         typer.echo(f"{f}: AUROC {m['auroc']:.3f}  accuracy {m['accuracy']:.3f}  sensitivity {m['sensitivity']:.3f}  "
-                   f"specificity {m['specificity']:.3f}  (n={m['n']}, "
-                   f"T={float(model.temperatures[model.findings.index(f)]):.2f})")
-    typer.echo(f"saved {out} (best epoch {trainer.best_epoch_})")
+                   f"specificity {m['specificity']:.3f}  (n={m['n']}, T={float(temperatures[i]):.2f})")
+    typer.echo(f"saved {out} (best epoch {model.best_epoch_})")
 
 
 def _explain_image(
@@ -80,10 +73,10 @@ def _explain_image(
     out: Path = typer.Option(..., "--out", help="PNG overlay to write."),
 ) -> None:
     """Save a Grad-CAM overlay PNG for one finding on one image, and print the probabilities."""
+    from imaging.estimator import CXRFindingClassifier
     from imaging.gradcam import save_grad_cam
-    from imaging.models import CXRFindingModel
 
-    model = CXRFindingModel.load(model_dir)
+    model = CXRFindingClassifier.load(model_dir).network_
     save_grad_cam(model, image, finding, out)
     probs = model.predict_findings([image]).iloc[0].to_dict()
     typer.echo(json.dumps({"image": str(image), "probabilities": probs, "overlay": str(out)}))
@@ -132,17 +125,17 @@ def _score_cxr(
     import pandas as pd
 
     from ehr.schema import validate
-    from imaging.models import CXRFindingModel
+    from imaging.estimator import CXRFindingClassifier
     from imaging.scoring import score_cxr_table
 
     path = cohort / "cxr.parquet"
     cxr = validate(pd.read_parquet(path), "cxr", source=str(path))
-    model = CXRFindingModel.load(model_dir)
+    model = CXRFindingClassifier.load(model_dir)
     mapping = dict(pair.split("=", 1) for pair in finding_map.split(",") if pair.strip())
     out = score_cxr_table(model, cxr, cohort, finding_map=mapping, batch_size=batch_size)
     out.to_parquet(path, index=False)
     typer.echo(f"scored {int(out['image_path'].notna().sum())} of {len(out)} studies "
-               f"({', '.join('cxr_' + mapping.get(f, f) for f in model.findings)}) -> {path}")
+               f"({', '.join('cxr_' + mapping.get(f, f) for f in model.findings_)}) -> {path}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -16,15 +16,14 @@ __all__ = ["ingest_mimic_cli", "register"]
 def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = True) -> Path:
     """Read a MIMIC-III/IV copy, label it, and write a cohort directory.
 
-    Writes ``events.parquet``, ``stays.parquet``, ``ingest_report.json`` and ``run.json`` (the
-    onset definition and its parameters under ``config.definition_params``). Exits with code 2 and
-    a one-line error on unreadable input.
+    Writes the cohort directory (``Cohort.save``: events, stays, ``ingest_report.json``,
+    ``cohort.json``) and ``run.json`` (the onset definition and its parameters under
+    ``config.definition_params``). Exits with code 2 and a one-line error on unreadable input.
     """
     from ehr.labels import definition_params
     from ehr.sources.mimic import read_mimic
-    from ehr.sources.report import IngestError
-    from sepsiscope.cohort_io import write_cohort
-    from sepsiscope.progress import console, step
+    from sepsiscope.commands.data import ingest_cohort
+    from sepsiscope.progress import console
     from sepsiscope.runinfo import write_run_json
 
     path, out = Path(path), Path(out)
@@ -32,14 +31,9 @@ def ingest_mimic_cli(path, out, definition: str = "sepsis3", progress: bool = Tr
         params = definition_params(definition)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--definition") from exc
-    try:
-        with step(f"reading and labelling MIMIC at {path} ({definition})", progress):
-            events, stays, report = read_mimic(path, definition=definition, progress=False)
-    except IngestError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    write_cohort(out, events, stays)
-    report.write_json(out / "ingest_report.json")
+    cohort = ingest_cohort(lambda: read_mimic(path, definition=definition),
+                           f"reading and labelling MIMIC at {path} ({definition})", out, progress)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     write_run_json(out, {"command": "ingest", "source": "mimic", "mimic_source": str(stays["source"].iloc[0])
                          if len(stays) else None, "definition": definition, "definition_params": params},
                    inputs={"source": path}, extra={"timings_s": report.timings})

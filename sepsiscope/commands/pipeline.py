@@ -25,20 +25,25 @@ def run(
 
     Synthetic linked cohort by default; --physionet or --mimic for real data.
     """
-    from sepsiscope.pipeline import RunConfig, run_main_job
+    from sepsiscope.pipeline import PIPELINE_MODELS, RunConfig, run_main_job
 
     if physionet and mimic:
         raise typer.BadParameter("give at most one of --physionet and --mimic")
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    unknown = [m for m in names if m not in PIPELINE_MODELS]
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from "
+                                 f"{', '.join(PIPELINE_MODELS)}", param_hint="--models")
     source, path = ("physionet", physionet) if physionet else ("mimic", mimic) if mimic else ("synthetic", None)
     cfg = RunConfig(source=source, path=str(path) if path else None, n_stays=n_stays, seed=seed, n_boot=n_boot,
                     gbdt_backend=gbdt_backend, definition=definition,
-                    models=tuple(m.strip() for m in models.split(",") if m.strip()))
+                    models=names)
     report = run_main_job(out, cfg, progress=progress)
     console.print(f"[bold green]report:[/] {report.resolve()}")
 
 
 def predict(
-    model_dir: Path = typer.Argument(..., help="A saved model directory (cpn or gbdt)."),
+    model_dir: Path = typer.Argument(..., help="A saved model directory (cpn or gbdt: any model that scores screens)."),
     screens: Path = typer.Option(..., "--screens", help="Screens parquet."),
     out: Path = typer.Option(Path("predictions.parquet"), "--out", help="Predictions parquet to write."),
     name: str = typer.Option(None, "--name", help="Model name in the predictions (default: its kind/backend)."),
@@ -47,13 +52,12 @@ def predict(
     """Score a screens table with a saved model; writes the ``predictions`` table."""
     import pandas as pd
 
-    from sepsiscope.models import load_model, model_kind, predict_table
+    from sepsiscope.models import load_model
 
-    kind = model_kind(model_dir)
     model = load_model(model_dir)
     table = pd.read_parquet(screens)
-    with step(f"scoring {len(table):,} screens with {kind}", progress):
-        pred = predict_table(model, table, name=name or getattr(model, "backend", kind))
+    with step(f"scoring {len(table):,} screens with {model.kind}", progress):
+        pred = model.predictions(table, name=name)
     pred.to_parquet(out, index=False)
     console.print(f"{len(pred):,} predictions -> {out}")
 

@@ -39,10 +39,10 @@ _CXR_COLUMNS = [f"cxr_{f}" for f in CXR_FINDINGS] + ["cxr_age_h"]
 class ServedModel:
     """A loaded model with the name, kind and version a server reports.
 
-    ``pad`` lists CXR columns the model needs but a posted stay cannot carry (FHIR Observations
-    bring no images): they are added empty, which a GBDT reads as missing. A model that does not
-    list them (the CPN) gets no CXR columns at all, so its CXR leaves and ``xray_taken_24h`` carry
-    no evidence rather than "no film".
+    ``pad`` lists the CXR columns the model reads (``required_columns``) that a posted stay cannot
+    carry, since FHIR Observations bring no images: they are added empty. A GBDT reads them as
+    missing; a CPN reads its CXR findings as missing too, but its ``xray_taken_24h`` leaf as
+    "no film in 24 h", which the score answer says in ``notes``.
     """
 
     name: str
@@ -64,20 +64,7 @@ class ServedModel:
 
     def explain(self, screens: pd.DataFrame) -> pd.DataFrame:
         """The model's explanations table for ``screens``."""
-        screens = self._inputs(screens)
-        if hasattr(self.model, "explain"):
-            return self.model.explain(screens)
-        # GBDTClassifier gains explain() with the model-interface refactor (#12); until then
-        from gbdt import explanations_table
-
-        return explanations_table(self.model, screens, model_name=self.name)
-
-
-def _input_columns(model) -> list:
-    cols = getattr(model, "required_columns", None)
-    if cols is None:
-        cols = getattr(model, "feature_names_", None) or []
-    return list(cols)
+        return self.model.explain(self._inputs(screens), model_name=self.name)
 
 
 def load_served(directory) -> ServedModel:
@@ -85,14 +72,12 @@ def load_served(directory) -> ServedModel:
     from sepsiscope.models import load_model
 
     directory = Path(directory)
-    raw = (directory / "model.json").read_bytes() if (directory / "model.json").exists() else b""
     model = load_model(directory)
-    meta = json.loads(raw)
-    kind = meta["kind"]
-    name = getattr(model, "model_name", None) or getattr(model, "backend", None) or kind
-    version = f"{kind}/v{meta.get('format_version', meta.get('version', 1))}/{hashlib.sha256(raw).hexdigest()[:12]}"
-    pad = tuple(c for c in _input_columns(model) if c in _CXR_COLUMNS)
-    return ServedModel(name=str(name), kind=kind, version=version, directory=directory, model=model, pad=pad)
+    digest = hashlib.sha256((directory / "model.json").read_bytes()).hexdigest()[:12]
+    version = f"{model.kind}/v{model.format_version}/{digest}"
+    pad = tuple(c for c in model.required_columns if c in _CXR_COLUMNS)
+    return ServedModel(name=model.model_name, kind=model.kind, version=version, directory=directory, model=model,
+                       pad=pad)
 
 
 def alarm_flags(hours, risk, new_data, *, threshold: float, silencing_h: float):

@@ -69,7 +69,8 @@ class ScoreResponse(BaseModel):
     alarm: Alarm
     explanation: Explanation
     risk_assessment: dict = Field(description="FHIR R4 RiskAssessment")
-    skipped: list[dict]
+    skipped: list[dict] = Field(description="entries not read (another resource type, status entered-in-error, ...)")
+    notes: list[str] = Field(description="what the answer assumed, e.g. inputs that cannot be posted")
 
 
 class TraceResponse(BaseModel):

@@ -59,6 +59,8 @@ class Scorer:
 
     def __init__(self, engine: Engine, posted: PostedStays, cache: ParseCache | None = None):
         self.engine, self.posted, self.cache = engine, posted, cache or ParseCache()
+        self.notes = [f"{engine.primary.name} reads chest X-ray findings, which cannot be posted: they count as "
+                      "missing (a CPN's 'X-ray taken in 24 h' reads no)"] if engine.primary.pad else []
 
     def __call__(self, requests: list) -> list:
         out: list = [None] * len(requests)
@@ -106,4 +108,5 @@ class Scorer:
                 version=engine.primary.version, threshold=engine.threshold,
                 operating_point=engine.operating_point, fired=fired),
             "skipped": parsed.skipped,
+            "notes": self.notes,
         }

@@ -44,13 +44,14 @@ class _LRU(OrderedDict):
 
 
 class CohortStays:
-    """A cohort directory (``events.parquet``, ``stays.parquet``, optional ``cxr.parquet``) served by stay."""
+    """A cohort directory (:meth:`ehr.cohort.Cohort.save`) served by stay."""
 
     def __init__(self, directory, *, cache_size: int = 256):
-        from sepsiscope.cohort_io import read_cohort
+        from ehr.cohort import Cohort
 
         self.directory = Path(directory)
-        events, stays, cxr = read_cohort(self.directory)
+        cohort = Cohort.load(self.directory)
+        events, stays, cxr = cohort.events, cohort.stays, cohort.cxr
         events = events.sort_values(["stay_id", "time"], kind="stable").reset_index(drop=True)
         self._ev_ids = events["stay_id"].to_numpy(dtype=np.int64)
         self.events = events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -22,6 +24,11 @@ def trained(tmp_path_factory, sampled_screens):
 def test_train_and_explain(trained, sampled_screens):
     path, model, res = trained
     assert res.exit_code == 0, res.output
+    # run.json travels inside the model directory (one atomic write), listed with its sha256
+    meta = json.loads((model / "model.json").read_text())
+    run = json.loads((model / "run.json").read_text())
+    assert "run.json" in meta["files"] and run["complete"] and run["config"]["params"]["max_iter"] == 3
+    assert run["inputs"]["screens"]["sha256"]
     runner = CliRunner()
     res = runner.invoke(app, ["explain", "--model", str(model)])
     assert res.exit_code == 0, res.output
@@ -42,4 +49,4 @@ def test_explain_refuses_screens_without_measurements(trained, tmp_path, sampled
         .to_parquet(keys)
     stay = int(sampled_screens.stay_id.iloc[0])
     res = CliRunner().invoke(app, ["explain", str(stay), "--model", str(model), "--screens", str(keys)])
-    assert res.exit_code != 0 and "measurement columns" in res.output
+    assert res.exit_code != 0 and "missing column(s)" in res.output and "explanations.parquet" in res.output

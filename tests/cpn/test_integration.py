@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import ehr.screens as screens_mod
+import ehr.synthetic as synthetic
 from cpn import SepsisCPN
-
-synthetic = pytest.importorskip("ehr.synthetic")
-screens_mod = pytest.importorskip("ehr.screens")
 
 
 @pytest.mark.slow

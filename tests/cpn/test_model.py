@@ -11,8 +11,11 @@ from pgmpy.factors.discrete import TabularCPD
 from pgmpy.inference import VariableElimination
 from sklearn.metrics import roc_auc_score
 
-from cpn import ModelFormatError, SepsisCPN
+from cpn import SepsisCPN
+from ehr.artefacts import ModelFormatError
+from ehr.estimator import Labels
 from cpn.structure import SEPSIS_STATES, TARGET
+from ehr.schema import SchemaError
 
 
 def test_fit_predict_learns_signal(fitted_cpn, sampled_screens):
@@ -26,7 +29,13 @@ def test_fit_predict_learns_signal(fitted_cpn, sampled_screens):
     assert all(b >= a - 1e-6 for a, b in zip(h, h[1:]))  # EM (MAP) never gets worse here
 
 
+def _with_every_column(screens, model):
+    """``screens`` plus, as all-NaN, the columns the model was fitted on that they lack (never measured)."""
+    return screens.reindex(columns=[*screens.columns, *(c for c in model.features_in_ if c not in screens)])
+
+
 def test_explanations_match_brute_force_and_pgmpy(fitted_cpn, tiny_screens):
+    tiny_screens = _with_every_column(tiny_screens, fitted_cpn)
     ex = fitted_cpn.explain(tiny_screens)
     assert set(ex.columns) >= {"stay_id", "screen_time", "model", "feature", "value", "state", "age_h",
                                "weight", "contribution", "baseline"}
@@ -70,19 +79,54 @@ def eng_states(model):
 
 
 def test_save_load_roundtrip_and_version_check(fitted_cpn, tiny_screens, tmp_path):
+    tiny_screens = _with_every_column(tiny_screens, fitted_cpn)
     d = fitted_cpn.save(tmp_path / "m")
     meta = json.loads((d / "model.json").read_text())
-    assert meta["kind"] == "cpn" and meta["features"] == fitted_cpn.features_
+    assert meta["kind"] == "cpn" and meta["state"]["evidence_nodes"] == fitted_cpn.features_
+    assert meta["features"] == fitted_cpn.features_in_ and set(meta["files"]) == {"network.xml"}
     back = SepsisCPN.load(d)
     np.testing.assert_allclose(back.predict_proba(tiny_screens), fitted_cpn.predict_proba(tiny_screens),
                                atol=1e-12)
     assert back.half_lives_ == pytest.approx(fitted_cpn.half_lives_)
-    meta["version"] = 999
+    meta["format_version"] = 999
     (d / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelFormatError, match="format version 999"):
+    with pytest.raises(ModelFormatError, match="format_version 999"):
         SepsisCPN.load(d)
-    with pytest.raises(ModelFormatError, match="no model.json"):
+    with pytest.raises(ModelFormatError, match="model.json: not found"):
         SepsisCPN.load(tmp_path)
+
+
+def test_network_file_is_confined_and_checked(fitted_cpn, tmp_path):
+    """``/etc/passwd`` or another model's network cannot be read through a model directory."""
+    d = fitted_cpn.save(tmp_path / "m")
+    outside = tmp_path / "elsewhere.xml"
+    outside.write_bytes((d / "network.xml").read_bytes())
+    (d / "network.xml").unlink()
+    (d / "network.xml").symlink_to(outside)
+    with pytest.raises(ModelFormatError, match="outside the model directory"):
+        SepsisCPN.load(d)
+
+
+def test_scoring_refuses_screens_without_a_fitted_column(fitted_cpn, tiny_screens):
+    """The CPN used to score screens without ``hr`` as if it had never been measured."""
+    assert {"hr", "hr_age_h", "temp", "lact", "department"} <= set(fitted_cpn.features_in_)
+    full = _with_every_column(tiny_screens, fitted_cpn)
+    assert fitted_cpn.predict_proba(full).shape == (len(full), 2)
+    for method in (fitted_cpn.predict_proba, fitted_cpn.explain, fitted_cpn.posterior,
+                   fitted_cpn.bayes_factors):
+        with pytest.raises(SchemaError, match=r"missing column\(s\) hr that this cpn model"):
+            method(full.drop(columns="hr"))
+
+
+def test_labels_give_the_onset_hours(sampled_screens):
+    """``Labels.onset_in_h`` is the CPN's target: the same fit as from the screens' own column."""
+    s = sampled_screens.iloc[:1200]
+    kw = dict(half_lives="prior", max_iter=3)
+    a = SepsisCPN("physionet", **kw).fit(s)
+    b = SepsisCPN("physionet", **kw).fit(s.drop(columns="onset_in_h"), Labels(s["onset_in_h"].to_numpy()))
+    np.testing.assert_array_equal(a.predict_proba(s), b.predict_proba(s))
+    c = SepsisCPN("physionet", **kw).fit(s, Labels(np.full(len(s), np.nan)))
+    assert not np.allclose(c.predict_proba(s), a.predict_proba(s))
 
 
 def test_unfitted_and_params():

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpn import TemporalFilter
+from cpn.temporal import TemporalFilter
 
 K = 5
 

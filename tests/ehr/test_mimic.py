@@ -40,7 +40,7 @@ def mimic4():
 
 
 def test_mimic4_fixture_stays(mimic4):
-    events, stays, report = mimic4
+    events, stays, report = mimic4.events, mimic4.stays, mimic4.report
     validate(events, "events")
     validate(stays, "stays")
     s = stays.set_index("stay_id")
@@ -68,7 +68,7 @@ def one(events, code, time, col="numeric_value"):
 
 
 def test_mimic4_fixture_events_units_and_codes(mimic4):
-    events, _, _ = mimic4
+    events = mimic4.events
     assert one(events, "MIMIC-IV/223761", "2150-01-01 11:00") == pytest.approx(38.5)  # 101.3 °F
     assert one(events, "MIMIC-IV/223761", "2150-01-01 11:00", "unit") == "Cel"
     assert one(events, "MIMIC-IV/223835", "2150-01-01 12:00") == pytest.approx(0.5)  # 50 %
@@ -87,7 +87,7 @@ def test_mimic4_fixture_events_units_and_codes(mimic4):
 
 
 def test_mimic4_fixture_bad_rows_counted(mimic4):
-    events, _, report = mimic4
+    events, report = mimic4.events, mimic4.report
     assert report.count(problem="item id not mapped") == 1  # itemid 999999
     assert report.count(problem="unparseable timestamp") == 1  # 'not-a-time'
     assert report.count(problem="rewritten infusion row") == 1
@@ -101,7 +101,7 @@ def test_mimic4_fixture_bad_rows_counted(mimic4):
 
 
 def test_mimic4_sofa_trace(mimic4):
-    events, stays, _ = mimic4
+    events, stays = mimic4.events, mimic4.stays
     s = sofa_hourly(events, stays).set_index(["stay_id", "time"])
     # 12:00 bin: platelets 120 (1), creatinine 2.5 (2), GCS 13 (1) -> 4
     assert s.loc[(1000, T("2150-01-01 12:00")), "sofa"] == 4
@@ -115,7 +115,8 @@ def test_mimic4_sofa_trace(mimic4):
 
 
 def test_physionet_definition_on_fixture():
-    _, stays, report = read_mimic(FIXTURE4, definition="physionet2019")
+    cohort = read_mimic(FIXTURE4, definition="physionet2019")
+    stays, report = cohort.stays, cohort.report
     s = stays.set_index("stay_id")
     # SOFA rises 0 -> 4 at 12:00, suspicion 14:00: onset = min(14:00, 12:00)
     assert s.loc[1000, "onset_time"] == T("2150-01-01 12:00")
@@ -183,7 +184,8 @@ def mimic3_dir(tmp_path):
 
 
 def test_mimic3_layout(mimic3_dir):
-    events, stays, report = read_mimic(mimic3_dir)
+    cohort = read_mimic(mimic3_dir)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     s = stays.iloc[0]
     assert s["stay_id"] == 500 and s["source"] == "mimic3" and s["age"] == AGE_OVER_89
     e = events.set_index("code")
@@ -274,7 +276,7 @@ def demo(mimic_demo_dir):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_demo_cohort_numbers(demo):
-    events, stays, report = demo
+    events, stays, report = demo.events, demo.stays, demo.report
     assert len(stays) == 136 and stays["stay_id"].is_unique and (stays["source"] == "mimic3").all()
     # measured: 90 suspected infection, 81 Sepsis-3 (scripts/mimic_demo_cohort.py)
     n_sus = int(stays["suspicion_time"].notna().sum())
@@ -310,7 +312,7 @@ def test_demo_trace_septic_stay(demo):
       -> SOFA 0 until the 13:00 bin, 3 in the bin (13:00, 14:00]
     onset = first SOFA >= 2 in [suspicion - 48 h, suspicion + 24 h] = 2155-12-16 14:00 (2.35 h before ICU)
     """
-    events, stays, _ = demo
+    events, stays = demo.events, demo.stays
     s = stays.set_index("stay_id").loc[285369]
     assert s["antibiotic_time"] == T("2155-12-16 00:00")
     assert s["suspicion_time"] == T("2155-12-16 00:00")
@@ -338,7 +340,7 @@ def test_demo_trace_non_septic_stay(demo):
     CHARTEVENTS MAP (52/456) 75-119 mmHg; no vasopressor, no PaO2; urine charted < 22 h -> 0
       -> max SOFA in the window = 1 < 2: suspected infection, no Sepsis-3
     """
-    events, stays, _ = demo
+    events, stays = demo.events, demo.stays
     s = stays.set_index("stay_id").loc[217960]
     assert s["suspicion_time"] == T("2161-09-14 10:40")
     assert s["antibiotic_time"] == T("2161-09-15 00:00")
@@ -353,7 +355,7 @@ def test_demo_trace_non_septic_stay(demo):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_demo_physionet_variant_is_stricter(demo):
-    events, stays, _ = demo
+    events, stays = demo.events, demo.stays
     lab = label_stays(events, stays, "physionet2019")
     assert 30 <= int(lab["sepsis"].sum()) < int(stays["sepsis"].sum())
     assert int(lab["suspicion_time"].notna().sum()) <= int(stays["suspicion_time"].notna().sum())

@@ -38,7 +38,8 @@ def psv_dir(tmp_path):
 
 
 def test_reads_directory_into_contract_tables(psv_dir):
-    events, stays, report = read_physionet(psv_dir)
+    cohort = read_physionet(psv_dir)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     validate(events, "events")
     validate(stays, "stays")
     assert stays.stay_id.tolist() == [1, 2]
@@ -56,7 +57,8 @@ def test_reads_directory_into_contract_tables(psv_dir):
 
 
 def test_repairs_fahrenheit_and_percent_fio2_with_counts(psv_dir):
-    events, _, report = read_physionet(psv_dir)
+    cohort = read_physionet(psv_dir)
+    events, report = cohort.events, cohort.report
     temp = events[(events.stay_id == 2) & (events.concept == "temp")].numeric_value.to_numpy()
     np.testing.assert_allclose(temp, [37.0, (101.3 - 32) * 5 / 9])
     fio2 = events[events.concept == "fio2"].numeric_value.tolist()
@@ -69,7 +71,8 @@ def test_repairs_fahrenheit_and_percent_fio2_with_counts(psv_dir):
 
 def test_out_of_range_value_rejected_and_counted(tmp_path):
     _write(tmp_path, "p000003.psv", [_row(ICULOS=1, HR=500, Resp=18)])
-    events, _, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, report = cohort.events, cohort.report
     assert "hr" not in set(events.concept.dropna())
     assert events[events.concept == "resp"].numeric_value.tolist() == [18]
     assert report.count("rejected_value", "outside plausible range") == 1
@@ -79,7 +82,8 @@ def test_out_of_range_value_rejected_and_counted(tmp_path):
 
 def test_non_numeric_cell_rejected_with_file_row_field(tmp_path):
     _write(tmp_path, "p000004.psv", [_row(ICULOS=1, HR=80), _row(ICULOS=2, HR="eighty", Resp=20)])
-    events, _, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, report = cohort.events, cohort.report
     assert report.count("rejected_value", "non-numeric value") == 1
     ex = [p for p in report.examples if p.problem == "non-numeric value"][0]
     assert (ex.file, ex.row, ex.field) == ("p000004.psv", 2, "HR")
@@ -95,7 +99,8 @@ def test_non_numeric_cell_rejected_with_file_row_field(tmp_path):
 ])
 def test_bad_iculos_rows_rejected(tmp_path, rows, problem):
     _write(tmp_path, "p000005.psv", [_row(ICULOS=i, HR=70) for i in rows])
-    events, stays, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     assert report.count("rejected_row", problem) == 1
     assert report.rows_read == 3
     assert len(events[events.concept == "hr"]) == 2
@@ -112,7 +117,8 @@ def test_bad_iculos_rows_rejected(tmp_path, rows, problem):
 def test_bad_files_rejected_and_reported(tmp_path, content, problem):
     _write(tmp_path, "p000001.psv", [_row(ICULOS=1, HR=70)])
     (tmp_path / "p000009.psv").write_text(content)
-    events, stays, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     assert stays.stay_id.tolist() == [1]
     assert report.count("rejected_file") == 1
     assert any(p.file == "p000009.psv" and p.problem.startswith(problem) for p in report.examples)
@@ -122,7 +128,8 @@ def test_bad_files_rejected_and_reported(tmp_path, content, problem):
 
 def test_wrong_field_count_row_rejected(tmp_path):
     _write(tmp_path, "p000006.psv", [_row(ICULOS=1, HR=70), "1|2|3"])
-    events, _, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, report = cohort.events, cohort.report
     assert report.count("rejected_row", "wrong number of fields") == 1
     assert len(events[events.concept == "hr"]) == 1
 
@@ -139,8 +146,10 @@ def test_zip_and_directory_agree(psv_dir, tmp_path_factory):
     with zipfile.ZipFile(z, "w") as zf:
         for f in sorted(psv_dir.glob("*.psv")):
             zf.write(f, f"training/{f.name}")
-    e1, s1, _ = read_physionet(psv_dir)
-    e2, s2, _ = read_physionet(z)
+    cohort = read_physionet(psv_dir)
+    e1, s1 = cohort.events, cohort.stays
+    cohort = read_physionet(z)
+    e2, s2 = cohort.events, cohort.stays
     pd.testing.assert_frame_equal(e1, e2)
     pd.testing.assert_frame_equal(s1, s2)
 
@@ -148,7 +157,8 @@ def test_zip_and_directory_agree(psv_dir, tmp_path_factory):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_set_a_counts(physionet_zip):
-    events, stays, report = read_physionet(physionet_zip)
+    cohort = read_physionet(physionet_zip)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     assert len(stays) == 20_336
     assert report.rows_read == 790_215
     assert int(stays.sepsis.sum()) == 1_790
@@ -169,7 +179,8 @@ def test_real_set_a_counts(physionet_zip):
 def test_rejected_iculos_row_does_not_reset_the_order_check(tmp_path):
     """ICULOS 1, 2, missing, 1, 3: the second 1 repeats an earlier hour and is rejected (review fix)."""
     _write(tmp_path, "p000007.psv", [_row(ICULOS=i, HR=70) for i in ("1", "2", "NaN", "1", "3")])
-    events, _, report = read_physionet(tmp_path)
+    cohort = read_physionet(tmp_path)
+    events, report = cohort.events, cohort.report
     assert report.count("rejected_row", "repeated or decreasing ICULOS") == 1
     assert report.count("rejected_row", "negative, fractional or missing ICULOS") == 1
     hr = events[events.concept == "hr"]

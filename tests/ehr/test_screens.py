@@ -84,8 +84,14 @@ def test_bad_input_errors():
         build_screens(ev, _stays())
     with pytest.raises(SchemaError, match="unknown concept"):
         build_screens(_events([(1, 1.0, "hr", 80.0)]), _stays(), concepts=["heart_rate"])
-    with pytest.raises(SchemaError, match="missing column 'time'"):
+    with pytest.raises(SchemaError, match=r"events: missing column\(s\) \['time'\] to build screens"):
         build_screens(_events([(1, 1.0, "hr", 80.0)]).drop(columns="time"), _stays())
+    with pytest.raises(SchemaError, match=r"stays: missing column\(s\) \['admit_time'\] to build screens"):
+        build_screens(_events([(1, 1.0, "hr", 80.0)]), _stays().drop(columns="admit_time"))
+    with pytest.raises(SchemaError, match=r"cxr: missing column\(s\) \['time'\]"):
+        build_screens(_events([(1, 1.0, "hr", 80.0)]), _stays(), pd.DataFrame({"stay_id": [1]}))
+    with pytest.raises(SchemaError, match="stays: duplicate stay_id 1"):
+        build_screens(_events([(1, 1.0, "hr", 80.0)]), pd.concat([_stays(), _stays()]))
 
 
 def test_cxr_carried_with_age():

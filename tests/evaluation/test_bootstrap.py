@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from evaluation.bootstrap import bootstrap_metrics, cluster_counts, percentile_ci
-from evaluation.metrics import expected_calibration_error, screen_labels
+from evaluation.calibration import expected_calibration_error
+from evaluation.metrics import screen_labels
 from evaluation.protocol import prepare_screens, run_protocol
 
 T0 = pd.Timestamp("2022-05-01")

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from evaluation.displays import (BayesFactorDisplay, DecisionCurveDisplay, PrDisplay, ReliabilityDisplay,
                                  RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
 from evaluation.displays._base import LOWER_COLOR, RAISE_COLOR
+from evaluation.protocol import silence
 
 T = pd.Timestamp("2023-02-01")
 H = pd.Timedelta(hours=1)
@@ -23,9 +24,10 @@ def _frames():
     """Two models on 6 screens; model b only scores 4 of them."""
     screens = pd.DataFrame({"stay_id": [1, 1, 1, 2, 2, 2], "screen_time": [T + h * H for h in (1, 2, 3, 1, 2, 3)],
                             "label": [0, 1, 1, 0, 0, 0]})
-    a = screens[["stay_id", "screen_time"]].assign(model="a", risk=[0.2, 0.7, 0.9, 0.1, 0.8, 0.3], split="test")
+    a = screens[["stay_id", "screen_time"]].assign(model="a", risk=[0.2, 0.7, 0.9, 0.1, 0.8, 0.3], fold=0,
+                                                        split="test")
     b = screens[["stay_id", "screen_time"]].iloc[[0, 1, 3, 4]].assign(model="b", risk=[1.0, 3.0, 2.0, 0.0],
-                                                                      split="test")
+                                                                      fold=0, split="test")
     dev = a.assign(split="dev", risk=0.5)
     return pd.concat([a, b, dev.iloc[:0]], ignore_index=True), screens
 
@@ -290,7 +292,6 @@ def test_bayes_factor_in_context_top_k_and_errors():
 
 
 def test_risk_trace_rule_agrees_with_protocol():
-    protocol = pytest.importorskip("evaluation.protocol")
     rng = np.random.default_rng(7)
     hours = np.cumsum(rng.integers(1, 5, 200)).astype(float)
     risk = rng.uniform(size=200)
@@ -299,6 +300,6 @@ def test_risk_trace_rule_agrees_with_protocol():
     for s_h in (12.0, 24.0, 48.0):
         d = RiskTraceDisplay.from_frames(pred, stays, stay_id=1, model="m", threshold=0.7, silencing_h=s_h)
         cand = risk >= 0.7
-        fired = protocol.silence(np.zeros(cand.sum(), int), hours[cand], s_h)
+        fired = silence(np.zeros(cand.sum(), int), hours[cand], s_h)
         assert d.fired_hours.tolist() == hours[cand][fired].tolist()
         assert d.silenced_hours.tolist() == hours[cand][~fired].tolist()

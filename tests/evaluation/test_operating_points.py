@@ -25,8 +25,8 @@ def _split(seed, n_stays=60):
             rows.append((s, T0 + pd.Timedelta(hours=h), float(rng.integers(0, 7) + 3 * near),
                          round(float(np.clip(rng.beta(2, 5) + 0.35 * near * rng.random(), 0, 1)), 2)))
     df = pd.DataFrame(rows, columns=["stay_id", "screen_time", "news2", "cpn"])
-    pred = pd.concat([df[["stay_id", "screen_time"]].assign(model=m, risk=df[m]) for m in ("news2", "cpn")],
-                     ignore_index=True)
+    pred = pd.concat([df[["stay_id", "screen_time"]].assign(model=m, risk=df[m], fold=0, split="dev")
+                      for m in ("news2", "cpn")], ignore_index=True)
     screens = df[["stay_id", "screen_time"]].assign(new_data=True)
     stays = pd.DataFrame({"stay_id": np.arange(n_stays), "onset_time": onsets})
     return pred, screens, stays

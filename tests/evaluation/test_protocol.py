@@ -151,7 +151,7 @@ def test_speed_800k_screens():
     stay = np.repeat(np.arange(n_stays), per)
     hours = np.tile(np.arange(1, per + 1), n_stays)
     pred = pd.DataFrame({"stay_id": stay, "screen_time": T0 + pd.to_timedelta(hours, unit="h"),
-                         "model": "m", "risk": rng.random(len(stay))})
+                         "model": "m", "risk": rng.random(len(stay)), "fold": 0, "split": "test"})
     onset = np.where(rng.random(n_stays) < 0.1, rng.integers(5, 60, n_stays), -1)
     stays = pd.DataFrame({"stay_id": np.arange(n_stays),
                           "onset_time": [_t(h) if h > 0 else pd.NaT for h in onset]})

@@ -10,32 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.report import RUN_FILES, load_run, write_report
+from evaluation.report import write_report
+from evaluation.rundir import RUN_FILES, load_run
+from evaluation.summary import evaluate_run
 
 T0 = pd.Timestamp("2024-03-01 08:00")
 H = pd.Timedelta(hours=1)
 
 
-def _alarms(preds: pd.DataFrame, model: str, threshold: float, silencing_h: float, op: str) -> pd.DataFrame:
-    """Alarms by the protocol rule, written out longhand so the test does not lean on evaluation.protocol."""
-    rows = []
-    p = preds[(preds["model"] == model) & (preds["risk"] >= threshold)].sort_values(["stay_id", "screen_time"])
-    for sid, g in p.groupby("stay_id"):
-        last = None
-        for t in g["screen_time"]:
-            silenced = last is not None and (t - last) < pd.Timedelta(hours=silencing_h)
-            rows.append({"stay_id": sid, "screen_time": t, "model": model, "threshold": threshold,
-                         "fired": not silenced, "silenced": silenced, "operating_point": op})
-            if not silenced:
-                last = t
-    return pd.DataFrame(rows)
-
-
 def make_run_dir(path, *, seed: int = 0, n_stays: int = 24, full: bool = True):
-    """A fake run directory following the layout in evaluation/report.py.
+    """A small run directory following the layout in evaluation/rundir.py.
 
     Septic stays (every third) get onset at hour 30-50 and a risk ramp before it; cpn is a good
-    probability model, lightgbm a noisier one, news2 an integer score.
+    probability model, lightgbm a noisier one, news2 an integer score. With ``full``, the tables
+    come from ``evaluate_run`` (as in ``sepsiscope run``), plus explanations and a utility.
     """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
@@ -64,6 +52,7 @@ def make_run_dir(path, *, seed: int = 0, n_stays: int = 24, full: bool = True):
                                      "label": label}))
         ramp = np.clip(1 - np.nan_to_num(onset_in_h, nan=99) / 24, 0, 1)
         split = "test" if i % 2 else "dev"
+        screens[-1]["split"] = split
         cpn = np.clip(0.05 + 0.8 * ramp + rng.normal(0, 0.05, len(hours)), 0.001, 0.999)
         lgb = np.clip(0.1 + 0.5 * ramp + rng.normal(0, 0.15, len(hours)), 0.001, 0.999)
         news = np.clip(np.round(1 + 7 * ramp + rng.normal(0, 1.2, len(hours))), 0, 20)
@@ -80,13 +69,13 @@ def make_run_dir(path, *, seed: int = 0, n_stays: int = 24, full: bool = True):
     screens.to_parquet(path / "screens.parquet")
     preds.to_parquet(path / "predictions.parquet")
     if full:
-        ops = {"cpn": {"news2>=5": 0.5}, "lightgbm": {"news2>=5": 0.4}, "news2": {"news2>=5": 5.0}}
-        (path / "operating_points.json").write_text(json.dumps(ops))
-        alarms = pd.concat([_alarms(preds, m, t["news2>=5"], 48, "news2>=5") for m, t in ops.items()],
-                           ignore_index=True)
-        alarms.to_parquet(path / "alarms.parquet")
+        ev = evaluate_run(preds, screens, stays, n_boot=20)
+        ev.write(path)
+        ev.alarms.to_parquet(path / "alarms.parquet")
         test_ids = preds.loc[preds["split"] == "test", "stay_id"].unique()
-        fired = alarms[alarms["fired"] & (alarms["model"] == "cpn") & alarms["stay_id"].isin(test_ids)].head(2)
+        alarms = ev.alarms
+        fired = alarms[alarms["fired"] & (alarms["model"] == "cpn") & alarms["stay_id"].isin(test_ids)]
+        fired = fired.drop_duplicates(["stay_id", "screen_time"]).head(2)
         ex = []
         for row in fired.itertuples():
             for m, feats in (("cpn", {"crp": 0.9, "hr": 0.4, "alb": -0.3, "total": 1.0}),
@@ -96,10 +85,6 @@ def make_run_dir(path, *, seed: int = 0, n_stays: int = 24, full: bool = True):
                                "value": None if f == "total" else 1.0, "state": None, "age_h": 1.0,
                                "weight": 0.9, "contribution": c, "baseline": c / 2})
         pd.DataFrame(ex).to_parquet(path / "explanations.parquet")
-        pd.DataFrame({"model": ["cpn", "news2"], "auroc": [0.9, 0.8], "auroc_lo": [0.85, 0.7],
-                      "auroc_hi": [0.95, 0.86]}).to_csv(path / "main_table.csv", index=False)
-        pd.DataFrame({"subgroup": ["department"], "level": ["ICU"], "value": [0.7]}).to_csv(
-            path / "subgroups.csv", index=False)
         (path / "utility.json").write_text(json.dumps({"cpn": 0.31, "news2": 0.12}))
     return path
 
@@ -137,18 +122,33 @@ def test_report_embeds_all_images_as_valid_png(full_report):
         png = base64.b64decode(b64)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and b"http" not in png
     assert len(list(figs.glob("*.png"))) == 10
-    assert "not available" not in text.split("Sensitivity analyses")[0].split("Run overview")[1] \
-        .replace("calibration.csv not found", "")
+    assert "not available" not in text.split("Sensitivity analyses")[0].split("Run overview")[1]
 
 
 def test_report_tables_present(full_report):
     _, _, text, _ = full_report
-    assert "auroc_lo" in text  # main_table.csv shown as written
     assert "news2&gt;=5" in text  # operating points (escaped)
-    assert "median_onset_h" in text  # timeliness computed from alarms
-    assert "brier_before" in text  # recalibration computed from dev/test
+    assert "median_onset_h" in text  # timeliness.csv
+    assert "brier_before" in text  # calibration.csv
+    assert "p_value_vs_reference" in text and "alarms_per_admission" in text  # timeliness, sensitivity
     assert "0.31" in text  # utility
     assert "Platt scaling fitted on the dev split" in text  # news2 drawn on a probability scale
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"<h2>{title}</h2>")[1].split("</section>")[0]
+
+
+def test_report_renders_what_evaluate_run_wrote(full_report):
+    """Every cell of the written main table is in the report, as written (nothing recomputed)."""
+    run_dir, _, text, _ = full_report
+    main = pd.read_csv(run_dir / "main_table.csv")
+    section = _section(text, "Main table")
+    assert section.count("<tr>") == len(main)  # body rows (the header row has a style)
+    for cell in main[["auroc", "auprc", "sensitivity", "alarms_per_admission"]].to_numpy().ravel():
+        assert cell in section
+    sub = pd.read_csv(run_dir / "subgroups.csv")
+    assert _section(text, "Subgroups").count("<tr>") == min(len(sub), 200)
 
 
 def test_report_degrades_gracefully(tmp_path):
@@ -159,7 +159,8 @@ def test_report_degrades_gracefully(tmp_path):
     assert "alarms.parquet not found" in text
     assert "explanations.parquet not found" in text
     assert "utility.json not found" in text
-    assert "without confidence intervals" in text  # main table computed
+    for name in ("main_table.csv", "timeliness.csv", "calibration.csv", "subgroups.csv", "sensitivity.csv"):
+        assert f"{name} not found (written by evaluate_run)" in text  # shown, never recomputed
     assert len(re.findall(r"data:image/png;base64,", text)) >= 4  # roc, pr, reliability, decision
     # only run.json: every section says why it is missing
     only = tmp_path / "only"
@@ -190,19 +191,21 @@ def test_corrupt_optional_file_is_reported(tmp_path):
 
 
 def test_layout_documented():
-    import evaluation.report as rep
+    import evaluation.rundir as rundir
     for name in RUN_FILES:
-        assert f"``{name}``" in rep.__doc__
+        assert f"``{name}``" in rundir.__doc__
 
 
-def test_report_computes_missing_tables(tmp_path):
+def test_contract_violations_are_reported(tmp_path):
     run_dir = make_run_dir(tmp_path / "r")
-    (run_dir / "subgroups.csv").unlink()
-    (run_dir / "main_table.csv").unlink()
+    alarms = pd.read_parquet(run_dir / "alarms.parquet")
+    alarms.assign(fired=alarms["fired"].astype(object).where(alarms.index != 3, None)).to_parquet(
+        run_dir / "alarms.parquet")
+    ex = pd.read_parquet(run_dir / "explanations.parquet")
+    ex.drop(columns="contribution").to_parquet(run_dir / "explanations.parquet")
+    run = load_run(run_dir)
+    assert "fired" in run.problems["alarms.parquet"] and "data contract" in run.problems["alarms.parquet"]
+    assert "['contribution']" in run.problems["explanations.parquet"]
     text = write_report(run_dir).read_text()
-    sub = text.split("<h2>Subgroups</h2>")[1].split("</section>")[0]
-    assert "computed by the report" in sub and "department" in sub and "auroc" in sub
-    sens = text.split("<h2>Sensitivity analyses (window and silencing)</h2>")[1].split("</section>")[0]
-    assert "alarms_per_admission" in sens and sens.count("<tr>") == 9 * 3  # body rows: 3x3 grid x 3 models
-    off = write_report(run_dir, out=tmp_path / "off.html", compute_missing=False).read_text()
-    assert "subgroups.csv not found" in off and "main_table.csv not found" in off
+    assert "explanations.parquet does not follow the data contract" in _section(
+        text, "Alarm explanations (Bayes factors)")

@@ -40,7 +40,7 @@ def tables():
     screens["label"] = ((screens["onset_in_h"] > 0) & (screens["onset_in_h"] <= 12)).astype(int)
     rng = np.random.default_rng(0)
     risk = screens["label"] * 0.5 + rng.uniform(0, 0.6, len(screens))
-    preds = screens[["stay_id", "screen_time"]].assign(model="m", risk=risk)
+    preds = screens[["stay_id", "screen_time"]].assign(model="m", risk=risk, fold=0, split="test")
     return stays, screens, preds
 
 

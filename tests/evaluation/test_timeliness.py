@@ -126,8 +126,10 @@ def test_errors(case):
     alarms, stays = case
     with pytest.raises(ValueError, match="stay_id 99 that is not in stays"):
         alarm_lead_times(pd.concat([alarms, alarms.head(1).assign(stay_id=99)]), stays)
-    with pytest.raises(ValueError, match="missing column 'fired'"):
+    with pytest.raises(ValueError, match=r"alarms.*: missing column\(s\) \['fired'\]"):
         alarm_lead_times(alarms.drop(columns="fired"), stays)
+    with pytest.raises(ValueError, match="column 'fired' is null at row 0"):
+        alarm_lead_times(alarms.assign(fired=None), stays)
     with pytest.raises(ValueError, match="window_h"):
         alarm_lead_times(alarms, stays, window_h=0)
     with pytest.raises(ValueError, match="duplicate stay_id"):

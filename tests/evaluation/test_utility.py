@@ -149,7 +149,7 @@ def test_from_tables_and_errors():
                                        "sepsis_label": l.astype(int)}) for k, l in enumerate(labels)],
                         ignore_index=True)
     risk = np.r_[np.linspace(0, 1, 22), np.full(6, 0.1)]
-    pred = screens[["stay_id", "screen_time"]].assign(model="m", risk=risk).sample(frac=1, random_state=0)
+    pred = screens[["stay_id", "screen_time"]].assign(model="m", risk=risk, fold=0, split="test").sample(frac=1, random_state=0)
     got = utility_from_tables(pred, screens, threshold=0.5)
     ref, *_ = reference_normalised_utility(labels, [(risk[:22] >= 0.5).astype(float), np.zeros(6)])
     assert got["utility"] == pytest.approx(ref)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gbdt.explain import contributions, explanations_table
+from gbdt.explain import contributions
 from gbdt.model import GBDTClassifier
 
 BACKENDS = ["lightgbm", "xgboost"]
@@ -22,7 +22,7 @@ def test_contributions_sum_to_raw_margin(fitted, tiny_screens):
 
 def test_grouped_explanations_are_exact_and_in_contract_shape(fitted, tiny_screens):
     screens = tiny_screens.iloc[::37]
-    e = explanations_table(fitted, screens)
+    e = fitted.explain(screens)
     margin = fitted.decision_function(screens)
     items = e[e["feature"] != "total"]
     per_screen = items.groupby(["stay_id", "screen_time"], sort=False)["contribution"].sum()
@@ -41,7 +41,7 @@ def test_grouped_explanations_are_exact_and_in_contract_shape(fitted, tiny_scree
 
 
 def test_ungrouped_rows_follow_features(fitted, tiny_screens):
-    e = explanations_table(fitted, tiny_screens.head(2), group=False, include_total=False)
+    e = fitted.explain(tiny_screens.head(2), group=False, include_total=False)
     assert list(e["feature"].iloc[: len(fitted.feature_names_)]) == fitted.feature_names_
     phi = contributions(fitted, tiny_screens.head(2))
     np.testing.assert_allclose(e["contribution"].to_numpy(),

@@ -3,8 +3,10 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
+from ehr.estimator import Labels
 from ehr.schema import SchemaError
-from gbdt.model import GBDTClassifier, _validation_split, cuda_available, predictions_table
+from ehr.splits import holdout_groups
+from gbdt.model import GBDTClassifier, cuda_available
 
 BACKENDS = ["lightgbm", "xgboost"]
 
@@ -49,7 +51,7 @@ def test_scale_pos_weight_balanced_and_none(tiny_screens):
 def test_validation_split_keeps_stays_whole_and_has_both_classes(tiny_screens):
     y = tiny_screens["label"].to_numpy()
     g = tiny_screens["stay_id"].to_numpy()
-    tr, va = _validation_split(y, g, 0.1, random_state=0)
+    tr, va = holdout_groups(g, 0.1, y=y, random_state=0)
     assert len(tr) + len(va) == len(y)
     assert not set(g[tr]) & set(g[va])
     assert set(y[va]) == {0, 1}
@@ -73,19 +75,21 @@ def test_groups_argument_is_used(tiny_screens):
 
 def test_single_class_is_an_error(tiny_screens):
     with pytest.raises(ValueError, match=r"only one class \(\[0\]\)"):
-        GBDTClassifier().fit(tiny_screens, y=np.zeros(len(tiny_screens), dtype=int))
+        GBDTClassifier().fit(tiny_screens, Labels(np.full(len(tiny_screens), np.nan)))
 
 
-def test_non_binary_targets_name_the_row(tiny_screens):
-    y = tiny_screens["label"].to_numpy().copy()
-    y[5] = 2
-    with pytest.raises(ValueError, match="row 5"):
-        GBDTClassifier().fit(tiny_screens, y=y)
+def test_target_is_onset_within_the_labels_horizon(tiny_screens):
+    """The target is ``labels.y``: a shorter horizon has fewer positive screens."""
+    short = Labels(tiny_screens["onset_in_h"].to_numpy(), horizon_h=12)
+    m = GBDTClassifier(n_estimators=3).fit(tiny_screens, short)
+    assert m.training_summary_["n_positive"] == int(short.y.sum()) < int(tiny_screens["label"].sum())
+    with pytest.raises(ValueError, match="labels have 3 rows"):
+        GBDTClassifier().fit(tiny_screens, Labels(np.ones(3)))
 
 
-def test_missing_label_column(tiny_screens):
-    with pytest.raises(SchemaError, match="label"):
-        GBDTClassifier().fit(tiny_screens.drop(columns="label"))
+def test_missing_onset_column(tiny_screens):
+    with pytest.raises(SchemaError, match="onset_in_h"):
+        GBDTClassifier().fit(tiny_screens.drop(columns="onset_in_h"))
 
 
 def test_all_nan_features_are_an_error(tiny_screens):
@@ -125,6 +129,6 @@ def test_unfitted_predict_is_an_error(tiny_screens):
 
 def test_predictions_table(tiny_screens):
     m = GBDTClassifier(n_estimators=5).fit(tiny_screens)
-    t = predictions_table(m, tiny_screens, fold=2, split="test")
+    t = m.predictions(tiny_screens, fold=2, split="test")
     assert (t["model"] == "lightgbm").all() and (t["fold"] == 2).all()
     np.testing.assert_allclose(t["risk"], m.predict_proba(tiny_screens)[:, 1])

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from gbdt import GBDTClassifier, contributions, cross_validate, load_model
+from gbdt import GBDTClassifier, contributions, cross_validate
 
 pytestmark = pytest.mark.realdata
 
@@ -20,7 +20,8 @@ def real_screens(physionet_zip, tmp_path_factory):
         names = sorted(n for n in z.namelist() if n.endswith(".psv"))[:800]
         for n in names:
             (d / n.rsplit("/", 1)[-1]).write_bytes(z.read(n))
-    events, stays, _ = read_physionet(d)
+    cohort = read_physionet(d)
+    events, stays = cohort.events, cohort.stays
     return build_screens(events, stays)
 
 
@@ -34,5 +35,5 @@ def test_real_screens_cv_explain_and_round_trip(real_screens, tmp_path):
     sub = s.iloc[:: max(1, len(s) // 300)]
     phi = contributions(m, sub)
     np.testing.assert_allclose(phi.sum(axis=1), m.decision_function(sub), atol=1e-4)
-    m.save(tmp_path)
-    np.testing.assert_array_equal(load_model(tmp_path).predict_proba(sub), m.predict_proba(sub))
+    d = m.save(tmp_path / "m")
+    np.testing.assert_array_equal(GBDTClassifier.load(d).predict_proba(sub), m.predict_proba(sub))

@@ -21,12 +21,17 @@ def test_train_then_explain(tiny_folder, tmp_path):
     out = tmp_path / "model"
     r = runner.invoke(_app(), ["train", "imaging", "--data", str(tiny_folder), "--out", str(out), "--arch", "small",
                                "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--findings", "effusion",
-                               "--val-fraction", "0.34", "--no-progress", "--threads", "1"])
+                               "--val-fraction", "0.3", "--no-progress", "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert "effusion: AUROC" in r.output
     meta = json.loads((out / "model.json").read_text())
-    assert meta["kind"] == "imaging" and meta["findings"] == ["effusion"] and len(meta["temperatures"]) == 1
-    assert meta["metrics"]["n_val"] == 4  # 2 of 6 patients, 2 images each
+    state = meta["state"]
+    assert meta["kind"] == "imaging" and state["findings"] == ["effusion"] and len(state["temperatures"]) == 1
+    assert state["metrics"]["n_val"] == 4  # 2 of 6 patients (ceil(0.3 x 6)), 2 images each
+    # run.json and the resume checkpoint travel inside the model directory's one atomic write
+    run = json.loads((out / "run.json").read_text())
+    assert run["complete"] and run["config"]["params"]["validation_fraction"] == 0.3
+    assert {"run.json", "checkpoint.pt", "model.safetensors"} == set(meta["files"])
     m = CXRFindingModel.load(out)
     assert m.arch == "small" and m.image_size == 32
     png = tmp_path / "cam.png"
@@ -39,9 +44,9 @@ def test_train_then_explain(tiny_folder, tmp_path):
 @pytest.mark.slow
 def test_cohort_images_train_and_score(tmp_path):
     """Synthetic linked cohort -> rendered images -> imaging model -> cxr_<finding> columns."""
-    synthetic = pytest.importorskip("ehr.synthetic")
     import pandas as pd
 
+    import ehr.synthetic as synthetic
     from ehr.schema import CXR_FINDINGS, validate
 
     synthetic.generate_cohort(40, seed=3).save(tmp_path / "cohort")

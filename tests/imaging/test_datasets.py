@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from ehr.schema import CXR_FINDINGS
 from imaging.contract import ImageContractError
-from imaging.datasets import finding_columns, group_split, patient_groups, read_image_folder, read_npz
+from ehr.splits import holdout_groups
+from imaging.datasets import finding_columns, patient_groups, read_image_folder, read_npz
 
 
 def test_finding_columns_drop_negative_label_and_metadata(tiny_folder):
@@ -74,9 +75,9 @@ def test_patient_groups_merge_duplicates():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 15), min_size=2, max_size=60).filter(lambda g: len(set(g)) >= 2),
        st.floats(0.05, 0.9), st.integers(0, 10))
-def test_group_split_never_straddles(groups, frac, seed):
+def test_holdout_of_image_groups_never_straddles(groups, frac, seed):
     groups = np.array(groups)
-    tr, va = group_split(groups, frac, random_state=seed)
+    tr, va = holdout_groups(groups, frac, random_state=seed)
     assert len(tr) and len(va)
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(groups)))
     assert not set(groups[tr]) & set(groups[va])
@@ -88,7 +89,7 @@ def test_kermany_folder_and_duplicate_safe_split(cxr_data_dir):
     labels = pd.read_csv(root / "labels.csv")
     assert finding_columns(labels) == ("pneumonia",)
     groups = patient_groups(labels)
-    tr, va = group_split(groups, 0.2, random_state=0)
+    tr, va = holdout_groups(groups, 0.2, random_state=0)
     assert 0.17 < len(va) / len(labels) < 0.23
     pos = {img: i for i, img in enumerate(labels["image"])}
     dups = labels["pixel_dup_of"].notna().to_numpy()

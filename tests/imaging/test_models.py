@@ -1,8 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from ehr.artefacts import ModelFormatError
 from ehr.schema import CXR_FINDINGS
+from imaging.estimator import CXRFindingClassifier
 from imaging.models import CXRFindingModel
 
 
@@ -23,19 +27,16 @@ def test_default_findings_and_output_order(images):
     assert np.allclose(df.to_numpy(), 1 / (1 + np.exp(-z)), atol=1e-6)
 
 
-@pytest.mark.parametrize("arch, dim", [("densenet121", 1024), ("resnet18", 512), ("small", 128)])
-def test_feature_dims(arch, dim, images):
+@pytest.mark.parametrize("arch, dim", [("densenet121", 1024), ("resnet18", 512), ("resnet34", 512),
+                                       ("small", 128)])
+def test_feature_dims_and_one_channel_first_layer(arch, dim, images):
     m = CXRFindingModel(arch=arch, findings=("effusion", "edema"), image_size=32)
+    # grayscale in: the first convolution of every backbone takes one channel, not a replicated image
+    first = next(mod for mod in m.trunk.modules() if isinstance(mod, torch.nn.Conv2d))
+    assert first.in_channels == 1
     assert m.feature_dim == dim
     assert m.features(images).shape == (3, dim)
     assert m.predict_logits(images).shape == (3, 2)
-    assert m.trunk[0][0].in_channels == 1 if arch == "densenet121" else True
-
-
-def test_one_channel_first_layer():
-    m = CXRFindingModel(arch="resnet34", findings=("x",), image_size=32)
-    first = next(mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d))
-    assert first.in_channels == 1
 
 
 def test_bad_arguments():
@@ -50,14 +51,20 @@ def test_save_load_roundtrip(tmp_path, images):
     m = CXRFindingModel(arch="small", findings=("effusion", "edema"), image_size=32)
     m.temperatures.copy_(torch.tensor([2.0, 0.5]))
     m.metrics = {"validation": {"mean_auroc": 0.9}}
-    m.save(tmp_path / "m")
-    meta = (tmp_path / "m" / "model.json").read_text()
-    assert '"kind": "imaging"' in meta and '"temperatures"' in meta
-    back = CXRFindingModel.load(tmp_path / "m")
+    d = m.save(tmp_path / "m")
+    meta = json.loads((d / "model.json").read_text())
+    assert meta["kind"] == "imaging" and meta["format_version"] == CXRFindingClassifier.format_version
+    assert meta["state"]["temperatures"] == [2.0, 0.5] and set(meta["files"]) == {"model.safetensors"}
+    back = CXRFindingModel.load(d)
     assert back.findings == ("effusion", "edema") and back.image_size == 32 and back.arch == "small"
     assert back.metrics["validation"]["mean_auroc"] == 0.9
     np.testing.assert_array_equal(back.predict_proba(images), m.predict_proba(images))
     assert torch.equal(back.temperatures, torch.tensor([2.0, 0.5]))
+    # the weights are checked before torch reads them, and the kind before anything
+    meta["kind"] = "gbdt"
+    (d / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="kind is 'gbdt', expected 'imaging'"):
+        CXRFindingModel.load(d)
 
 
 def test_weights_file_state_dict_and_safetensors(tmp_path, images):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ehr.schema import validate
 from sepsiscope.cli import app
 from sepsiscope.pipeline import RunConfig, run_main_job
-from sepsiscope.splits import split_patients
+from ehr.splits import split_patients
 
 runner = CliRunner()
 

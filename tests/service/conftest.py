@@ -33,6 +33,10 @@ class Served:
     threshold: float
     screens: object
 
+    @property
+    def cxr_columns(self) -> list:
+        return [c for c in self.screens.columns if c.startswith("cxr_")]
+
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> Served:
@@ -40,11 +44,10 @@ def served(tmp_path_factory) -> Served:
     from ehr.screens import build_screens
     from ehr.synthetic import generate_cohort
     from gbdt import GBDTClassifier
-    from sepsiscope.cohort_io import write_cohort
 
     root = tmp_path_factory.mktemp("served")
     cohort = generate_cohort(150, seed=11)
-    write_cohort(root / "cohort", cohort.events, cohort.stays, cohort.cxr)
+    cohort.save(root / "cohort")
     screens = build_screens(cohort.events, cohort.stays, cohort.cxr)
     cpn = SepsisCPN("full", half_lives="prior", max_iter=4, max_rows=None).fit(screens)
     cpn.save(root / "models" / "cpn")

@@ -22,14 +22,15 @@ NOW = pd.Timestamp("2026-03-05")
 def _direct(served, tmp_path, bundle):
     """Screens of a bundle built the file-ingest way, and the CPN's risk and explanation of the last one.
 
-    Every concept gets its column, as in training (a test not in the bundle was not done); no CXR
-    columns, since a bundle of Observations carries no images.
+    Every concept gets its column, as in training (a test not in the bundle was not done); the CXR
+    columns are empty, since a bundle of Observations carries no images.
     """
     from cpn import SepsisCPN
 
     (tmp_path / "b.json").write_text(json.dumps(bundle))
-    events, stays, _ = read_fhir(tmp_path / "b.json", now=NOW)
-    screens = build_screens(events, stays, until_onset=False, concepts=concept_names())
+    cohort = read_fhir(tmp_path / "b.json", now=NOW)
+    screens = build_screens(cohort.events, cohort.stays, until_onset=False, concepts=concept_names())
+    screens = screens.assign(**{c: np.nan for c in served.cxr_columns})
     cpn = SepsisCPN.load(served.cpn_dir)
     last = screens.iloc[[-1]]
     return screens, cpn.predict_proba(last)[0, 1], cpn.explain(last)
@@ -63,11 +64,13 @@ def test_score_matches_the_model_on_screens_built_from_the_file_reader(client, s
 
 
 def test_absent_tests_read_not_done_and_absent_images_carry_no_evidence(client):
-    items = {i["feature"]: i for i in client.post("/v1/score", json=bundle_24h(), headers=AUTH).json()
-             ["explanation"]["items"]}
+    got = client.post("/v1/score", json=bundle_24h(), headers=AUTH).json()
+    assert "chest X-ray findings, which cannot be posted" in got["notes"][0]
+    items = {i["feature"]: i for i in got["explanation"]["items"]}
     assert items["lact_tested_24h"]["state"] == "yes"        # lactate 3 h before the screen
     assert items["bloodgas_tested_24h"]["state"] == "no"     # no blood gas in the bundle
-    assert not any(f.startswith("cxr_") or f == "xray_taken_24h" for f in items)
+    assert not any(f.startswith("cxr_") for f in items)      # findings: no evidence
+    assert items["xray_taken_24h"]["state"] == "no"          # ... but "no film", and the answer says so
 
 
 def test_the_prior_is_the_models_and_the_same_for_every_stay(client):
@@ -139,8 +142,7 @@ def _stay_with_alarms(served, engine):
     from cpn import SepsisCPN
 
     s = served.screens
-    pred = pd.DataFrame({"stay_id": s.stay_id, "screen_time": s.screen_time, "model": "cpn",
-                         "risk": SepsisCPN.load(served.cpn_dir).predict_proba(s)[:, 1]})
+    pred = SepsisCPN.load(served.cpn_dir).predictions(s)
     stays = pd.read_parquet(served.cohort_dir / "stays.parquet")
     res = run_protocol(pred, stays, s, threshold=engine.threshold, silencing_h=48.0)
     counts = res.alarms.groupby("stay_id")["fired"].agg(["sum", "size"])
@@ -163,7 +165,7 @@ def test_cohort_trace_alarms_agree_with_the_evaluation_protocol(client, served, 
 
 
 def test_explain_a_cohort_alarm_with_every_model(client, served, engine):
-    from gbdt import GBDTClassifier, explanations_table
+    from gbdt import GBDTClassifier
 
     stay, alarms, _ = _stay_with_alarms(served, engine)
     t = alarms.screen_time.iloc[0]
@@ -173,7 +175,7 @@ def test_explain_a_cohort_alarm_with_every_model(client, served, engine):
     assert cpn_view["kind"] == "bayes_factors" and gbdt_view["kind"] == "contributions"
     row = served.screens[(served.screens.stay_id == stay) & (served.screens.screen_time == t)]
     gb = GBDTClassifier.load(served.gbdt_dir)
-    want = explanations_table(gb, row).set_index("feature")["contribution"]
+    want = gb.explain(row).set_index("feature")["contribution"]
     for item in gbdt_view["items"]:
         assert item["contribution"] == pytest.approx(want[item["feature"]], abs=1e-6)
     assert gbdt_view["total"] == pytest.approx(want["total"], abs=1e-6)

@@ -41,7 +41,7 @@ def _fmt(x: float) -> str:
 
 def test_click_an_alarm_and_read_its_explanation(live_server, served, engine, tmp_path):
     from cpn import SepsisCPN
-    from gbdt import GBDTClassifier, explanations_table
+    from gbdt import GBDTClassifier
 
     sync_playwright = _browser_or_skip()
     stay, alarms, _ = _stay_with_alarms(served, engine)
@@ -50,7 +50,7 @@ def test_click_an_alarm_and_read_its_explanation(live_server, served, engine, tm
     cpn = SepsisCPN.load(served.cpn_dir)
     want = cpn.explain(row).set_index("feature")
     risk = cpn.predict_proba(row)[0, 1]
-    shap = explanations_table(GBDTClassifier.load(served.gbdt_dir), row).set_index("feature")["contribution"]
+    shap = GBDTClassifier.load(served.gbdt_dir).explain(row).set_index("feature")["contribution"]
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM),

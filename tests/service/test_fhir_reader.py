@@ -137,7 +137,8 @@ def test_read_fhir_files_bundles_and_ndjson_into_the_contract(tmp_path):
     lines.append(json.dumps(observation(9, "8310-5", 99.1, "degF", T, patient="Patient/9",
                                         encounter="Encounter/900")["resource"]))
     (tmp_path / "b.ndjson").write_text("\n".join(lines))
-    events, stays, report = read_fhir(tmp_path, now=NOW)
+    cohort = read_fhir(tmp_path, now=NOW)
+    events, stays, report = cohort.events, cohort.stays, cohort.report
     validate(events, "events")
     validate(stays, "stays")
     assert sorted(stays["stay_id"]) == [900, 4711]
