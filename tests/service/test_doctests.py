@@ -8,8 +8,9 @@ import importlib
 import pytest
 
 MODULES = ["ehr.sources.fhir", "ehr.sources.readings", "sepsiscope.service.batching", "sepsiscope.service.engine",
-           "sepsiscope.service.fhir_out", "sepsiscope.service.inputs", "sepsiscope.service.labels", "sepsiscope.service.scoring",
-           "sepsiscope.service.security", "sepsiscope.service.stays", "sepsiscope.service.views"]
+           "sepsiscope.service.fhir_out", "sepsiscope.service.inputs", "sepsiscope.service.labels",
+           "sepsiscope.service.scoring", "sepsiscope.service.security", "sepsiscope.service.stays",
+           "sepsiscope.service.views", "sepsiscope.stay_screens"]
 
 
 @pytest.mark.parametrize("name", MODULES)
