@@ -186,13 +186,15 @@ def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = N
                                  np.array([p[0] for p in places], dtype=object),
                                  np.array([p[1] or 0 for p in places], dtype=int))
         values[idx], keep[idx] = fixed, ok
-    kept = sorted((i for i in range(len(rows)) if keep[i]),
-                  key=lambda i: (stay_ids[rows[i][0].stay], rows[i][0].time, rows[i][0].concept))
+    stays = np.array([stay_ids[r.stay] for r, _ in rows], dtype="int64")
+    times = np.array([r.time for r, _ in rows], dtype="datetime64[ns]")
+    order = np.lexsort((names.astype(str), times, stays)) if len(rows) else np.zeros(0, dtype=int)
+    kept = [int(i) for i in order if keep[i]]
     read = [rows[i][0] for i in kept]
     columns = {
         "subject_id": np.array([subject_ids.get(r.stay, stay_ids[r.stay]) for r in read], dtype="int64"),
-        "stay_id": np.array([stay_ids[r.stay] for r in read], dtype="int64"),
-        "time": np.array([r.time for r in read], dtype="datetime64[ns]"),
+        "stay_id": stays[kept],
+        "time": times[kept],
         "code": np.array([r.code for r in read], dtype=object),
         "numeric_value": values[kept],
         "text_value": np.full(len(read), None, dtype=object),

@@ -34,18 +34,24 @@ def serve(
     max_body_mb: float = typer.Option(2.0, "--max-body-mb", help="Largest request body accepted (413 above)."),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="Allow this browser origin (repeatable; "
                                           "default: none, CORS closed)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads of the CPN kernel and BLAS in the one "
+                                "worker (batches are small; more threads mostly wait)."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve risk scoring (FHIR R4 in, RiskAssessment out) and the alarm-review page."""
     import logging
+    import os
 
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from sepsiscope.service import CohortStays, build_engine, create_app
     from sepsiscope.service.security import TOKEN_ENV, load_token
 
     if model is None and run is None:
         raise typer.BadParameter("give --model DIR or --run RUN")
+    os.environ["SEPSISCOPE_THREADS"] = str(threads)
+    threadpool_limits(threads)
     model = model or run / "models" / "cpn"
     if not compare and run is not None:
         compare = [d for d in sorted((run / "models").iterdir()) if d.is_dir() and d.resolve() != model.resolve()]

@@ -121,7 +121,9 @@ class Engine:
         data was not done (the CPN's ``*_tested_24h`` leaves read "no"): a posted stay is taken
         as complete for the time it covers.
         """
-        return build_screens(events, stays, cxr, concepts=concept_names(), until_onset=until_onset)
+        screens = build_screens(events, stays, cxr, concepts=concept_names(), until_onset=until_onset)
+        screens.attrs.clear()  # pandas deep-copies attrs (the build report) in every operation after this
+        return screens
 
     def trace(self, screens: pd.DataFrame) -> dict:
         """Risk, alarms and silencing windows of one stay's screens (sorted by time)."""
