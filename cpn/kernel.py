@@ -33,7 +33,7 @@ Examples
 ...     {"T": np.array([.2, .8]), "B": np.array([[.9, .3], [.1, .7]])}, "T", ["B"])
 >>> prog = Program(eng, np.eye(2))
 >>> prog.n_rows, int(prog.n_fwd), len(prog.out_slot) > prog.n_fwd
-(1, 6, True)
+(1, 4, True)
 """
 
 from __future__ import annotations
