@@ -119,19 +119,18 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
 
     @app.get("/v1/stays", dependencies=auth, response_model=StaysResponse)
     async def stays(limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0)):
-        rows = posted.summary() + (cohort.summary() if cohort is not None else [])
+        # posted stays change on the scoring thread: read them there
+        rows = await batcher.run(lambda: posted.summary() + (cohort.summary() if cohort is not None else []))
         return {"total": len(rows), "stays": rows[offset: offset + limit]}
 
     @app.get("/v1/stays/{stay_id}/trace", dependencies=auth, response_model=TraceResponse)
     async def trace(stay_id: int):
-        store = lookup(stay_id)
-        stay = store.stay(stay_id)
-
-        def compute():
+        def compute():  # on the scoring thread, where posted stays are added and dropped
+            store = lookup(stay_id)
             screens = store.screens(stay_id, engine)
-            return screens, engine.trace(screens)
+            return store, store.stay(stay_id), screens, engine.trace(screens)
 
-        screens, tr = await batcher.run(compute)
+        store, stay, screens, tr = await batcher.run(compute)
         onset = stay.get("onset_time")
         onset_h = None if onset is None or pd.isna(onset) else (onset - stay["admit_time"]).total_seconds() / 3600
         return {"stay_id": stay_id, "source": "posted" if store is posted else "cohort",
@@ -142,11 +141,10 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
 
     @app.get("/v1/stays/{stay_id}/explain", dependencies=auth, response_model=ExplainResponse)
     async def explain(stay_id: int, at: datetime = Query(..., description="a screen time of the stay")):
-        store = lookup(stay_id)
         t = to_utc(at)
 
         def compute():
-            screens = store.screens(stay_id, engine)
+            screens = lookup(stay_id).screens(stay_id, engine)
             rows = screens[screens["screen_time"] == t]
             return rows, (engine.explain(rows) if len(rows) else None), screens
 

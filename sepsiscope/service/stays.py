@@ -58,12 +58,18 @@ class CohortStays:
         self.cxr = cxr.sort_values("stay_id", kind="stable").reset_index(drop=True) if cxr is not None else None
         self.stays = stays.set_index("stay_id", drop=False).sort_index()
         self._screens = _LRU(cache_size)
+        self._summary = None
 
     def __contains__(self, stay_id) -> bool:
         return stay_id in self.stays.index
 
     def summary(self) -> list[dict]:
-        """One small dict per stay for the page's picker."""
+        """One small dict per stay for the page's picker (computed once)."""
+        if self._summary is None:
+            self._summary = self._summarise()
+        return self._summary
+
+    def _summarise(self) -> list[dict]:
         s = self.stays
         hours = (s["discharge_time"] - s["admit_time"]).dt.total_seconds() / 3600.0
         septic = s["onset_time"].notna() if "onset_time" in s else pd.Series(False, index=s.index)
