@@ -150,7 +150,8 @@ def _concept(code: dict, loc):
         raise ReadingError((*loc, "coding"), f"LOINC {', '.join(loincs)} maps to several concepts "
                            f"({', '.join(sorted(both))}); add the specific coding (59408-5 for pulse oximetry)",
                            "ambiguous_code")
-    raise ReadingError((*loc, "coding"), f"the LOINC codings {', '.join(loincs)} name different concepts", "ambiguous_code")
+    raise ReadingError((*loc, "coding"), f"the LOINC codings {', '.join(loincs)} name different concepts",
+                       "ambiguous_code")
 
 
 def _value(part: dict, concept: str | None, loc):

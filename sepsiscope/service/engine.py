@@ -1,7 +1,8 @@
 """The models a server scores with, and the one path from events to risk, alarms and explanations.
 
 A stay's events become hourly screens with :func:`ehr.screens.build_screens` (the function every
-model was trained on), with a column for every concept (see :meth:`Engine.screens`). Risk comes from ``predict_proba``; alarms follow the SepsisFinder protocol (screens with
+model was trained on), with a column for every concept (see :meth:`Engine.screens`). Risk comes
+from ``predict_proba``; alarms follow the SepsisFinder protocol (screens with
 new data, ``risk >= threshold``, silencing after each fired alarm, :func:`evaluation.protocol.silence`);
 explanations come from the models' ``explain``. :meth:`Engine.score` takes many stays at once, so
 the server can batch concurrent requests into one call of each model.

@@ -115,7 +115,8 @@ SCORE_BODY = {
     "content": {
         "application/fhir+json": {"schema": {"type": "object", "description": "a FHIR R4 Bundle of Observations "
                                              "(LOINC, UCUM), optionally with the Patient and Encounter"}},
-        "application/json": {"schema": {"oneOf": [{"type": "object", "description": "a FHIR R4 Bundle"},
-                                                  EventsRequest.model_json_schema(ref_template="#/components/schemas/{model}")]}},
+        "application/json": {"schema": {"oneOf": [
+            {"type": "object", "description": "a FHIR R4 Bundle"},
+            EventsRequest.model_json_schema(ref_template="#/components/schemas/{model}")]}},
     },
 }
