@@ -21,7 +21,7 @@ app = typer.Typer(help="SepsisScope: open, explainable early sepsis warning.", n
 train_app = typer.Typer(help="Train a model (cpn, gbdt, imaging).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-_AREAS = ("data", "cpn", "gbdt", "imaging", "mimic", "pipeline")
+_AREAS = ("data", "cpn", "gbdt", "imaging", "mimic", "pipeline", "service")
 
 for _area in _AREAS:
     importlib.import_module(f"sepsiscope.commands.{_area}").register(app, train_app)

@@ -11,6 +11,8 @@ Run directory layout (what :func:`evaluation.report.write_report` reads):
 ``stays.parquet``        the stays table (+ ``split``)
 ``screens.parquet``      label columns of the screens: stay_id, screen_time, hours_since_admit,
                          new_data, onset_in_h, label, split (+ sepsis_label for PhysioNet)
+``test_screens.parquet`` the test split's screens with the columns the models read, by stay (what
+                         ``sepsiscope explain --run`` reads one stay of, see :mod:`sepsiscope.stay_screens`)
 ``predictions.parquet``  every model on the dev and test splits (contract ``predictions``)
 ``alarms.parquet``       test-split alarms of every model at every operating point
 ``explanations.parquet`` CPN Bayes factors and GBDT contributions for the test alarms
@@ -34,6 +36,7 @@ from ehr.estimator import Labels
 from ehr.screens import build_screens
 from ehr.splits import split_patients
 from sepsiscope.progress import step
+from sepsiscope.stay_screens import write_stay_screens
 
 __all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job"]
 
@@ -209,6 +212,8 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     with timed("write run directory"):
         keep = [c for c in LABEL_COLUMNS if c in screens.columns] + ["split"]
         screens[keep].to_parquet(out / "screens.parquet", index=False)
+        write_stay_screens(parts["test"], out / "test_screens.parquet",
+                           columns=[c for m in models.values() for c in m.required_columns])
         stays.to_parquet(out / "stays.parquet", index=False)
         predictions.to_parquet(out / "predictions.parquet", index=False)
         ev.alarms.to_parquet(out / "alarms.parquet", index=False)

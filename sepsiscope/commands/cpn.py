@@ -12,29 +12,64 @@ import typer
 
 def _bar(x: float, scale: float = 0.25, width: int = 20) -> str:
     """Text bar for a log10 Bayes factor: '+' raises risk (blue), '-' lowers it (red)."""
-    if not np.isfinite(x):
+    if x is None or not np.isfinite(x):
         return ""
     n = min(width, int(round(abs(x) / scale * 2)))
     return ("+" if x > 0 else "-") * n
 
 
-def explanation_table(ex: pd.DataFrame) -> str:
-    """Plain-text table of one screen's explanation rows (sorted by |in-context| factor)."""
-    total = ex[ex.feature == "total"]
-    items = ex[ex.feature != "total"].copy()
-    items = items.reindex(items["baseline"].abs().sort_values(ascending=False).index)
-    lines = [f"{'feature':<20} {'value':>9} {'state':<12} {'age_h':>6} {'weight':>6} "
-             f"{'log10 B(i)':>10} {'in ctx':>8}  bar (in context)"]
-    for _, r in items.iterrows():
-        val = "" if pd.isna(r.value) else f"{r.value:.4g}"
-        age = "" if pd.isna(r.age_h) else f"{r.age_h:.1f}"
-        w = "" if pd.isna(r.weight) else f"{r.weight:.2f}"
-        lines.append(f"{r.feature:<20} {val:>9} {str(r.state):<12} {age:>6} {w:>6} "
-                     f"{r.contribution:>10.3f} {r.baseline:>8.3f}  {_bar(r.baseline)}")
-    if len(total):
-        lines.append(f"{'total log10 B(E)':<20} {'':>9} {'':<12} {'':>6} {'':>6} "
-                     f"{total.contribution.iloc[0]:>10.3f}")
+def _cell(x, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def explanation_table(view: dict, threshold: float | None = None) -> str:
+    """Plain-text table of one screen's explanation (:func:`sepsiscope.service.views.explanation_view`).
+
+    Bayes factors: each item in context and alone, with value, unit, readable state, age and decay
+    weight; then the prior, the total and the posterior (log10 odds), and the threshold.
+    """
+    if view["kind"] != "bayes_factors":
+        lines = [f"{'feature':<34} {'value':>16} {'contribution':>12}"]
+        lines += [f"{i['label'][:34]:<34} {_cell(i['value'], '.4g') + ' ' + i['unit']:>16} "
+                  f"{i['contribution']:>12.3f}" for i in view["items"]]
+        lines.append(f"expected log-odds {view['expected']:.3f}, total {view['total']:.3f}, risk {view['risk']:.3f}")
+        return "\n".join(lines)
+    lines = [f"{'evidence':<34} {'value':>16} {'state':<18} {'age':>6} {'weight':>6} {'in context':>10} "
+             f"{'alone':>7}  bar (in context)"]
+    for i in view["items"]:
+        yes_no = i["state_label"] in ("yes", "no")  # testing leaves: the state says it all
+        value = "" if yes_no else (_cell(i["value"], ".4g") + " " + i["unit"]).strip()
+        age = "" if i["age_h"] is None else f"{i['age_h']:.1f} h"
+        lines.append(f"{i['label'][:34]:<34} {value:>16} {i['state_label'][:18]:<18} {age:>6} "
+                     f"{_cell(i['weight'], '.2f'):>6} {i['in_context']:>10.3f} {i['alone']:>7.3f}  "
+                     f"{_bar(i['in_context'])}")
+    lines.append(f"prior log10 odds {view['prior']:.3f} + total log10 B(E) {view['total']:.3f} = posterior "
+                 f"{view['posterior']:.3f}: risk {view['risk']:.3f}"
+                 + (f" (threshold {threshold:.3f}: {'alarm' if view['risk'] >= threshold else 'no alarm'})"
+                    if threshold is not None else ""))
     return "\n".join(lines)
+
+
+def _explain_sources(run, model, screens):
+    """(model directory, screens parquet, threshold or None) from --run and/or --model/--screens."""
+    threshold = None
+    if run is not None:
+        model = model or run / "models" / "cpn"
+        screens = screens or run / "test_screens.parquet"
+        if not screens.exists():
+            raise typer.BadParameter(f"{run} has no test_screens.parquet (runs before this version kept only "
+                                     "labels); pass --screens with a screens table (`sepsiscope screens COHORT`)")
+        ops = run / "operating_points.json"
+        if ops.exists():
+            import json
+
+            kind = json.loads((model / "model.json").read_text()).get("kind")
+            records = [r for r in json.loads(ops.read_text()) if r.get("operating_point") == "news2>=5"
+                       and r.get("model") in (kind, "lightgbm" if kind == "gbdt" else kind)]
+            threshold = float(records[0]["threshold"]) if records else None
+    if model is None:
+        raise typer.BadParameter("give --run RUN, or --model DIR")
+    return model, screens, threshold
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -67,34 +102,56 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("explain")
     def explain(
-        stay: Optional[int] = typer.Argument(None, help="stay id to explain; omit to print half-lives"),
-        model: Path = typer.Option(..., help="fitted CPN model directory"),
+        stay: Optional[int] = typer.Argument(None, help="stay id to explain; omit to print a CPN's half-lives"),
+        run: Optional[Path] = typer.Option(None, help="run directory: its models/cpn and test_screens.parquet"),
+        model: Optional[Path] = typer.Option(None, help="model directory (default with --run: RUN/models/cpn)"),
         screens: Optional[Path] = typer.Option(None, help="screens parquet holding the stay"),
-        at: Optional[str] = typer.Option(None, help="screen time (default: the highest-risk screen)"),
+        at: Optional[str] = typer.Option(None, help="hours since admission (e.g. 99) or a time; default: the "
+                                         "highest-risk screen"),
     ):
-        """Print one alarm's Bayes-factor explanation, or the model's fitted half-lives."""
-        from cpn import SepsisCPN
-        from ehr.schema import SchemaError
-        from sepsiscope.models import screen_to_explain
+        """Print one screen's explanation (Bayes factors in context and alone), or a CPN's half-lives.
 
-        m = SepsisCPN.load(model)
+        Reads only the asked stay from the screens (a parquet filter on stay_id).
+        """
+        from ehr.schema import SchemaError
+        from sepsiscope.models import load_model
+        from sepsiscope.service.views import explanation_view
+        from sepsiscope.stay_screens import KEY_COLUMNS, pick_screen, read_stay
+
+        model, screens, threshold = _explain_sources(run, model, screens)
+        m = load_model(model)
         if stay is None:
+            if not hasattr(m, "half_lives_"):
+                raise typer.BadParameter("give a stay to explain")
             _print_half_lives(m)
             return
         if screens is None:
-            raise typer.BadParameter("--screens is needed to explain a stay")
-        try:
-            row = screen_to_explain(m, pd.read_parquet(screens), stay, at)
-        except SchemaError as exc:
+            raise typer.BadParameter("--screens (or --run) is needed to explain a stay")
+        import pyarrow.parquet as pq
+
+        have = set(pq.read_schema(screens).names)
+        missing = [c for c in m.required_columns if c not in have]
+        if missing:
             # e.g. a run directory's screens.parquet, which keeps only keys, labels and covariates
-            raise typer.BadParameter(f"{screens}: {exc}; pass a full screens table (`sepsiscope screens "
-                                     "COHORT`), or read the run's explanations.parquet") from None
-        except ValueError as exc:
-            raise typer.BadParameter(f"{screens}: {exc}") from None
-        risk = m.predict_proba(row)[0, 1]
-        typer.echo(f"stay {stay}  screen {row['screen_time'].iloc[0]}  "
-                   f"P(sepsis within 48 h) = {risk:.3f}")
-        typer.echo(explanation_table(m.explain(row)))
+            raise typer.BadParameter(f"{screens}: missing column(s) {missing[:8]} that the model reads; pass a "
+                                     "full screens table (`sepsiscope screens COHORT`), or read the run's "
+                                     "explanations.parquet")
+        columns = [c for c in dict.fromkeys([*KEY_COLUMNS, *m.required_columns]) if c in have]
+        rows = read_stay(screens, stay, columns=columns)
+        if rows.empty:
+            where = " (the run keeps the test split's screens only)" if run is not None else ""
+            raise typer.BadParameter(f"stay {stay} is not in {screens}{where}")
+        try:
+            row = pick_screen(rows, at) if at is not None else \
+                rows.iloc[[int(np.argmax(m.predict_proba(rows)[:, 1]))]]
+            risk = float(m.predict_proba(row)[0, 1])
+            view = explanation_view(m.explain(row), risk=risk, model=m.model_name)
+        except (SchemaError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        r = row.iloc[0]
+        typer.echo(f"stay {stay}  screen {r['screen_time']} ({r['hours_since_admit']:g} h since admission)  "
+                   f"{m.model_name}: P(sepsis within 48 h) = {risk:.3f}")
+        typer.echo(explanation_table(view, threshold))
 
 
 def _print_half_lives(model) -> None:

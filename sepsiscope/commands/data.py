@@ -74,8 +74,9 @@ def simulate(
 
 
 def ingest(
-    path: Path = typer.Argument(..., help="Source data: PhysioNet .psv dir or zip; MIMIC directory."),
-    source: str = typer.Option("physionet", "--source", help="physionet | mimic"),
+    path: Path = typer.Argument(..., help="Source data: PhysioNet .psv dir or zip; MIMIC directory; FHIR "
+                                "Bundles (.json) or NDJSON (.ndjson), a file or a directory."),
+    source: str = typer.Option("physionet", "--source", help="physionet | mimic | fhir"),
     out: Path = typer.Option(Path("cohort"), "--out", help="Cohort directory to write."),
     definition: str = typer.Option("sepsis3", "--definition", help="MIMIC onset definition."),
     progress: bool = _PROGRESS,
@@ -88,11 +89,13 @@ def ingest(
 
         ingest_mimic_cli(path, out, definition, progress)
         return
-    if source != "physionet":
-        raise typer.BadParameter(f"unknown source {source!r}; expected physionet or mimic")
-    from ehr.sources.physionet import read_physionet
-
-    cohort = ingest_cohort(lambda: read_physionet(path), f"reading {path}", out, progress)
+    if source == "fhir":
+        from ehr.sources.fhir import read_fhir as reader
+    elif source == "physionet":
+        from ehr.sources.physionet import read_physionet as reader
+    else:
+        raise typer.BadParameter(f"unknown source {source!r}; expected physionet, mimic or fhir")
+    cohort = ingest_cohort(lambda: reader(path), f"reading {path}", out, progress)
     write_run_json(out, {"command": "ingest", "source": source}, inputs={"source": path})
     console.print(cohort.report.summary())
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "

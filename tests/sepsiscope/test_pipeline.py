@@ -31,7 +31,7 @@ def test_main_job_writes_a_complete_run_directory(tiny_run):
     assert report == out / "report.html" and report.stat().st_size > 10_000
     for name in ("run.json", "predictions.parquet", "alarms.parquet", "screens.parquet", "stays.parquet",
                  "main_table.csv", "operating_points.json", "timeliness.csv", "models/cpn/model.json",
-                 "models/gbdt/model.json"):
+                 "test_screens.parquet", "models/gbdt/model.json"):
         assert (out / name).exists(), name
     pred = validate(pd.read_parquet(out / "predictions.parquet"), "predictions")
     assert set(pred.model) == {"cpn", "lightgbm", "news2"}
