@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: pinned to the builds served locally, so no resolver fetches another one
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test,hmm,service]"
+	$(PY) -m pip install -q -e ".[test,hmm,service,scale]"
 	touch $(STAMP)
 
 install: $(STAMP)

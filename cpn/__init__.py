@@ -1,18 +1,8 @@
 """Causal probabilistic network: structure, discretisation, time decay, learning, fast exact
 inference and Bayes-factor explanations."""
 
-import logging as _logging
-
-# pgmpy calls logging.basicConfig(level=INFO) when imported; a library must not configure the
-# host's logging, so import it once here and put the root logger back as it was.
-_root = _logging.getLogger()
-_saved = (list(_root.handlers), _root.level)
-import pgmpy.global_vars  # noqa: E402,F401
-
-_root.handlers[:] = _saved[0]
-_root.setLevel(_saved[1])
-del _root, _saved
-
+# pgmpy (and the torch it imports) is imported only where a network object is built, fitted or
+# saved (cpn._pgmpy); scoring a saved model reads its network with cpn.xmlbif.
 from .explain import bayes_factors
 from .inference import InferenceEngine
 from .model import SepsisCPN

@@ -35,7 +35,7 @@ from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
 from .structure import CONTEXT, TARGET_EDGES_H, TESTED, node_roles
 
-__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "half_life_group",
+__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "input_columns", "half_life_group",
            "target_states", "EVIDENCE_ROLES"]
 
 EVIDENCE_ROLES = ("context", "concept", "tested", "cxr")
@@ -82,6 +82,31 @@ def check_screens(screens: pd.DataFrame) -> None:
                              f"known findings are {CXR_FINDINGS}")
 
 
+def input_columns(info: NetworkInfo) -> list[str]:
+    """Screen columns the evidence of each node is built from (see :func:`build_evidence`)."""
+    cols: list[str] = []
+    for v in info.evidence_nodes:
+        role = info.roles[v]
+        if role == "concept":
+            cols += [v, f"{v}_age_h"]
+        elif role == "cxr":
+            cols += [v, "cxr_age_h"]
+        elif role == "context" and v in _CONTEXT_COLUMN:
+            cols.append(_CONTEXT_COLUMN[v])
+        elif role == "tested":
+            cols += [f"{c}_age_h" for c in TESTED[v][0]]
+    return list(dict.fromkeys(cols))
+
+
+def _numeric_columns(screens: pd.DataFrame, info: NetworkInfo) -> dict:
+    """Every numeric column the network reads that ``screens`` has, read in one go: name -> float array
+    (one conversion of the block instead of a pandas lookup per column, which costs more than the
+    arithmetic on a batch of a few hundred screens)."""
+    names = [c for c in input_columns(info) if c != "department" and c in screens.columns]
+    block = screens[names].to_numpy(dtype=float) if names else np.empty((len(screens), 0))
+    return dict(zip(names, block.T))
+
+
 def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *,
                    cxr_prior=0.5, details: bool = False):
     """Likelihood arrays per evidence node for every screen.
@@ -108,6 +133,7 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
     check_screens(screens)
     concepts = load_concepts()
     n = len(screens)
+    read = _numeric_columns(screens, info)
     ev, det = {}, {}
     for v in info.evidence_nodes:
         role, k = info.roles[v], len(info.states[v])
@@ -116,10 +142,10 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
         if role == "concept":
             if v not in screens.columns:
                 continue
-            value = screens[v].to_numpy(dtype=float)
+            value = read[v]
             state = concept_states(v, value, column=v)
             age_col = f"{v}_age_h"
-            age = screens[age_col].to_numpy(dtype=float) if age_col in screens.columns else np.zeros(n)
+            age = read[age_col] if age_col in read else np.zeros(n)
             if np.any(age < 0):
                 row = int(np.flatnonzero(age < 0)[0])
                 raise ValueError(f"column '{age_col}': negative age {age[row]:g} at row {row}")
@@ -130,13 +156,12 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
         elif role == "cxr":
             if v not in screens.columns:
                 continue
-            value = screens[v].to_numpy(dtype=float)
+            value = read[v]
             bad = ~np.isnan(value) & ((value < 0) | (value > 1))
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"column '{v}': probability {value[row]:g} at row {row} is outside [0, 1]")
-            age = screens["cxr_age_h"].to_numpy(dtype=float) if "cxr_age_h" in screens.columns \
-                else np.zeros(n)
+            age = read["cxr_age_h"] if "cxr_age_h" in read else np.zeros(n)
             weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_lives.get("cxr", np.inf))
             weight = np.where(np.isnan(value), np.nan, weight)
             prior = cxr_prior.get(v, 0.5) if isinstance(cxr_prior, dict) else cxr_prior
@@ -150,14 +175,14 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
                 value = np.full(n, np.nan)
                 state = category_states(screens[col].to_numpy(dtype=object), info.states[v])
             else:
-                value = screens[col].to_numpy(dtype=float)
+                value = read[col]
                 state = band_states(value, CONTEXT[v][1])
             ev[v] = soft_evidence(state, np.ones(n), k)
         elif role == "tested":
             cols = [f"{c}_age_h" for c in TESTED[v][0] if f"{c}_age_h" in screens.columns]
             if not cols:
                 continue
-            ages = screens[cols].to_numpy(dtype=float)
+            ages = np.column_stack([read[c] for c in cols])
             with np.errstate(invalid="ignore"):
                 recent = np.nanmin(np.where(np.isnan(ages), np.inf, ages), axis=1) <= TESTED[v][1]
             state = recent.astype(np.int64)

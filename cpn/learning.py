@@ -6,6 +6,12 @@ counts are plain counts; for latent families they come from the engine's adjoint
 (:meth:`cpn.inference.InferenceEngine.expected_counts`), so one EM iteration costs about three
 batched inference passes.
 
+The seam for data that does not sit in one process: :func:`run_em` takes the E-step as a
+function ``e_step() -> (summed expected counts, summed log-likelihood)`` of the engine's current
+CPDs, so the counts may be the sum of ``engine.expected_counts`` over partitions computed
+elsewhere (:mod:`cpn.partitioned`) before :func:`map_cpds`, the M-step, runs here. Expected
+counts and log-likelihoods are sums over rows, hence over any split of the rows.
+
 Examples
 --------
 >>> import numpy as np
@@ -24,7 +30,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["fit_em", "map_cpds", "conditional_loglik"]
+__all__ = ["fit_em", "run_em", "map_cpds", "conditional_loglik", "search_half_lives"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +69,29 @@ def fit_em(engine, evidence: dict, *, pseudo_count: float = 1.0, max_iter: int =
         Mean log-likelihood per row at each iteration (non-decreasing up to the prior's effect).
     """
     n = len(next(iter(evidence.values()))) if evidence else 1
+    return run_em(engine, lambda: engine.expected_counts(evidence, batch_size=batch_size), n,
+                  pseudo_count=pseudo_count, max_iter=max_iter, tol=tol, fixed=fixed, progress=progress)
+
+
+def run_em(engine, e_step, n_rows: int, *, pseudo_count: float = 1.0, max_iter: int = 30, tol: float = 1e-5,
+           fixed=(), progress=None) -> list[float]:
+    """EM with the E-step given as ``e_step() -> (counts, loglik)`` at the engine's current CPDs.
+
+    ``counts`` (node -> array of the CPD's shape) and ``loglik`` are sums over all ``n_rows``
+    training rows, wherever they were computed; the M-step (:func:`map_cpds`) and the stopping
+    rule are :func:`fit_em`'s, which is ``run_em`` over one batch of evidence.
+    """
     history: list[float] = []
     for it in range(max_iter):
-        counts, ll = engine.expected_counts(evidence, batch_size=batch_size)
+        counts, ll = e_step()
         new = map_cpds(counts, pseudo_count)
         for v in fixed:
             new[v] = engine.cpds[v]
         engine.set_cpds(new)
-        history.append(ll / n)
-        logger.debug("EM iteration %d: mean log-likelihood %.6f", it, ll / n)
+        history.append(ll / n_rows)
+        logger.debug("EM iteration %d: mean log-likelihood %.6f", it, ll / n_rows)
         if progress is not None:
-            progress(it, ll / n)
+            progress(it, ll / n_rows)
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
             break
     return history
@@ -85,3 +103,42 @@ def conditional_loglik(engine, evidence: dict, target_state: np.ndarray, *,
     post = engine.posterior(evidence, batch_size=batch_size)
     p = post[np.arange(len(target_state)), target_state]
     return float(np.mean(np.log(np.clip(p, 1e-300, None))))
+
+
+def search_half_lives(hl: dict, group_of, grid, score_many, *, max_steps: int = 4) -> tuple[dict, dict]:
+    """Choose one multiplier of the half-lives ``hl`` per group, group after group.
+
+    ``group_of(key)`` names a half-life's group; ``score_many(list of half-life dicts)`` returns
+    the held-out mean log-likelihood of each (a group's whole grid in one call, one pass over
+    partitioned data). A best multiplier at an end of ``grid`` is no optimum: the search goes on
+    outwards (x2 per step, at most ``max_steps`` steps) while the likelihood improves.
+    Returns ``(half-lives, {group: multiplier})``.
+
+    >>> best, scale = search_half_lives({"hr": 2.0}, lambda k: "vital", (0.5, 1.0),
+    ...                                 lambda cands: [-abs(c["hr"] - 4.0) for c in cands])
+    >>> best, scale
+    ({'hr': 4.0}, {'vital': 2.0})
+    """
+    groups: dict = {}
+    for k in hl:
+        groups.setdefault(group_of(k), []).append(k)
+    best, scale = dict(hl), {}
+    grid = sorted(float(m) for m in grid)
+    for g, keys in groups.items():
+        def candidate(mult, keys=keys):
+            return {**best, **{k: hl[k] * mult for k in keys}}
+
+        tried = dict(zip(grid, score_many([candidate(m) for m in grid])))
+        for step, end in ((0.5, 0), (2.0, -1)):
+            m = grid[end]
+            for _ in range(max_steps):
+                if max(tried, key=tried.get) != m:
+                    break
+                m *= step
+                tried[m] = score_many([candidate(m)])[0]
+        m = max(tried, key=tried.get)
+        scale[g] = float(m)
+        best.update({k: hl[k] * m for k in keys})
+        logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m,
+                    {k: round(v, 5) for k, v in sorted(tried.items())})
+    return best, scale

@@ -31,12 +31,15 @@ from ehr.concepts import load_concepts
 from ehr.estimator import Labels, SepsisEstimator
 from ehr.splits import holdout_groups
 
-from .evidence import _CONTEXT_COLUMN, build_evidence, half_life_group, network_info, target_states
+from ._pgmpy import pgmpy_classes
+from .evidence import build_evidence, half_life_group, input_columns, network_info, target_states
 from .explain import bayes_factors
+from .explain_table import explanation_table
 from .inference import InferenceEngine
-from .learning import conditional_loglik, fit_em
+from .learning import conditional_loglik, fit_em, search_half_lives
 from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, TESTED, load_network, save_network,
                         validate_network)
+from .xmlbif import read_xmlbif
 
 __all__ = ["SepsisCPN"]
 
@@ -46,22 +49,6 @@ logger = logging.getLogger(__name__)
 HALF_LIFE_MAX_STEPS = 4
 _GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
 _NETWORK_FILE = "network.xml"
-
-
-def _input_columns(info) -> list[str]:
-    """Screen columns the evidence of each node is built from (see :func:`cpn.evidence.build_evidence`)."""
-    cols: list[str] = []
-    for v in info.evidence_nodes:
-        role = info.roles[v]
-        if role == "concept":
-            cols += [v, f"{v}_age_h"]
-        elif role == "cxr":
-            cols += [v, "cxr_age_h"]
-        elif role == "context" and v in _CONTEXT_COLUMN:
-            cols.append(_CONTEXT_COLUMN[v])
-        elif role == "tested":
-            cols += [f"{c}_age_h" for c in TESTED[v][0]]
-    return list(dict.fromkeys(cols))
 
 
 def _frame_hash(df: pd.DataFrame) -> str:
@@ -115,7 +102,8 @@ class SepsisCPN(SepsisEstimator):
 
     Attributes
     ----------
-    network_ : pgmpy DiscreteBayesianNetwork with fitted CPDs
+    network_ : pgmpy DiscreteBayesianNetwork with fitted CPDs (a loaded model reads it on first use;
+        scoring works from ``engine_`` and ``info_``, read without pgmpy by :mod:`cpn.xmlbif`)
     engine_ : InferenceEngine
     half_lives_ : dict node -> hours
     half_life_scale_ : dict group -> multiplier
@@ -147,6 +135,20 @@ class SepsisCPN(SepsisEstimator):
         self.batch_size = batch_size
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def network_(self):
+        """The network with the fitted CPDs (pgmpy ``DiscreteBayesianNetwork``); a loaded model
+        reads it from its ``network.xml`` with pgmpy on first use (scoring does not need it)."""
+        if self.__dict__.get("_network") is None:
+            if "_network_xml" not in self.__dict__:
+                raise AttributeError(f"{type(self).__name__} is not fitted: no network_")
+            self._network = pgmpy_classes()[2](string=self._network_xml).get_model()
+        return self._network
+
+    @network_.setter
+    def network_(self, net):
+        self._network = net
+
     def _setup(self, net):
         self.network_ = net
         self.info_ = network_info(net)
@@ -157,19 +159,47 @@ class SepsisCPN(SepsisEstimator):
         return build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
                               cxr_prior=self.cxr_prior_, details=details)
 
-    def _fit_cxr_prior(self, screens):
+    def _cxr_sums(self, screens) -> dict:
+        """Per CXR node: (sum, count) of its probabilities over the screens that carry one."""
         out = {}
         for v in self.features_:
-            if self.info_.roles[v] != "cxr":
-                continue
+            if self.info_.roles[v] == "cxr":
+                p = screens[v].to_numpy(dtype=float) if v in screens.columns else np.array([])
+                p = p[~np.isnan(p)]
+                out[v] = (float(p.sum()), int(p.size))
+        return out
+
+    def _cxr_prior_from_sums(self, sums: dict) -> dict:
+        """The calibration prevalence per CXR node from :meth:`_cxr_sums` (added over parts of the data)."""
+        out = {}
+        for v, (total, count) in sums.items():
             if self.cxr_prior != "auto":
                 out[v] = float(self.cxr_prior)
-                continue
-            p = screens[v].to_numpy(dtype=float) if v in screens.columns else np.array([])
-            p = p[~np.isnan(p)]
-            # clipped so that a finding seen (almost) never or always keeps finite ratios
-            out[v] = float(np.clip(p.mean(), 0.01, 0.99)) if p.size else 0.5
+            else:
+                # clipped so that a finding seen (almost) never or always keeps finite ratios
+                out[v] = float(np.clip(total / count, 0.01, 0.99)) if count else 0.5
         return out
+
+    def _prepare_network(self) -> None:
+        """Load and check the network; set up the engine with its starting CPDs."""
+        net = load_network(self.network) if isinstance(self.network, (str, Path)) else self.network
+        validate_network(net, origin=str(self.network))
+        copy = net.copy()
+        for v in net.nodes():  # pgmpy's copy() drops node attributes (the roles)
+            copy.nodes[v].update(net.nodes[v])
+        self._setup(copy)
+
+    def _initial_half_lives(self) -> dict:
+        """The half-lives EM starts from (checks ``half_lives`` and ``cxr_prior``)."""
+        if isinstance(self.half_lives, dict):
+            hl = {**self._prior_half_lives(), **self.half_lives}
+        elif self.half_lives in ("prior", "learn"):
+            hl = self._prior_half_lives()
+        else:
+            raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
+        if not (self.cxr_prior == "auto" or 0.0 < float(self.cxr_prior) < 1.0):
+            raise ValueError(f"cxr_prior must be 'auto' or in (0, 1), got {self.cxr_prior!r}")
+        return hl
 
     def _prior_half_lives(self):
         concepts = load_concepts()
@@ -198,14 +228,9 @@ class SepsisCPN(SepsisEstimator):
         -------
         self
         """
-        net = load_network(self.network) if isinstance(self.network, (str, Path)) else self.network
-        validate_network(net, origin=str(self.network))
-        copy = net.copy()
-        for v in net.nodes():  # pgmpy's copy() drops node attributes (the roles)
-            copy.nodes[v].update(net.nodes[v])
-        self._setup(copy)
+        self._prepare_network()
         onset = Labels.coerce(labels, screens).onset_in_h
-        self.features_in_ = [c for c in _input_columns(self.info_) if c in screens.columns]
+        self.features_in_ = [c for c in input_columns(self.info_) if c in screens.columns]
         rng = np.random.default_rng(self.random_state)
         stays = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(len(screens))
         rows = np.arange(len(screens))
@@ -217,16 +242,9 @@ class SepsisCPN(SepsisEstimator):
         self.data_hashes_ = {"screens": _frame_hash(screens)}
         self.n_train_rows_ = int(len(rows))
 
-        if isinstance(self.half_lives, dict):
-            hl = {**self._prior_half_lives(), **self.half_lives}
-        elif self.half_lives in ("prior", "learn"):
-            hl = self._prior_half_lives()
-        else:
-            raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
-        if not (self.cxr_prior == "auto" or 0.0 < float(self.cxr_prior) < 1.0):
-            raise ValueError(f"cxr_prior must be 'auto' or in (0, 1), got {self.cxr_prior!r}")
+        hl = self._initial_half_lives()
         sub = screens.iloc[rows]
-        self.cxr_prior_ = self._fit_cxr_prior(sub)
+        self.cxr_prior_ = self._cxr_prior_from_sums(self._cxr_sums(sub))
         self.half_life_scale_ = {}
         if self.half_lives == "learn":
             hl = self._learn_half_lives(screens, rows, stays, t_state, hl)
@@ -251,38 +269,23 @@ class SepsisCPN(SepsisEstimator):
         fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
                max_iter=min(self.max_iter, self.half_life_em_iter),
                tol=self.tol, batch_size=self.batch_size)
-        groups = {}
-        for k in hl:
-            g = "cxr" if k == "cxr" else half_life_group(k, "concept")
-            groups.setdefault(g, []).append(k)
         val = screens.iloc[va]
-        best = dict(hl)
-        grid = sorted(float(m) for m in self.half_life_grid)
-        for g, keys in groups.items():
-            def score(mult):
-                ev_val, _ = self._evidence(val, {**best, **{k: hl[k] * mult for k in keys}})
-                return conditional_loglik(self.engine_, ev_val, t_state[va])
 
-            tried = {m: score(m) for m in grid}
-            # a best multiplier at an end of the grid is no optimum: keep going outwards (x2 per
-            # step, at most HALF_LIFE_MAX_STEPS steps) while the held-out likelihood improves
-            for step, end in ((0.5, 0), (2.0, -1)):
-                m = grid[end]
-                for _ in range(HALF_LIFE_MAX_STEPS):
-                    if max(tried, key=tried.get) != m:
-                        break
-                    m *= step
-                    tried[m] = score(m)
-            m = max(tried, key=tried.get)
-            self.half_life_scale_[g] = float(m)
-            best.update({k: hl[k] * m for k in keys})
-            logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m,
-                        {k: round(v, 5) for k, v in sorted(tried.items())})
+        def score_many(candidates):
+            return [conditional_loglik(self.engine_, self._evidence(val, half_lives)[0], t_state[va])
+                    for half_lives in candidates]
+
+        return self._search_half_lives(hl, score_many)
+
+    def _search_half_lives(self, hl: dict, score_many) -> dict:
+        """Multipliers per half-life group (:func:`cpn.learning.search_half_lives`); sets ``half_life_scale_``."""
+        best, self.half_life_scale_ = search_half_lives(
+            hl, lambda k: "cxr" if k == "cxr" else half_life_group(k, "concept"), self.half_life_grid, score_many,
+            max_steps=HALF_LIFE_MAX_STEPS)
         return best
 
     def _sync_network(self):
-        from pgmpy.factors.discrete import TabularCPD
-
+        TabularCPD = pgmpy_classes()[1]
         net = self.network_
         for v in self.engine_.nodes:
             old = net.get_cpds(v)
@@ -316,32 +319,35 @@ class SepsisCPN(SepsisEstimator):
         with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
         self.check_screens(screens)
         ev, det = self._evidence(screens, details=True)
-        bf = bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
+        return self._explanations(screens, ev, det, None, model_name)
+
+    def predict_explain(self, screens: pd.DataFrame, rows, *, model_name: str | None = None):
+        """``(predict_proba(screens), explain(screens.iloc[rows]))`` from one reading of the screens.
+
+        The same numbers as the two calls (``tests/cpn/test_explain_table.py``), for a caller that
+        needs the risk of every screen and the explanation of a few, such as the scoring service.
+        """
+        self.check_screens(screens)
+        ev, det = self._evidence(screens, details=True)
+        # explanations first: the forward pass then reuses their compiled program (one built, not two)
+        explained = self._explanations(screens, ev, det, np.asarray(rows, dtype=np.intp), model_name)
+        p = self.engine_.posterior(ev, batch_size=self.batch_size) @ _GROUPS[:, 0]
+        return np.column_stack([1.0 - p, p]), explained
+
+    def _explanations(self, screens, ev, det, rows, model_name):
+        """The explanations of the screens ``rows`` (all when None) from their evidence and details."""
         n = len(screens)
+        if rows is not None:
+            ev = {v: a[rows] for v, a in ev.items()}
+            det = {v: tuple(None if a is None else a[rows] for a in d) for v, d in det.items()}
+        bf = bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
         stay = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(n)
         times = screens["screen_time"].to_numpy() if "screen_time" in screens.columns \
             else np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-        parts = []
-        for v in bf["alone"]:
-            value, state, age, weight = det[v]
-            has = state >= 0
-            idx = np.flatnonzero(has)
-            names = np.asarray(self.info_.states[v], dtype=object)
-            parts.append(pd.DataFrame({
-                "row": idx, "feature": v,
-                "value": value[idx] if value is not None else np.nan,
-                "state": names[state[idx]],
-                "age_h": age[idx] if age is not None else np.nan,
-                "weight": weight[idx] if weight is not None else 1.0,
-                "contribution": bf["alone"][v][idx], "baseline": bf["in_context"][v][idx]}))
-        parts.append(pd.DataFrame({"row": np.arange(n), "feature": "total", "value": np.nan,
-                                   "state": None, "age_h": np.nan, "weight": np.nan,
-                                   "contribution": bf["total"], "baseline": np.nan}))
-        out = pd.concat(parts, ignore_index=True).sort_values(["row"], kind="stable")
-        out.insert(0, "stay_id", stay[out["row"].to_numpy()].astype("int64"))
-        out.insert(1, "screen_time", pd.to_datetime(times[out["row"].to_numpy()]))
-        out.insert(2, "model", model_name or self.model_name)
-        return out.drop(columns="row").reset_index(drop=True)
+        if rows is not None:
+            stay, times = stay[rows], times[rows]
+        return explanation_table(bf, det, self.info_.states, stay=stay, times=times,
+                                 model=model_name or self.model_name)
 
     # ------------------------------------------------------------------ artefacts
     def _config(self) -> dict:
@@ -364,7 +370,11 @@ class SepsisCPN(SepsisEstimator):
 
     def _restore(self, directory: Path, meta: dict) -> None:
         state = meta["state"]
-        self._setup(load_network(model_file(directory, meta, _NETWORK_FILE)))
+        path = model_file(directory, meta, _NETWORK_FILE)
+        self._network_xml = path.read_text(encoding="utf-8")
+        # scoring needs the tables only: read without pgmpy (network_ reads the text when asked for)
+        self._setup(validate_network(read_xmlbif(path, text=self._network_xml), origin=str(path)))
+        self._network = None
         if self.features_ != state["evidence_nodes"]:
             raise ModelFormatError(f"{directory / 'model.json'}: evidence nodes do not match {_NETWORK_FILE}")
         self.half_lives_ = {k: float(v) for k, v in state["half_lives"].items()}

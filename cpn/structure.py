@@ -23,14 +23,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
-from pgmpy.factors.discrete import TabularCPD
-from pgmpy.models import DiscreteBayesianNetwork
-from pgmpy.readwrite import XMLBIFReader, XMLBIFWriter
 
 from ehr.concepts import load_concepts
 from ehr.schema import CXR_FINDINGS
+
+from ._pgmpy import pgmpy_classes
 
 __all__ = [
     "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "EDGES",
@@ -199,6 +197,8 @@ def _variant_concepts(variant: str) -> list[str]:
 
 
 def _nodes_and_edges(variant: str, drop=()):
+    import networkx as nx  # (here only: scoring a saved network does not need networkx)
+
     if variant not in DEPARTMENTS:
         raise NetworkError(f"unknown network variant '{variant}'; expected one of {sorted(DEPARTMENTS)}")
     drop = set(drop)
@@ -292,6 +292,7 @@ def build_expert_network(variant: str = "full", *, drop=()) -> DiscreteBayesianN
     >>> sorted(build_expert_network("physionet", drop=["hours_band"]).get_parents("sepsis"))
     ['age_band', 'department']
     """
+    DiscreteBayesianNetwork, TabularCPD, _, _ = pgmpy_classes()
     concepts = load_concepts()
     states, roles, edges = _nodes_and_edges(variant, drop)
     net = DiscreteBayesianNetwork()
@@ -322,14 +323,42 @@ def network_path(name: str) -> Path:
     return Path(str(resources.files("cpn").joinpath("networks", _NETWORK_FILES[name])))
 
 
+def find_cycle(edges) -> list[tuple[str, str]]:
+    """The edges of a directed cycle among ``edges`` (``[]`` when there is none), by depth-first search.
+
+    >>> find_cycle([("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]), find_cycle([("a", "b")])
+    ([('a', 'b'), ('b', 'c'), ('c', 'a')], [])
+    """
+    children: dict = {}
+    for parent, child in edges:
+        children.setdefault(parent, []).append(child)
+    done: set = set()
+    for start in list(children):
+        if start in done:
+            continue
+        path, stack = [start], [iter(children[start])]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                done.add(path.pop())
+                stack.pop()
+            elif child in path:
+                loop = path[path.index(child):] + [child]
+                return list(zip(loop, loop[1:]))
+            elif child not in done:
+                path.append(child)
+                stack.append(iter(children.get(child, ())))
+    return []
+
+
 def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -> DiscreteBayesianNetwork:
     """Check a network: acyclic, every node has a CPD whose columns sum to 1, roles known,
     concept leaves name known concepts with matching states, exactly one target.
 
     Raises :class:`NetworkError` naming ``origin`` and the node.
     """
-    if not nx.is_directed_acyclic_graph(nx.DiGraph(net.edges())):
-        cycle = nx.find_cycle(nx.DiGraph(net.edges()))
+    cycle = find_cycle(net.edges())
+    if cycle:
         raise NetworkError(f"{origin}: the graph has a cycle {cycle}")
     concepts = load_concepts()
     roles = node_roles(net)
@@ -377,8 +406,9 @@ def load_network(name_or_path="physionet") -> DiscreteBayesianNetwork:
     path = network_path(name_or_path) if str(name_or_path) in _NETWORK_FILES else Path(name_or_path)
     if not path.exists():
         raise NetworkError(f"network file {path} does not exist")
+    reader = pgmpy_classes()[2]
     try:
-        net = XMLBIFReader(str(path)).get_model()
+        net = reader(str(path)).get_model()
     except NetworkError:
         raise
     except Exception as exc:  # pgmpy raises bare ValueErrors (e.g. "Loops are not allowed")
@@ -390,7 +420,7 @@ def save_network(net: DiscreteBayesianNetwork, path) -> Path:
     """Write ``net`` as XMLBIF (full float precision) after validating it."""
     validate_network(net, origin=str(path))
     path = Path(path)
-    XMLBIFWriter(net).write_xmlbif(str(path))
+    pgmpy_classes()[3](net).write_xmlbif(str(path))
     return path
 
 

@@ -44,14 +44,16 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["ModelFormatError", "MODEL_JSON", "atomic_dir", "atomic_file", "file_sha256", "json_safe",
-           "model_file", "read_model_meta", "write_attachments", "write_model_dir"]
+           "model_file", "read_json_object", "read_model_meta", "write_attachments", "write_model_dir"]
 
 MODEL_JSON = "model.json"
 
@@ -95,55 +97,118 @@ def json_safe(obj):
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _sibling_tmp(path: Path, suffix: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    # mkdtemp makes the folder private (0700); once renamed into place it is an ordinary folder,
+    # with the permissions mkdir would have given it
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
 
 
 @contextlib.contextmanager
-def atomic_dir(path) -> Iterator[Path]:
+def _uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while the block runs, then deliver it.
+
+    A rename pair (old aside, new in) must not be cut in half. Only the main thread can set
+    signal handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    except ValueError:  # pragma: no cover - e.g. an embedded interpreter without signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _swap_in(staged: Path, path: Path) -> None:
+    """Rename ``staged`` onto ``path``; an existing directory there is moved aside, then removed."""
+    old = None
+    try:
+        with _uninterrupted():
+            if path.exists() or path.is_symlink():
+                if not path.is_dir() or path.is_symlink():
+                    raise FileExistsError(f"{path}: exists and is not a directory; refusing to replace it")
+                old = _sibling_tmp(path, ".old")
+                os.rmdir(old)
+                os.replace(path, old)
+            os.replace(staged, path)
+    finally:  # also when the held-back Ctrl-C is delivered
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path, *, keep_name: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole when the block succeeds.
 
     On an exception (Ctrl-C included) the temporary directory is removed and ``path`` is left as
     it was. An existing ``path`` is moved aside, the new one renamed in, then the old removed:
-    at every moment ``path`` is either the old directory or the new one.
+    at every moment ``path`` is either the old directory or the new one (Ctrl-C is held back
+    during the two renames). With ``keep_name`` the yielded directory already has ``path``'s
+    name (inside a temporary parent), for writers that record their directory's name.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with atomic_dir(d, keep_name=True) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("new")
+    >>> tmp.name, sorted(p.name for p in d.iterdir()), sorted(p.name for p in d.parent.iterdir())
+    ('run', ['a.txt'], ['run'])
     """
     path = Path(path)
-    tmp = _sibling_tmp(path, ".tmp")
+    if (path.exists() or path.is_symlink()) and (not path.is_dir() or path.is_symlink()):
+        raise FileExistsError(f"{path}: exists and is not a directory; refusing to replace it")
+    holder = _sibling_tmp(path, ".tmp")
+    staged = holder / path.name if keep_name else holder
     try:
-        yield tmp
+        if keep_name:
+            staged.mkdir()
+        yield staged
+        _swap_in(staged, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
         raise
-    old = None
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(f"{path}: exists and is not a directory; refusing to replace it")
-        old = _sibling_tmp(path, ".old")
-        os.rmdir(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep_name:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_file(path) -> Iterator[Path]:
     """Yield a temporary file name in ``path``'s folder; renamed onto ``path`` when the block succeeds.
 
+    The temporary name keeps ``path``'s extension (``.x.png.1a2b.tmp.png``), for writers that
+    choose a format by it.
+
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
     >>> with atomic_file(p) as tmp:
     ...     _ = tmp.write_text("done")
-    >>> p.read_text()
-    'done'
+    >>> p.read_text(), tmp.suffix
+    ('done', '.txt')
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp's file is private (0600); the output is an ordinary file
     try:
         yield tmp
         os.replace(tmp, path)
@@ -205,6 +270,29 @@ def write_model_dir(directory, *, kind: str, format_version: int, config: dict, 
     return directory
 
 
+def read_json_object(path, error: type[Exception] = ModelFormatError, missing: str = "") -> dict:
+    """The JSON object in file ``path``; ``error`` naming the file when it is missing, not JSON or not an object.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.json"
+    >>> _ = p.write_text("[1]")
+    >>> read_json_object(p, ValueError)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../x.json: expected a JSON object, got list
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: not found" + (f"; {missing}" if missing else ""))
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_model_meta(directory, *, kind: str | tuple[str, ...] | None = None,
                     format_version: int | None = None) -> dict:
     """Read and check ``directory/model.json``.
@@ -216,14 +304,7 @@ def read_model_meta(directory, *, kind: str | tuple[str, ...] | None = None,
     path = d / MODEL_JSON
     if not d.is_dir():
         raise ModelFormatError(f"{d}: not a directory; a model is a directory holding {MODEL_JSON}")
-    if not path.is_file():
-        raise ModelFormatError(f"{path}: not found; {d} is not a SepsisScope model directory")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(path, ModelFormatError, f"{d} is not a SepsisScope model directory")
     for key in ("kind", "format_version"):
         if key not in meta:
             raise ModelFormatError(f"{path}: no '{key}' field")

@@ -9,6 +9,13 @@
 ``ingest_report.json``                  when a reader made one (counts of repaired/rejected input)
 ``cohort.json``                         ``format_version``, the tables saved, and ``meta``
 
+or, in the partitioned layout (``save(d, partitions=N)``, :mod:`ehr.partitions`), one folder per
+table (``events/``, ``stays/``, ``cxr/``, ``truth/``) of ``N`` parts by stay bucket, and
+``"partitions": N`` in ``cohort.json``: part ``k`` of every table holds the same stays, so
+:meth:`Cohort.load_partition` gives a worker a whole cohort of its own. :meth:`Cohort.load` reads
+either layout (the partitioned one concatenated in part order); :class:`CohortWriter` writes the
+partitioned layout a chunk at a time (the streaming synthetic generator).
+
 Every table goes through :func:`ehr.tables.write_table` / :func:`ehr.tables.read_table`, so a
 saved cohort is valid and a loaded one has been checked. :meth:`Cohort.save` replaces the
 directory as a whole (``ehr.artefacts.atomic_dir``): a reader never sees a mixture of two
@@ -36,12 +43,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ehr.artefacts import atomic_dir, json_safe
+from ehr.partitions import PartitionedTable, PartitionWriter, write_partitioned
 from ehr.tables import read_table, write_table
 
 if TYPE_CHECKING:  # ehr.sources imports this module; the report is imported where it is read
     from ehr.sources.report import IngestReport
 
-__all__ = ["Cohort", "COHORT_FORMAT_VERSION"]
+__all__ = ["Cohort", "CohortWriter", "COHORT_FORMAT_VERSION", "cohort_partitions"]
 
 #: Bumped whenever a cohort directory changes in a way an older reader would misread.
 COHORT_FORMAT_VERSION = 1
@@ -80,25 +88,33 @@ class Cohort:
         sizes += [f"{name}={len(t)}" for name, t in self.tables().items() if name in ("cxr", "truth")]
         return f"Cohort(source={self.meta.get('source')!r}, {', '.join(sizes)})"
 
-    def save(self, directory) -> Path:
+    def save(self, directory, *, partitions: int | None = None) -> Path:
         """Write the cohort to ``directory`` (replaced as a whole); returns the directory.
 
-        Refuses to replace an existing non-empty directory that is not a cohort directory (one
-        without ``cohort.json``), so a mistyped ``--out`` cannot wipe unrelated files.
+        ``partitions``: write the partitioned layout with that many parts (default: one parquet
+        file per table). Refuses to replace an existing non-empty directory that is not a cohort
+        directory (one without ``cohort.json``), so a mistyped ``--out`` cannot wipe unrelated files.
         """
-        d = Path(directory)
-        if d.is_dir() and any(d.iterdir()) and not (d / _META_FILE).is_file():
-            raise FileExistsError(f"{d}: exists, is not empty and holds no {_META_FILE}; refusing to replace "
-                                  "it with a cohort (choose another directory or empty this one)")
+        d = _check_target(directory)
         tables = self.tables()
         with atomic_dir(d) as tmp:
             for name, df in tables.items():
-                write_table(df, tmp / f"{name}.parquet", name)
-            if self.report is not None:
-                self.report.write_json(tmp / _REPORT_FILE)
-            doc = {"format_version": COHORT_FORMAT_VERSION, "tables": list(tables), "meta": json_safe(self.meta)}
-            (tmp / _META_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                if partitions is None:
+                    write_table(df, tmp / f"{name}.parquet", name)
+                else:
+                    write_partitioned(df, tmp / name, name, partitions)
+            _write_meta(tmp, list(tables), self.meta, self.report, partitions)
         return d
+
+    @classmethod
+    def load_partition(cls, directory, k: int) -> Cohort:
+        """Part ``k`` of a partitioned cohort: every table's rows of the stays in bucket ``k``."""
+        d = Path(directory)
+        doc = _read_meta(d)
+        if doc.get("partitions") is None:
+            raise ValueError(f"{d / _META_FILE}: this cohort is not partitioned; use Cohort.load")
+        tables = {name: PartitionedTable(d / name, name).read(k) for name in doc["tables"]}
+        return cls(**tables, meta=doc.get("meta", {}))
 
     @classmethod
     def load(cls, directory) -> Cohort:
@@ -111,25 +127,110 @@ class Cohort:
         from ehr.sources.report import IngestReport
 
         d = Path(directory)
-        meta_file = d / _META_FILE
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{meta_file}: no such file; {d} is not a cohort directory (write one with "
-                                    "`sepsiscope simulate` or `sepsiscope ingest`)")
-        try:
-            doc = json.loads(meta_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_file}: not valid JSON ({exc})") from exc
-        if doc.get("format_version") != COHORT_FORMAT_VERSION:
-            raise ValueError(f"{meta_file}: cohort format_version {doc.get('format_version')!r}, this reader "
-                             f"reads {COHORT_FORMAT_VERSION}; write the cohort again with this version")
-        names = doc.get("tables", [])
-        unknown = [n for n in names if n not in TABLES]
-        missing = [n for n in _REQUIRED if n not in names]
-        if unknown or missing:
-            raise ValueError(f"{meta_file}: 'tables' must list {list(_REQUIRED)} and only {list(TABLES)}, "
-                             f"got {names}")
-        tables = {name: read_table(d / f"{name}.parquet", name) for name in names}
+        doc = _read_meta(d)
+        if doc.get("partitions") is None:
+            tables = {name: read_table(d / f"{name}.parquet", name) for name in doc["tables"]}
+        else:
+            tables = {name: PartitionedTable(d / name, name).read_all() for name in doc["tables"]}
         report = None
         if (d / _REPORT_FILE).is_file():
             report = IngestReport.from_dict(json.loads((d / _REPORT_FILE).read_text(encoding="utf-8")))
         return cls(**tables, meta=doc.get("meta", {}), report=report)
+
+
+def cohort_partitions(directory) -> int | None:
+    """Number of parts of a cohort directory, or None for the one-file-per-table layout."""
+    return _read_meta(Path(directory)).get("partitions")
+
+
+def _check_target(directory) -> Path:
+    d = Path(directory)
+    if d.is_dir() and any(d.iterdir()) and not (d / _META_FILE).is_file():
+        raise FileExistsError(f"{d}: exists, is not empty and holds no {_META_FILE}; refusing to replace "
+                              "it with a cohort (choose another directory or empty this one)")
+    return d
+
+
+def _write_meta(directory: Path, tables: list[str], meta: dict, report, partitions: int | None) -> None:
+    if report is not None:
+        report.write_json(directory / _REPORT_FILE)
+    doc = {"format_version": COHORT_FORMAT_VERSION, "tables": tables, "meta": json_safe(meta)}
+    if partitions is not None:
+        doc["partitions"] = int(partitions)
+    (directory / _META_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_meta(d: Path) -> dict:
+    meta_file = d / _META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{meta_file}: no such file; {d} is not a cohort directory (write one with "
+                                "`sepsiscope simulate` or `sepsiscope ingest`)")
+    try:
+        doc = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_file}: not valid JSON ({exc})") from exc
+    if doc.get("format_version") != COHORT_FORMAT_VERSION:
+        raise ValueError(f"{meta_file}: cohort format_version {doc.get('format_version')!r}, this reader "
+                         f"reads {COHORT_FORMAT_VERSION}; write the cohort again with this version")
+    names = doc.get("tables", [])
+    unknown = [n for n in names if n not in TABLES]
+    missing = [n for n in _REQUIRED if n not in names]
+    if unknown or missing:
+        raise ValueError(f"{meta_file}: 'tables' must list {list(_REQUIRED)} and only {list(TABLES)}, "
+                         f"got {names}")
+    return doc
+
+
+class CohortWriter:
+    """Write a partitioned cohort a chunk at a time: ``with CohortWriter(d, 8) as w: w.write(chunk)``.
+
+    Each :meth:`write` appends a :class:`Cohort` chunk (whole stays) to the parts of its tables;
+    the directory appears, whole, when the block ends without an error (``meta`` and ``report``
+    may be set on the writer before then). Memory is bounded by one chunk.
+
+    >>> import tempfile, pathlib
+    >>> from ehr.synthetic import generate_cohort
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "c"
+    >>> with CohortWriter(d, partitions=3) as w:
+    ...     w.write(generate_cohort(10, seed=1))
+    ...     w.meta = {"source": "synthetic"}
+    >>> cohort_partitions(d), len(Cohort.load(d).stays), len(Cohort.load_partition(d, 0).stays)
+    (3, 10, 3)
+    """
+
+    def __init__(self, directory, partitions: int):
+        self.directory = _check_target(directory)
+        self.partitions = int(partitions)
+        self.meta: dict = {}
+        self.report = None
+        self._writers: dict[str, PartitionWriter] = {}
+
+    def __enter__(self) -> CohortWriter:
+        self._atomic = atomic_dir(self.directory)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, chunk: Cohort) -> None:
+        """Append the tables of ``chunk``; every chunk must have the same tables as the first."""
+        tables = chunk.tables()
+        if self._writers and set(tables) != set(self._writers):
+            raise ValueError(f"chunk has tables {sorted(tables)}, earlier chunks {sorted(self._writers)}")
+        for name, df in tables.items():
+            if name not in self._writers:
+                self._writers[name] = PartitionWriter(self._tmp / name, name, self.partitions)
+            self._writers[name].write(df)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                for w in self._writers.values():
+                    w.close()
+                _write_meta(self._tmp, [n for n in TABLES if n in self._writers], self.meta, self.report,
+                            self.partitions)
+            except BaseException as error:
+                self._atomic.__exit__(type(error), error, error.__traceback__)
+                raise
+        else:
+            for w in self._writers.values():
+                w.abort()
+        return self._atomic.__exit__(exc_type, exc, tb)

@@ -11,19 +11,37 @@ Examples
 ('Cel', 'temperature')
 >>> round(float(convert("temp", 100.4, "[degF]")), 1)
 38.0
+>>> c["crea"].alternatives[0].unit, round(c["crea"].alternatives[0].max)
+('umol/L', 2652)
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Concept", "load_concepts", "concept_names", "convert", "source_map"]
+__all__ = ["Concept", "Alternative", "load_concepts", "concept_names", "convert", "source_map"]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A unit a source is known to send without saying so (``alternatives`` in ``concepts.toml``).
+
+    ``min``/``max`` bound the values (in ``unit``) that are taken to be in it; ``every_value``
+    converts each such value, otherwise only a shift of a large share of a field is converted
+    (see :mod:`ehr.sources.plausibility`).
+    """
+
+    unit: str
+    problem: str
+    min: float
+    max: float
+    every_value: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class Concept:
     half_life_h: float
     sources: dict = field(default_factory=dict)
     units: dict = field(default_factory=dict)
+    alternatives: tuple[Alternative, ...] = ()
 
     def n_states(self) -> int:
         """Number of discrete states the cut-points define."""
@@ -74,7 +93,26 @@ def _parse(raw: dict, origin: str) -> dict[str, Concept]:
             sources=dict(entry.get("sources", {})),
             units=dict(entry.get("units", {entry["unit"]: 1.0})),
         )
+        alts = tuple(_alternative(a, out[name], origin) for a in entry.get("alternatives", ()))
+        out[name] = replace(out[name], alternatives=alts)
     return out
+
+
+def _alternative(raw: dict, c: Concept, origin: str) -> Alternative:
+    """An ``alternatives`` entry; without min/max, the plausible range expressed in its unit."""
+    unit = raw.get("unit")
+    rule = c.units.get(unit)
+    if rule is None or "problem" not in raw:
+        raise ValueError(f"{origin}: concept '{c.name}': an alternative needs 'problem' and a 'unit' listed in "
+                         f"units (got {raw})")
+    if "min" in raw and "max" in raw:
+        lo, hi = float(raw["min"]), float(raw["max"])
+    elif isinstance(rule, (int, float)) and rule > 0:
+        lo, hi = c.min / rule, c.max / rule
+    else:
+        raise ValueError(f"{origin}: concept '{c.name}': alternative unit '{unit}' converts by a rule; give "
+                         "its min and max")
+    return Alternative(unit, raw["problem"], lo, hi, bool(raw.get("every_value", False)))
 
 
 @lru_cache(maxsize=4)

@@ -222,9 +222,16 @@ class SepsisEstimator(BaseEstimator):
 
             raise ModelFormatError(f"{directory / 'model.json'}: config does not fit {cls.__name__} "
                                    f"({exc})") from None
-        model.features_in_ = list(meta.get("features", []))
-        model.data_hashes_ = dict(meta.get("data_hashes", {}))
-        model._restore(directory, meta)
+        from ehr.artefacts import ModelFormatError
+
+        try:
+            model.features_in_ = list(meta.get("features", []))
+            model.data_hashes_ = dict(meta.get("data_hashes", {}))
+            model._restore(directory, meta)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            # a model.json edited or written by another version: missing or mistyped fitted state
+            raise ModelFormatError(f"{directory / 'model.json'}: fitted state is incomplete or invalid "
+                                   f"({type(exc).__name__}: {exc}); retrain the model") from None
         return model
 
     def predictions(self, screens: pd.DataFrame, *, name: str | None = None, split: str | None = None,

@@ -169,6 +169,9 @@ def build_screens(events: pd.DataFrame, stays: pd.DataFrame, cxr: pd.DataFrame |
 
     if cxr is not None and len(cxr):
         _add_cxr(cols, cxr, sid, admit, last_hour, starts, n_hours, first_hour, screen_ns, n)
+    elif cxr is not None:  # no study (yet): the same columns, so every partition of a cohort has them
+        for c in [*_finding_columns(cxr), "cxr_age_h"]:
+            cols[c] = np.full(n, np.nan)
 
     screens = pd.DataFrame(cols)
     for c in _STATIC:
@@ -208,9 +211,13 @@ def add_labels(screens: pd.DataFrame, horizon_h: float = 48.0) -> pd.DataFrame:
     return screens
 
 
+def _finding_columns(cxr: pd.DataFrame) -> list[str]:
+    return [c for c in cxr.columns if c.startswith("cxr_") and c != "cxr_age_h"]
+
+
 def _add_cxr(cols, cxr, sid, admit, last_hour, starts, n_hours, first_hour, screen_ns, n):
     """Carry the latest CXR study's finding probabilities forward, with ``cxr_age_h``."""
-    finding_cols = [c for c in cxr.columns if c.startswith("cxr_") and c != "cxr_age_h"]
+    finding_cols = _finding_columns(cxr)
     c_sid = cxr["stay_id"].to_numpy(dtype=np.int64)
     pos = np.searchsorted(sid, c_sid)
     pos_c = np.minimum(pos, len(sid) - 1)

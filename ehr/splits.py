@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["split_patients", "holdout_groups", "group_kfold"]
+__all__ = ["split_patients", "holdout_groups", "held_out_groups", "group_kfold"]
 
 
 def split_patients(stays: pd.DataFrame, *, seed: int = 0, dev_fraction: float = 0.2,
@@ -62,30 +62,45 @@ def holdout_groups(groups, fraction: float, *, y=None, random_state=0) -> tuple[
     parts keep positives when positives are rare (falls back to an unstratified draw when a
     stratum has fewer than two groups). At least one group lands on each side.
     """
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1); got {fraction}")
     groups = np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
         raise ValueError(f"need at least two groups to hold one out; got {len(uniq)}")
-    strata = None
+    has_pos = None
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(groups):
             raise ValueError(f"y has {len(y)} rows but groups has {len(groups)}")
         has_pos = np.bincount(inv, weights=y, minlength=len(uniq)) > 0
+    is_held = np.isin(inv, held_out_groups(len(uniq), fraction, has_pos=has_pos, random_state=random_state))
+    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
+
+
+def held_out_groups(n_groups: int, fraction: float, *, has_pos=None, random_state=0) -> np.ndarray:
+    """Positions (in sorted group order) of the groups :func:`holdout_groups` holds out.
+
+    Takes only the number of groups and, per sorted group, whether it holds a positive row, so a
+    caller whose rows are spread over partitions draws the same groups from per-group summaries.
+
+    >>> held_out_groups(10, 0.2, random_state=0).tolist()
+    [2, 8]
+    """
+    from sklearn.model_selection import train_test_split
+
+    strata = None
+    if has_pos is not None:
+        has_pos = np.asarray(has_pos, dtype=bool)
         strata = has_pos if min(has_pos.sum(), (~has_pos).sum()) >= 2 else None
     # ceil, as scikit-learn rounds a fractional test_size
-    n_held = min(max(int(np.ceil(fraction * len(uniq))), 1), len(uniq) - 1)
+    n_held = min(max(int(np.ceil(fraction * n_groups)), 1), n_groups - 1)
     try:
-        _, held = train_test_split(np.arange(len(uniq)), test_size=n_held, random_state=random_state,
+        _, held = train_test_split(np.arange(n_groups), test_size=n_held, random_state=random_state,
                                    stratify=strata)
     except ValueError:  # too few groups of a stratum for a stratified draw
-        _, held = train_test_split(np.arange(len(uniq)), test_size=n_held, random_state=random_state)
-    is_held = np.isin(inv, held)
-    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
+        _, held = train_test_split(np.arange(n_groups), test_size=n_held, random_state=random_state)
+    return np.sort(held)
 
 
 def group_kfold(groups, n_splits: int, *, random_state=None) -> list[tuple[np.ndarray, np.ndarray]]:

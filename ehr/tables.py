@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 from ehr.artefacts import atomic_file
 from ehr.schema import SchemaError, empty, field_for, schema_of, validate
 
-__all__ = ["write_table", "read_table"]
+__all__ = ["write_table", "read_table", "arrow_schema"]
 
 
-def _arrow_schema(df: pd.DataFrame, kind: str) -> pa.Schema:
+def arrow_schema(df: pd.DataFrame, kind: str) -> pa.Schema:
     """The contract fields of ``df``'s columns (categoricals stay dictionary-encoded), others inferred."""
     extra = [c for c in df.columns if field_for(kind, c) is None]
     inferred = pa.Schema.from_pandas(df[extra], preserve_index=False) if extra else None
@@ -50,7 +50,7 @@ def write_table(df: pd.DataFrame, path, kind: str) -> Path:
     """
     path = Path(path)
     validate(df, kind, source=str(path))
-    table = pa.Table.from_pandas(df, schema=_arrow_schema(df, kind), preserve_index=False)
+    table = pa.Table.from_pandas(df, schema=arrow_schema(df, kind), preserve_index=False)
     with atomic_file(path) as tmp:
         pq.write_table(table, tmp)
     return path

@@ -40,6 +40,7 @@ True
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,8 @@ from .calibration import brier_from_sums, calibration_sums, ece_from_sums
 from .metrics import SortedScores, screen_labels
 from .protocol import ScreenSet, prepare_screens, run_protocol, validate_predictions
 
-__all__ = ["BootstrapResult", "cluster_counts", "bootstrap_metrics", "percentile_ci", "normalise_thresholds"]
+__all__ = ["BootstrapResult", "cluster_counts", "bootstrap_metrics", "percentile_ci", "difference_summary",
+           "normalise_thresholds"]
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,16 @@ class BootstrapResult:
         model minus reference on the same resamples (same operating point name).
     samples : DataFrame
         Long resample values: ``model, operating_point, metric, resample, value``.
+    bands : DataFrame or None
+        With ``curve_points``: ``model, curve, x, estimate, ci_low, ci_high``; ``curve`` is
+        ``roc`` (x = FPR, the TPR there) or ``pr`` (x = recall, the precision there),
+        pointwise percentile bands on the same resamples.
     """
 
     table: pd.DataFrame
     differences: pd.DataFrame
     samples: pd.DataFrame
+    bands: pd.DataFrame | None = None
 
 
 def cluster_counts(n_clusters: int, n_resamples: int, seed) -> np.ndarray:
@@ -120,6 +127,25 @@ def percentile_ci(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     a = (1 - ci) / 2
     lo, hi = np.quantile(s, [a, 1 - a])
     return float(lo), float(hi)
+
+
+def difference_summary(a: np.ndarray, b: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """``(ci_low, ci_high, p_value)`` of ``a - b`` over paired resamples.
+
+    The p-value is two-sided, ``min(1, 2 min(P(d <= 0), P(d >= 0)))`` over the finite
+    differences; 0 means no resample crossed zero (its resolution is ``2 / B``, see
+    :func:`evaluation.paired.format_p_value`).
+
+    Examples
+    --------
+    >>> difference_summary(np.array([0.1, 0.2, 0.3, -0.1]), np.zeros(4), ci=0.5)
+    (0.05, 0.225, 0.5)
+    """
+    d = np.asarray(a, dtype="float64") - np.asarray(b, dtype="float64")
+    lo, hi = percentile_ci(d, ci)
+    fin = d[np.isfinite(d)]
+    p = min(1.0, 2 * min(np.mean(fin <= 0), np.mean(fin >= 0))) if len(fin) else float("nan")
+    return lo, hi, float(p)
 
 
 def normalise_thresholds(thresholds) -> pd.DataFrame:
@@ -217,19 +243,26 @@ class _ModelStats:
             out[("", "ece")] = ece_from_sums(cal)
         return out
 
-    def rank(self, counts: np.ndarray) -> np.ndarray:
-        """(B, 3) AUROC, AUPRC, FPR@80%TPR for count rows (B, n_pop)."""
+    def rank(self, counts: np.ndarray, grid: np.ndarray | None = None):
+        """(B, 3) AUROC, AUPRC, FPR@80%TPR for count rows (B, n_pop); with ``grid`` also the
+        (B, len(grid)) ROC (TPR at FPR = grid) and PR (precision at recall = grid) curves."""
         res = np.empty((len(counts), 3))
+        if grid is None:
+            for b, c in enumerate(counts):
+                res[b] = self.sorted.all_rank_metrics(c[self.idx_sorted])
+            return res
+        roc, pr = np.empty((len(counts), len(grid))), np.empty((len(counts), len(grid)))
         for b, c in enumerate(counts):
-            res[b] = self.sorted.all_rank_metrics(c[self.idx_sorted])
-        return res
+            res[b], roc[b], pr[b] = self.sorted.rank_metrics_and_curves(c[self.idx_sorted], grid)
+        return res, roc, pr
 
 
 def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, stays: pd.DataFrame, *,
                       thresholds=None, models=None, reference: str | None = "news2",
                       n_resamples: int = 1000, seed=0, window_h: float = 48.0, silencing_h: float = 48.0,
                       new_data_only: bool = True, n_bins: int = 10, ci: float = 0.95,
-                      check_range: bool = True, progress: bool = False) -> BootstrapResult:
+                      check_range: bool = True, progress: bool = False,
+                      curve_points: int = 0, prepared: dict | None = None) -> BootstrapResult:
     """Point estimates, cluster-bootstrap CIs and paired differences for every model.
 
     Parameters
@@ -264,20 +297,29 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
         False for thresholds carried from another split to a small one).
     progress : bool, default False
         tqdm progress bar over resample blocks.
+    curve_points : int, default 0
+        When > 0, ROC and PR curves with pointwise CI bands on this many evenly spaced FPR /
+        recall values (``BootstrapResult.bands``), from the same resamples.
+    prepared : dict of str to ScreenSet, optional
+        Each model's screens from :func:`evaluation.protocol.prepare_screens` (or a
+        ``ScreenSet.subset`` of them): reused instead of validating and joining the tables again
+        (``predictions``, ``screens``, ``stays`` and ``models`` are then ignored).
 
     Returns
     -------
     BootstrapResult
     """
     ops = normalise_thresholds(thresholds)
-    validate_predictions(predictions, stays, models=list(dict.fromkeys([*(models or []), *ops["model"]])))
-    models = list(predictions["model"].unique()) if models is None else list(models)
-    if screens is None:
-        screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
+    if prepared is None:
+        validate_predictions(predictions, stays, models=list(dict.fromkeys([*(models or []), *ops["model"]])))
+        models = list(predictions["model"].unique()) if models is None else list(models)
+        if screens is None:
+            screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
+        prepared = {m: prepare_screens(predictions, stays, screens, model=m, new_data_only=new_data_only)
+                    for m in models}
     stats = {}
-    population = np.unique(screens["stay_id"].to_numpy(dtype="int64"))
-    for m in models:
-        ss = prepare_screens(predictions, stays, screens, model=m, new_data_only=new_data_only)
+    population = next(iter(prepared.values())).population
+    for m, ss in prepared.items():
         mops = ops.loc[ops["model"] == m]
         if check_range and len(ss.frame):
             lo, hi = ss.frame["risk"].min(), ss.frame["risk"].max()
@@ -290,10 +332,16 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
 
     # point estimates on the original data (every stay once)
     ones = np.ones((1, n_pop), dtype=np.int32)
-    estimates = {}
+    grid = np.linspace(0.0, 1.0, curve_points) if curve_points else None
+    estimates, curves = {}, {}
     for m, st in stats.items():
         est = {k: float(v[0]) for k, v in st.metrics(ones @ st.per_stay).items()}
-        r = st.rank(ones)[0]
+        r = st.rank(ones, grid)
+        if grid is not None:
+            r, roc, pr = r
+            curves[m] = {"roc": [roc[0], np.empty((n_resamples, len(grid)))],
+                         "pr": [pr[0], np.empty((n_resamples, len(grid)))]}
+        r = r[0]
         est.update({("", "auroc"): r[0], ("", "auprc"): r[1], ("", "fpr_at_80_tpr"): r[2]})
         estimates[m] = est
 
@@ -308,7 +356,9 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
         for m, st in stats.items():
             for k, v in st.metrics(cf @ st.per_stay).items():
                 samples[m][k][sl] = v
-            r = st.rank(counts)
+            r = st.rank(counts, grid)
+            if grid is not None:
+                r, curves[m]["roc"][1][sl], curves[m]["pr"][1][sl] = r
             samples[m][("", "auroc")][sl] = r[:, 0]
             samples[m][("", "auprc")][sl] = r[:, 1]
             samples[m][("", "fpr_at_80_tpr")][sl] = r[:, 2]
@@ -331,13 +381,24 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
             for key, est in estimates[m].items():
                 if key not in estimates[reference]:
                     continue
-                d = samples[m][key] - samples[reference][key]
-                lo, hi = percentile_ci(d, ci)
-                fin = d[np.isfinite(d)]
-                p = min(1.0, 2 * min(np.mean(fin <= 0), np.mean(fin >= 0))) if len(fin) else np.nan
+                lo, hi, p = difference_summary(samples[m][key], samples[reference][key], ci)
                 drows.append((m, reference, key[0], key[1], est - estimates[reference][key], lo, hi, p))
     differences = pd.DataFrame(drows, columns=["model", "reference", "operating_point", "metric",
                                                "difference", "ci_low", "ci_high", "p_value"])
     samples_df = pd.concat(srows, ignore_index=True) if srows else pd.DataFrame(
         columns=["model", "operating_point", "metric", "resample", "value"])
-    return BootstrapResult(table=table, differences=differences, samples=samples_df)
+    bands = _bands(curves, grid, ci) if grid is not None else None
+    return BootstrapResult(table=table, differences=differences, samples=samples_df, bands=bands)
+
+
+def _bands(curves: dict, grid: np.ndarray, ci: float) -> pd.DataFrame:
+    a = (1 - ci) / 2
+    parts = []
+    for m, by_curve in curves.items():
+        for name, (est, smp) in by_curve.items():
+            with warnings.catch_warnings():  # a grid point undefined in every resample stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = np.nanquantile(smp, [a, 1 - a], axis=0)
+            parts.append(pd.DataFrame({"model": m, "curve": name, "x": grid, "estimate": est,
+                                       "ci_low": lo, "ci_high": hi}))
+    return pd.concat(parts, ignore_index=True) if parts else None

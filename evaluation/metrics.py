@@ -168,6 +168,51 @@ class SortedScores:
         tp, fp = self.curve(weight_sorted)
         return self._auc(tp, fp), self._ap(tp, fp), self._fpr_at(tp, fp, tpr)
 
+    def rank_metrics_and_curves(self, weight_sorted: np.ndarray, grid: np.ndarray, tpr: float = 0.8):
+        """:meth:`all_rank_metrics`, plus the ROC and PR curves on ``grid``, from one cumulative sum.
+
+        Returns ``((auroc, auprc, fpr_at_tpr), tpr_at_fpr, precision_at_recall)``: the ROC
+        (piecewise linear through every threshold, as its trapezoidal area assumes) at
+        FPR = ``grid``, and the precision at the highest threshold whose recall reaches each
+        ``grid`` value (the step curve of average precision). NaN without both classes.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> ss = SortedScores(np.array([0, 1, 0, 1]), np.array([0.2, 0.9, 0.5, 0.5]))
+        >>> _, roc, pr = ss.rank_metrics_and_curves(np.ones(4), np.array([0.0, 0.25, 0.5, 1.0]))
+        >>> roc.tolist(), pr.tolist()
+        ([0.5, 0.75, 1.0, 1.0], [1.0, 1.0, 1.0, 0.6666666666666666])
+        """
+        tp, fp = self.curve(weight_sorted)
+        return (self._auc(tp, fp), self._ap(tp, fp), self._fpr_at(tp, fp, tpr)), \
+            self._roc_at(tp, fp, grid), self._pr_at(tp, fp, grid)
+
+    @staticmethod
+    def _roc_at(tp, fp, grid):
+        grid = np.asarray(grid, dtype="float64")
+        if len(tp) == 0 or tp[-1] <= 0 or fp[-1] <= 0:
+            return np.full(len(grid), np.nan)
+        fpr = np.concatenate(([0.0], fp / fp[-1]))
+        tpr = np.concatenate(([0.0], tp / tp[-1]))
+        # the last point at or left of g (the highest TPR at that FPR), then linear to the next one
+        k = np.clip(np.searchsorted(fpr, grid, side="right") - 1, 0, len(fpr) - 1)
+        nxt = np.minimum(k + 1, len(fpr) - 1)
+        span = fpr[nxt] - fpr[k]
+        frac = np.divide(grid - fpr[k], span, out=np.zeros(len(grid)), where=span > 0)
+        return tpr[k] + np.clip(frac, 0.0, 1.0) * (tpr[nxt] - tpr[k])
+
+    @staticmethod
+    def _pr_at(tp, fp, grid):
+        grid = np.asarray(grid, dtype="float64")
+        if len(tp) == 0 or tp[-1] <= 0:
+            return np.full(len(grid), np.nan)
+        recall = tp / tp[-1]
+        denom = tp + fp
+        precision = np.divide(tp, denom, out=np.zeros_like(tp), where=denom > 0)
+        k = np.minimum(np.searchsorted(recall, grid - 1e-12, side="left"), len(recall) - 1)
+        return precision[k]
+
 
 def roc_auc(y_true, y_score, sample_weight=None) -> float:
     """Area under the ROC curve (NaN when one class is absent)."""

@@ -52,8 +52,12 @@ __all__ = ["choose_thresholds", "apply_thresholds", "threshold_for_sensitivity",
 _NS_PER_H = 3_600_000_000_000
 
 
-class _Sensitivity:
-    """Protocol sensitivity as a function of the threshold, with the joins done once."""
+class ThresholdSweep:
+    """The protocol's outcome as a function of the threshold, with the joins done once.
+
+    Calling it gives the protocol sensitivity; :meth:`outcome` also counts the fired and the true
+    alarms (:mod:`evaluation.burden` draws alarm burden against sensitivity from it).
+    """
 
     def __init__(self, ss: ScreenSet, silencing_h: float, window_h: float):
         f = ss.frame
@@ -67,14 +71,19 @@ class _Sensitivity:
         self.n_screenable = int(ss.screenable.sum())
         self.silencing_h = silencing_h
 
+    def outcome(self, threshold: float) -> tuple[int, int, int]:
+        """(screenable septic stays detected, fired alarms, true alarms) at ``threshold``."""
+        cand = np.flatnonzero(self.risk >= threshold)
+        fired = cand[silence(self.code[cand], self.t_h[cand], self.silencing_h)]
+        true = fired[self.in_window[fired]]
+        hit = np.zeros(len(self.screenable), dtype=bool)
+        hit[self.code[true]] = True
+        return int((hit & self.screenable).sum()), int(len(fired)), int(len(true))
+
     def __call__(self, threshold: float) -> float:
         if not self.n_screenable:
             return float("nan")
-        cand = np.flatnonzero(self.risk >= threshold)
-        fired = cand[silence(self.code[cand], self.t_h[cand], self.silencing_h)]
-        hit = np.zeros(len(self.screenable), dtype=bool)
-        hit[self.code[fired[self.in_window[fired]]]] = True
-        return float((hit & self.screenable).sum()) / self.n_screenable
+        return self.outcome(threshold)[0] / self.n_screenable
 
 
 def threshold_for_sensitivity(ss: ScreenSet, target: float, *, silencing_h: float = 48.0,
@@ -88,7 +97,7 @@ def threshold_for_sensitivity(ss: ScreenSet, target: float, *, silencing_h: floa
     scores = np.unique(ss.frame["risk"].to_numpy())
     if not len(scores):
         raise ValueError(f"model {ss.model}: no eligible screens to choose a threshold on")
-    sens = _Sensitivity(ss, silencing_h, window_h)
+    sens = ThresholdSweep(ss, silencing_h, window_h)
     cache: dict[float, float] = {}
     lo, hi = 0, len(scores) - 1
     best_t, best_s = scores[-1], None
@@ -155,7 +164,7 @@ def choose_thresholds(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
         screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
     prep = {m: prepare_screens(predictions, stays, screens, model=m, new_data_only=new_data_only)
             for m in dict.fromkeys([reference, *models])}
-    ref_sens = _Sensitivity(prep[reference], silencing_h, window_h)
+    ref_sens = ThresholdSweep(prep[reference], silencing_h, window_h)
     targets = []
     for cut in news2_cuts:
         _check_range(prep[reference], f"{reference}>={cut:g}", float(cut), "choose_thresholds")
@@ -198,7 +207,8 @@ class OperatingPointResult:
 
 def apply_thresholds(thresholds, predictions: pd.DataFrame, screens: pd.DataFrame | None,
                      stays: pd.DataFrame, *, silencing_h: float = 48.0, window_h: float = 48.0,
-                     new_data_only: bool = True, check_range: bool = True) -> OperatingPointResult:
+                     new_data_only: bool = True, check_range: bool = True,
+                     prepared: dict | None = None) -> OperatingPointResult:
     """Run the protocol on (test-split) tables with thresholds chosen elsewhere, unchanged.
 
     Parameters
@@ -210,18 +220,23 @@ def apply_thresholds(thresholds, predictions: pd.DataFrame, screens: pd.DataFram
         Test-split contract tables.
     check_range : bool, default True
         Raise when a threshold lies outside the model's score range on these screens.
+    prepared : dict of str to ScreenSet, optional
+        Each model's :func:`evaluation.protocol.prepare_screens` result, reused (the tables are
+        then not read again: windows and silencing periods vary, the screens do not).
 
     Returns
     -------
     OperatingPointResult
     """
     ops = normalise_thresholds(thresholds)
-    validate_predictions(predictions, stays, models=list(ops["model"].unique()))
-    if screens is None:
-        screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
+    if prepared is None:
+        validate_predictions(predictions, stays, models=list(ops["model"].unique()))
+        if screens is None:
+            screens = predictions[["stay_id", "screen_time"]].drop_duplicates().assign(new_data=True)
     summaries, alarms, aos, sos = [], [], [], []
     for m, g in ops.groupby("model", sort=False):
-        ss = prepare_screens(predictions, stays, screens, model=m, new_data_only=new_data_only)
+        ss = prepared[m] if prepared is not None else prepare_screens(predictions, stays, screens, model=m,
+                                                                      new_data_only=new_data_only)
         y = screen_labels(ss.frame["onset_in_h"].to_numpy(), window_h)
         for op, t in zip(g["operating_point"], g["threshold"]):
             if check_range:

@@ -110,6 +110,13 @@ class ScreenSet:
         """Position in ``population`` of each screen's stay."""
         return np.searchsorted(self.population, self.frame["stay_id"].to_numpy())
 
+    def subset(self, stay_ids) -> ScreenSet:
+        """The screen set of some stays only: what :func:`prepare_screens` gives on their tables, without the joins."""
+        keep = np.isin(self.population, np.asarray(stay_ids, dtype="int64"))
+        frame = self.frame[np.isin(self.frame["stay_id"].to_numpy(), self.population[keep])]
+        return ScreenSet(model=self.model, frame=frame.reset_index(drop=True), population=self.population[keep],
+                         septic=self.septic[keep], screenable=self.screenable[keep])
+
 
 def prepare_screens(predictions: pd.DataFrame, stays: pd.DataFrame, screens: pd.DataFrame | None = None, *,
                     model: str | None = None, new_data_only: bool = True) -> ScreenSet:

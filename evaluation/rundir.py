@@ -8,28 +8,46 @@ by :func:`evaluation.summary.evaluate_run`; :func:`evaluation.report.write_repor
 ``run.json``               resolved config, seeds, package versions, git commit, input hashes.
                            ``window_h`` / ``silencing_h`` are looked up anywhere in it
                            (default 48 h each); ``primary_model`` (default ``cpn``, else the
-                           first model that is not ``news2``) picks the model of the traces.
+                           first model that is not ``news2``) picks the model of the traces;
+                           ``evaluated`` (``{split: {"source": ..., ...}}``) names where each
+                           evaluated split came from.
 ``predictions.parquet``    contract ``predictions`` (all models, NEWS2 as ``model="news2"``).
-                           With a ``split`` column, figures use ``test`` rows (the reliability
-                           figure maps scores such as NEWS2 to probabilities on ``dev``). When
-                           ``screens`` has ``new_data``, only predictions at screens with new
-                           data are drawn (the protocol's screens).
+                           With a ``split`` column, figures use the evaluated splits: ``test``
+                           (internal) and ``external`` (another source), each on its own (the
+                           reliability figure maps scores such as NEWS2 to probabilities on
+                           ``dev``). When ``screens`` has ``new_data``, only predictions at
+                           screens with new data are drawn (the protocol's screens).
 ``screens.parquet``        contract ``screens``; at least ``stay_id, screen_time, label``
                            (``onset_in_h``, ``hours_since_admit``, ``new_data`` when present).
-``stays.parquet``          contract ``stays``.
+``stays.parquet``          contract ``stays`` (+ ``split``).
 ``alarms.parquet``         contract ``alarms`` for the evaluated operating points, optionally
-                           with an ``operating_point`` column naming each threshold.
+                           with ``operating_point`` and ``split`` columns.
 ``explanations.parquet``   contract ``explanations`` (CPN Bayes factors, GBDT SHAP values).
 ``operating_points.json``  ``{model: {operating_point: threshold}}`` or a list of
-                           ``{"model", "operating_point", "threshold"}`` records.
+                           ``{"model", "operating_point", "threshold"}`` records; floats at full
+                           precision (a saved threshold is the dev score it was chosen on).
+``cohort_flow.csv``        ``stage, n_stays, n_septic, reason``: every stay read, excluded (with
+                           the reason), without a screen, septic with onset before the first
+                           screen, screened, and per split (written by the pipeline).
 ``main_table.csv``         the main table with CIs (AUROC, AUPRC, alarms per admission, ...).
+``paired_differences.csv`` every pair of models: differences with paired CIs, bootstrap p-values,
+                           DeLong's test on the AUROC rows (:mod:`evaluation.paired`).
+``curve_bands.csv``        ROC and PR curves with pointwise bootstrap CI bands.
+``alarm_burden.csv``       sensitivity, alarms per admission and false per true alarm over a
+                           threshold sweep (:mod:`evaluation.burden`).
+``decision_curve.csv``     net benefit on Platt-calibrated probabilities (:mod:`evaluation.decision`).
 ``timeliness.csv``         hours before onset/antibiotic per model and operating point.
 ``calibration.csv``        Brier/ECE before/after recalibration (fitted on dev, shown on test).
-``subgroups.csv``          subgroup analyses (``evaluation.subgroups.run_by_subgroup`` output).
+``subgroups.csv``          subgroup metrics with CIs (:mod:`evaluation.subgroup_metrics`).
 ``sensitivity.csv``        window/silencing/outcome sensitivity analyses.
-``utility.json``           PhysioNet 2019 normalised utility, ``{model: value}`` or any object.
+``alarm_explanations.csv`` true and false alarms, every evidence item in words
+                           (:mod:`evaluation.explained_alarms`).
+``utility.json``           PhysioNet 2019 normalised utility, ``{split: {model: {op: value}}}``
+                           or any object.
 ``tables/*.csv``           any further tables, shown under "Further tables".
 =========================  ====================================================================
+
+Every table ``evaluate_run`` writes carries a ``split`` column (``test``, ``external``).
 
 Contract tables (``predictions``, ``alarms``, ``explanations``) are checked against
 ``ehr/schema.py`` as they are read; one that fails is recorded as a problem, like an unreadable
@@ -59,8 +77,10 @@ logger = logging.getLogger(__name__)
 
 #: Files of a run directory, in the order of the layout table above.
 RUN_FILES = ("run.json", "predictions.parquet", "screens.parquet", "stays.parquet", "alarms.parquet",
-             "explanations.parquet", "operating_points.json", "main_table.csv", "timeliness.csv",
-             "calibration.csv", "subgroups.csv", "sensitivity.csv", "utility.json")
+             "explanations.parquet", "operating_points.json", "cohort_flow.csv", "main_table.csv",
+             "paired_differences.csv", "curve_bands.csv", "alarm_burden.csv", "decision_curve.csv",
+             "timeliness.csv", "calibration.csv", "subgroups.csv", "sensitivity.csv", "alarm_explanations.csv",
+             "utility.json")
 
 #: How each contract table of the run directory is checked when it is read.
 _CHECKS = {

@@ -1,11 +1,14 @@
-"""Subgroup and sensitivity analyses: rerun any metric per subgroup, window, silencing or outcome.
+"""Subgroup analyses: rerun any metric per subgroup (window, silencing and outcome: :mod:`evaluation.sensitivity`).
 
 Subgroups are derived from whatever fields ``stays`` / ``screens`` carry; a definition whose
 fields are absent (or all null) is left out. Three kinds:
 
 ``stay``      partitions all stays (both outcomes):
+              ``age_band`` (``< 45``, ``45-64``, ``65-79``, ``>= 80`` years), ``sex``,
+              ``department``, ``surgical`` (``surgical`` / ``non-surgical``: a ``surgery_time``),
+              ``source`` (``stays.source``, only when the stays come from two or more),
               ``episode_length`` (admit -> discharge: ``0-2 d``, ``2-5 d``, ``5-10 d``, ``>10 d``),
-              ``department``, ``survival`` (``survivor`` / ``non-survivor`` from ``death``).
+              ``survival`` (``survivor`` / ``non-survivor`` from ``death``).
 ``screen``    partitions screens: ``admission_day`` (day 1..5 of the stay, then ``>5``, from
               ``hours_since_admit``), ``surgery`` (``pre-surgery`` / ``post-surgery`` relative to
               ``surgery_time``; ``no surgery`` for stays without one).
@@ -18,9 +21,7 @@ fields are absent (or all null) is left out. Three kinds:
 
 :func:`run_by_subgroup` calls a metric ``metric(predictions, screens, stays)`` on each subset;
 the metric may return a number, a dict / Series (one column each) or a DataFrame (rows kept,
-e.g. one per model). :func:`sensitivity_grid` reruns an evaluation callable over windows and
-silencing periods (12/24/48 h) and :func:`alternative_outcome` relabels the screens for another
-onset definition (e.g. PhysioNet's ``sepsis_label_time``).
+e.g. one per model); :func:`subgroup_jobs` lists the subsets it visits.
 
 Examples
 --------
@@ -35,7 +36,6 @@ Examples
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,14 +45,16 @@ import pandas as pd
 
 from ehr.schema import require_columns
 
-__all__ = ["Subgroup", "define_subgroups", "run_by_subgroup", "sensitivity_grid", "protocol_sensitivity",
-           "alternative_outcome", "EPISODE_LENGTH_BINS_D"]
+__all__ = ["Subgroup", "define_subgroups", "subgroup_jobs", "subset_tables", "run_by_subgroup", "AGE_BANDS",
+           "EPISODE_LENGTH_BINS_D"]
 
 logger = logging.getLogger(__name__)
 
 #: Episode-length bin edges in days (right-closed: (0, 2], (2, 5], (5, 10], (10, inf)).
 EPISODE_LENGTH_BINS_D = (0.0, 2.0, 5.0, 10.0, np.inf)
 _EPISODE_LABELS = ("0-2 d", "2-5 d", "5-10 d", ">10 d")
+#: age bands (years): lower edges and labels
+AGE_BANDS = ((0.0, 45.0, 65.0, 80.0, np.inf), ("< 45", "45-64", "65-79", ">= 80"))
 _HOUR = np.timedelta64(1, "h")
 
 
@@ -80,10 +82,10 @@ class Subgroup:
 
 
 def _level_key(v):
-    # Order "1" < "2" < ... < ">5" and "0-2 d" < "2-5 d" < ... naturally.
+    # Order "< 45" < "45-64" < ... < ">= 80", "1" < ... < ">5" and "0-2 d" < "2-5 d" < ... naturally.
     s = str(v)
     digits = "".join(ch if ch.isdigit() else " " for ch in s).split()
-    return (s.startswith(">"), int(digits[0]) if digits else 0, s)
+    return (s.startswith(">"), int(digits[0]) - 0.5 * s.startswith("<") if digits else 0, s)
 
 
 def _has(frame: pd.DataFrame | None, col: str) -> bool:
@@ -122,8 +124,19 @@ def define_subgroups(stays: pd.DataFrame, screens: pd.DataFrame | None = None, *
         lab = pd.cut(pd.Series(days, index=st.index), bins=list(EPISODE_LENGTH_BINS_D), right=True,
                      include_lowest=True, labels=list(_EPISODE_LABELS))
         out["episode_length"] = Subgroup("episode_length", "stay", lab.astype("object").where(lab.notna(), None))
+    if _has(st, "age"):
+        edges, labels = AGE_BANDS
+        lab = pd.cut(st["age"].astype("float64"), bins=list(edges), right=False, labels=list(labels))
+        out["age_band"] = Subgroup("age_band", "stay", lab.astype("object").where(lab.notna(), None))
+    if _has(st, "sex"):
+        out["sex"] = Subgroup("sex", "stay", st["sex"].astype("object"))
     if _has(st, "department"):
         out["department"] = Subgroup("department", "stay", st["department"].astype("object"))
+    if _has(st, "surgery_time"):
+        out["surgical"] = Subgroup("surgical", "stay", pd.Series(
+            np.where(st["surgery_time"].notna(), "surgical", "non-surgical"), index=st.index, dtype=object))
+    if _has(st, "source") and st["source"].nunique() > 1:
+        out["source"] = Subgroup("source", "stay", st["source"].astype("object"))
     if _has(st, "death"):
         d = st["death"]
         out["survival"] = Subgroup("survival", "stay",
@@ -162,7 +175,7 @@ def _septic(st: pd.DataFrame) -> pd.Series:
 
 def _onset_setting(st: pd.DataFrame, septic: pd.Series, hospital_onset_h: float) -> pd.Series | None:
     given = st["onset_setting"] if "onset_setting" in st.columns else pd.Series(None, index=st.index, dtype=object)
-    if _has(st, "onset_time"):
+    if _has(st, "onset_time") and ({"hospital_admit_time", "admit_time"} & set(st.columns)):
         start = st["hospital_admit_time"] if "hospital_admit_time" in st.columns else st["admit_time"]
         if "admit_time" in st.columns:
             start = start.fillna(st["admit_time"])
@@ -198,6 +211,31 @@ def _as_frame(result) -> pd.DataFrame:
     if np.isscalar(result) or result is None:
         return pd.DataFrame([{"value": result}])
     raise TypeError(f"metric returned {type(result).__name__}; expected a number, dict, Series or DataFrame")
+
+
+def subgroup_jobs(subgroups: Mapping[str, Subgroup], stays: pd.DataFrame, *, include_overall: bool = True):
+    """``(subgroup, level, stay_ids, screen_mask)`` of every subset, in order.
+
+    Stay and positive subgroups give ``stay_ids`` (a positive level: its septic stays plus every
+    non-septic stay) and ``screen_mask=None``; screen subgroups give a boolean mask over the rows
+    of the screens table they were defined on and ``stay_ids=None``.
+    """
+    st = stays.set_index("stay_id", drop=False)
+    negatives = st.index[~_septic(st).to_numpy()]
+    jobs = [("overall", "all", st.index, None)] if include_overall else []
+    for name, sg in subgroups.items():
+        for level in sg.levels:
+            if sg.kind == "screen":
+                jobs.append((name, level, None, (sg.labels == level).to_numpy()))
+                continue
+            ids = sg.labels.index[(sg.labels == level).to_numpy()]
+            jobs.append((name, level, ids.union(negatives) if sg.kind == "positive" else ids, None))
+    return jobs
+
+
+def subset_tables(predictions, screens, stays, stay_ids=None, screen_mask=None):
+    """``(predictions, screens, stays)`` of one subset from :func:`subgroup_jobs`."""
+    return _subset(predictions, screens, stays, stay_ids, screen_mask)
 
 
 def run_by_subgroup(metric: Callable, predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, *,
@@ -241,26 +279,8 @@ def run_by_subgroup(metric: Callable, predictions: pd.DataFrame, screens: pd.Dat
         raise ValueError(f"errors must be 'coerce' or 'raise', got {errors!r}")
     if subgroups is None:
         subgroups = define_subgroups(stays, screens)
-    st = stays.set_index("stay_id", drop=False)
-    septic = _septic(st)
-    negatives = st.index[~septic.to_numpy()]
-
-    jobs = []
-    if include_overall:
-        jobs.append(("overall", "all", st.index, None))
-    for name, sg in subgroups.items():
-        for level in sg.levels:
-            if sg.kind == "screen":
-                mask = (sg.labels == level).to_numpy()
-                jobs.append((name, level, None, mask))
-            else:
-                ids = sg.labels.index[(sg.labels == level).to_numpy()]
-                if sg.kind == "positive":
-                    ids = ids.union(negatives)
-                jobs.append((name, level, ids, None))
-
     parts = []
-    for name, level, ids, mask in jobs:
+    for name, level, ids, mask in subgroup_jobs(subgroups, stays, include_overall=include_overall):
         pred, scr, sts = _subset(predictions, screens, stays, ids, mask)
         head = {"subgroup": name, "level": level, "n_stays": int(len(sts)),
                 "n_septic": int(_septic(sts.set_index("stay_id")).sum()) if len(sts) else 0,
@@ -278,93 +298,3 @@ def run_by_subgroup(metric: Callable, predictions: pd.DataFrame, screens: pd.Dat
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     front = ["subgroup", "level", "n_stays", "n_septic", "n_screens", "note"]
     return out[front + [c for c in out.columns if c not in front]]
-
-
-def sensitivity_grid(evaluate: Callable, *, window_h=(12.0, 24.0, 48.0), silencing_h=(12.0, 24.0, 48.0),
-                     **fixed) -> pd.DataFrame:
-    """Rerun ``evaluate(window_h=W, silencing_h=S, **fixed)`` for every (W, S) pair.
-
-    ``evaluate`` returns a number, dict/Series or DataFrame, as the metric of
-    :func:`run_by_subgroup`; the output gets ``window_h`` and ``silencing_h`` columns in front.
-    Pass a single-element tuple to vary only one of the two.
-
-    Examples
-    --------
-    >>> g = sensitivity_grid(lambda window_h, silencing_h: window_h - silencing_h,
-    ...                      window_h=(12, 48), silencing_h=(12,))
-    >>> g.values.tolist()
-    [[12, 12, 0], [48, 12, 36]]
-    """
-    parts = []
-    for w, s in itertools.product(window_h, silencing_h):
-        res = _as_frame(evaluate(window_h=w, silencing_h=s, **fixed))
-        # a result that echoes its settings (the protocol summary does) keeps one copy, in front
-        res = res.drop(columns=[c for c in ("window_h", "silencing_h") if c in res.columns])
-        res.insert(0, "silencing_h", s)
-        res.insert(0, "window_h", w)
-        parts.append(res)
-    return pd.concat(parts, ignore_index=True)
-
-
-def protocol_sensitivity(thresholds, predictions: pd.DataFrame, screens: pd.DataFrame | None,
-                         stays: pd.DataFrame, *, window_h=(12.0, 24.0, 48.0), silencing_h=(12.0, 24.0, 48.0),
-                         new_data_only: bool = True) -> pd.DataFrame:
-    """The protocol summary of every operating point for every alarm window and silencing period.
-
-    Thresholds stay fixed (chosen once on the development split); only ``window_h`` and
-    ``silencing_h`` vary. Runs :func:`evaluation.operating_points.apply_thresholds` per pair.
-
-    Parameters
-    ----------
-    thresholds : DataFrame or dict
-        ``model, operating_point, threshold`` rows or ``{model: {operating_point: threshold}}``.
-    predictions, screens, stays : DataFrame
-        Contract tables (normally the test split).
-
-    Returns
-    -------
-    DataFrame
-        ``window_h, silencing_h, model, operating_point, threshold`` and the protocol summary
-        (``sensitivity``, ``alarms_per_admission``, ``false_alarms_per_true_alarm``, ...).
-    """
-    from evaluation.operating_points import apply_thresholds  # the protocol's owner; imported on use
-
-    def evaluate(window_h, silencing_h):
-        return apply_thresholds(thresholds, predictions, screens, stays, window_h=window_h,
-                                silencing_h=silencing_h, new_data_only=new_data_only,
-                                check_range=False).summary
-
-    return sensitivity_grid(evaluate, window_h=window_h, silencing_h=silencing_h)
-
-
-def alternative_outcome(stays: pd.DataFrame, screens: pd.DataFrame, *, onset_column: str = "sepsis_label_time",
-                        horizon_h: float = 48.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stays and screens relabelled with ``onset_column`` as the onset time.
-
-    ``stays.onset_time`` and ``sepsis`` are replaced, ``screens.onset_in_h`` and ``label``
-    recomputed (``label = 0 < onset_in_h <= horizon_h``), and screens at or after the new
-    onset are dropped, as the protocol excludes screens after onset.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> T = pd.Timestamp("2020-01-01")
-    >>> stays = pd.DataFrame({"stay_id": [1], "onset_time": [T + pd.Timedelta(hours=10)],
-    ...                       "sepsis": [True], "sepsis_label_time": [T + pd.Timedelta(hours=4)]})
-    >>> screens = pd.DataFrame({"stay_id": 1, "screen_time": [T + pd.Timedelta(hours=h) for h in (1, 3, 5)]})
-    >>> _, s = alternative_outcome(stays, screens, horizon_h=2)
-    >>> s[["onset_in_h", "label"]].values.tolist()
-    [[3.0, 0.0], [1.0, 1.0]]
-    """
-    require_columns(stays, ["stay_id", onset_column], table="stays", purpose="for the alternative outcome")
-    require_columns(screens, ["stay_id", "screen_time"], table="screens", purpose="for the alternative outcome")
-    st = stays.copy()
-    st["onset_time"] = st[onset_column]
-    st["sepsis"] = st["onset_time"].notna()
-    onset = screens["stay_id"].map(st.set_index("stay_id")["onset_time"])
-    onset_in_h = (onset - screens["screen_time"]).to_numpy() / _HOUR
-    keep = ~(onset_in_h <= 0)  # NaN (no onset) is kept
-    sc = screens.loc[keep].copy()
-    sc["onset_in_h"] = onset_in_h[keep]
-    sc["label"] = ((sc["onset_in_h"] > 0) & (sc["onset_in_h"] <= horizon_h)).astype("int64")
-    return st, sc

@@ -1,44 +1,66 @@
-"""One call that evaluates every model of a run the SepsisFinder way, and the headline table.
+"""One call that evaluates every model of a run the SepsisFinder way: every table the report shows.
 
 :func:`evaluate_run` takes the contract tables of a run whose ``predictions`` and ``screens``
-carry a ``split`` column (``dev`` / ``test``): it chooses each model's operating points on ``dev``
-(matched to NEWS2 >= 5, NEWS2 >= 7 and 85 % sensitivity), applies them unchanged to ``test``, and
-computes on ``test`` the cluster-bootstrap CIs, paired differences against NEWS2, timeliness,
-calibration, subgroups, window/silencing sensitivity analyses and (for PhysioNet sources) the
-challenge utility. :meth:`RunEvaluation.write` writes the files the report reads
-(see :mod:`evaluation.report`).
+carry a ``split`` column: it chooses each model's operating points on ``dev`` (matched to
+NEWS2 >= 5, NEWS2 >= 7 and 85 % sensitivity), then applies them unchanged to every evaluated
+split (``test``, the internal held-out patients, and ``external``, another source, when
+present). On each evaluated split, counting only that split's stays and the protocol's screens
+(new data, before onset), it computes the main table with patient-level bootstrap CIs, paired
+comparisons of every pair of models with DeLong's test (:mod:`evaluation.paired`), ROC and PR
+curves with CI bands, alarm burden against sensitivity (:mod:`evaluation.burden`), decision
+curves on Platt-calibrated probabilities (:mod:`evaluation.decision`), calibration, timeliness,
+subgroups with CIs (:mod:`evaluation.subgroup_metrics`), window/silencing sensitivity analyses
+and (for PhysioNet sources) the challenge utility. Every table carries a ``split`` column.
+:meth:`RunEvaluation.write` writes the files the report renders (layout: :mod:`evaluation.rundir`);
+the report computes none of them.
 
 Examples
 --------
 >>> ev = evaluate_run(predictions, screens, stays, n_boot=200)   # doctest: +SKIP
->>> ev.main_table[["model", "operating_point", "auroc", "sensitivity"]]   # doctest: +SKIP
+>>> ev.main_table[["split", "model", "operating_point", "auroc", "sensitivity"]]   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ehr.artefacts import json_safe
 from ehr.schema import require_columns
 
 from .bootstrap import bootstrap_metrics
-from .metrics import average_precision, roc_auc
+from .burden import alarm_burden
+from .decision import decision_curve_table
+from .explained_alarms import alarm_explanations
 from .operating_points import apply_thresholds, choose_thresholds
+from .paired import paired_comparisons
 from .recalibration import calibration_table
-from .subgroups import protocol_sensitivity, run_by_subgroup
+from .sensitivity import protocol_sensitivity
+from .subgroup_metrics import subgroup_table
 from .timeliness import timeliness_table
 from .utility import utility_from_tables
 
-__all__ = ["RunEvaluation", "evaluate_run", "format_ci"]
+__all__ = ["EVALUATED_SPLITS", "RunEvaluation", "evaluate_run", "format_ci"]
 
 log = logging.getLogger(__name__)
 
+#: splits evaluated with the dev thresholds, in report order: internal test, then another source
+EVALUATED_SPLITS = ("test", "external")
+
 _MAIN_METRICS = ("sensitivity", "alarms_per_admission", "false_alarms_per_true_alarm")
+CURVE_POINTS = 101
+
+#: table attribute -> file of the run directory (see evaluation.rundir)
+_FILES = {"main_table": "main_table.csv", "timeliness": "timeliness.csv", "paired": "paired_differences.csv",
+          "bands": "curve_bands.csv", "burden": "alarm_burden.csv", "decision": "decision_curve.csv",
+          "calibration": "calibration.csv", "subgroups": "subgroups.csv", "sensitivity": "sensitivity.csv",
+          "explained": "alarm_explanations.csv", "summary": "tables/protocol_summary.csv",
+          "bootstrap": "tables/bootstrap_metrics.csv"}
 
 
 def format_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -54,63 +76,64 @@ def format_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
     return f"{estimate:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
+def write_thresholds(thresholds: pd.DataFrame, path) -> None:
+    """``operating_points.json`` with every float at full precision (``repr``), so that a threshold
+    read back is the very dev score it was chosen on (pandas' ``to_json`` keeps 10 digits)."""
+    records = json_safe(thresholds.to_dict(orient="records"))
+    Path(path).write_text(json.dumps(records, indent=1, allow_nan=False), encoding="utf-8")
+
+
 @dataclass
 class RunEvaluation:
-    """Everything :func:`evaluate_run` computed (tables are DataFrames)."""
+    """Everything :func:`evaluate_run` computed; every table has a ``split`` column (DataFrames)."""
 
-    thresholds: pd.DataFrame
-    summary: pd.DataFrame          # protocol summary per (model, operating point) on test
-    alarms: pd.DataFrame           # contract alarms on test, with operating_point
+    thresholds: pd.DataFrame       # chosen on dev: model, operating_point, threshold, dev_sensitivity
+    summary: pd.DataFrame          # protocol summary per (split, model, operating point)
+    alarms: pd.DataFrame           # contract alarms of the evaluated splits, with operating_point, split
     bootstrap: pd.DataFrame        # metric estimates with CIs
-    differences: pd.DataFrame      # paired differences against the reference
+    paired: pd.DataFrame           # every pair of models: differences with CIs, p-values, DeLong
     main_table: pd.DataFrame
     timeliness: pd.DataFrame
+    bands: pd.DataFrame | None = None        # ROC / PR curves with CI bands
+    burden: pd.DataFrame | None = None       # alarm burden against sensitivity
+    decision: pd.DataFrame | None = None     # net benefit on Platt-calibrated probabilities
     calibration: pd.DataFrame | None = None
     subgroups: pd.DataFrame | None = None
     sensitivity: pd.DataFrame | None = None
-    utility: dict | None = None
+    explained: pd.DataFrame | None = None    # see add_explanations
+    utility: dict | None = None              # {split: {model: {operating_point: utility}}}
     n_boot: int = 0
+    splits: tuple = ("test",)
+
+    def add_explanations(self, explanations: pd.DataFrame | None, predictions: pd.DataFrame,
+                         stays: pd.DataFrame, *, per_kind: int = 3, window_h: float = 48.0) -> None:
+        """Pick true and false alarms to explain (:func:`evaluation.explained_alarms.alarm_explanations`)."""
+        if explanations is not None and len(explanations):
+            pred = predictions[predictions["split"].isin(self.splits)]
+            self.explained = alarm_explanations(explanations, self.alarms, pred, stays, per_kind=per_kind,
+                                                window_h=window_h)
 
     def write(self, out) -> None:
         """Write the evaluation files of a run directory."""
         out = Path(out)
         (out / "tables").mkdir(parents=True, exist_ok=True)
-        self.main_table.to_csv(out / "main_table.csv", index=False)
-        self.thresholds.to_json(out / "operating_points.json", orient="records", indent=1)
-        self.timeliness.to_csv(out / "timeliness.csv", index=False)
-        self.summary.to_csv(out / "tables" / "protocol_summary.csv", index=False)
-        self.bootstrap.to_csv(out / "tables" / "bootstrap_metrics.csv", index=False)
-        self.differences.to_csv(out / "tables" / "differences_vs_news2.csv", index=False)
-        if self.calibration is not None:
-            self.calibration.to_csv(out / "calibration.csv", index=False)
-        if self.subgroups is not None:
-            self.subgroups.to_csv(out / "subgroups.csv", index=False)
-        if self.sensitivity is not None:
-            self.sensitivity.to_csv(out / "sensitivity.csv", index=False)
+        write_thresholds(self.thresholds, out / "operating_points.json")
+        for f in fields(self):
+            table = getattr(self, f.name)
+            if f.name in _FILES and table is not None:
+                table.to_csv(out / _FILES[f.name], index=False)
         if self.utility is not None:
-            (out / "utility.json").write_text(json.dumps(self.utility, indent=1))
+            (out / "utility.json").write_text(json.dumps(json_safe(self.utility), indent=1))
 
     def headline(self) -> dict:
-        """Compact numbers for ``run.json``: AUROC/AUPRC per model and the main table rows."""
+        """Compact numbers for ``run.json``: AUROC/AUPRC per split and model, and the main table."""
         b = self.bootstrap
-        out = {}
-        for m, g in b[b["operating_point"] == ""].groupby("model"):
-            out[m] = {r.metric: [round(r.estimate, 4), round(r.ci_low, 4), round(r.ci_high, 4)]
-                      for r in g.itertuples() if r.metric in ("auroc", "auprc")}
+        out: dict = {}
+        for (split, m), g in b[b["operating_point"] == ""].groupby(["split", "model"], sort=False):
+            out.setdefault(split, {})[m] = {r.metric: [round(r.estimate, 4), round(r.ci_low, 4), round(r.ci_high, 4)]
+                                            for r in g.itertuples() if r.metric in ("auroc", "auprc")}
         return {"screen_level": out, "main_table": self.main_table.to_dict(orient="records"),
                 "utility": self.utility}
-
-
-def _labels_metric(p: pd.DataFrame, s: pd.DataFrame, st: pd.DataFrame) -> pd.DataFrame:
-    """AUROC and AUPRC per model on a subset (for subgroups)."""
-    m = p.merge(s[["stay_id", "screen_time", "label"]], on=["stay_id", "screen_time"], how="inner")
-    rows = []
-    for model, g in m.groupby("model", sort=True):
-        y, r = g["label"].to_numpy(), g["risk"].to_numpy()
-        ok = 0 < y.sum() < len(y)
-        rows.append({"model": model, "auroc": roc_auc(y, r) if ok else np.nan,
-                     "auprc": average_precision(y, r) if ok else np.nan, "n_positive": int(y.sum())})
-    return pd.DataFrame(rows)
 
 
 def _main_table(thresholds, boot_table, timeliness, summary) -> pd.DataFrame:
@@ -123,26 +146,18 @@ def _main_table(thresholds, boot_table, timeliness, summary) -> pd.DataFrame:
             return "n/a"
         return format_ci(r["estimate"], r["ci_low"], r["ci_high"], digits)
 
-    tl = timeliness.copy()
     rows = []
     for r in thresholds.itertuples():
         row = {"model": r.model, "operating_point": r.operating_point, "threshold": round(float(r.threshold), 6),
                "auroc": cell(r.model, "", "auroc"), "auprc": cell(r.model, "", "auprc")}
         for m in _MAIN_METRICS:
             row[m] = cell(r.model, r.operating_point, m, 2 if m != "sensitivity" else 3)
-        if "operating_point" in tl.columns and "model" in tl.columns:
-            t = tl[(tl["model"] == r.model) & (tl["operating_point"] == r.operating_point)]
-        else:
-            t = tl.iloc[0:0]
-        if len(t):
-            t0 = t.iloc[0]
-            med = t0.get("median_onset_h", np.nan)
-            row["hours_before_onset_median_iqr"] = (f"{med:.1f} ({t0['q1_onset_h']:.1f}-{t0['q3_onset_h']:.1f})"
-                                                    if np.isfinite(med) else "n/a")
-            row["n_detected"] = int(t0.get("n_onset", 0))
-        else:
-            row["hours_before_onset_median_iqr"] = "n/a"
-            row["n_detected"] = 0
+        t = timeliness[(timeliness["model"] == r.model) & (timeliness["operating_point"] == r.operating_point)] \
+            if {"model", "operating_point"} <= set(timeliness.columns) else timeliness.iloc[0:0]
+        med = t["median_onset_h"].iloc[0] if len(t) else np.nan
+        row["hours_before_onset_median_iqr"] = (f"{med:.1f} ({t['q1_onset_h'].iloc[0]:.1f}-"
+                                                f"{t['q3_onset_h'].iloc[0]:.1f})" if np.isfinite(med) else "n/a")
+        row["n_detected"] = int(t["n_onset"].iloc[0]) if len(t) else 0
         s = summary[(summary["model"] == r.model) & (summary["operating_point"] == r.operating_point)]
         for col in ("n_alarms", "n_true_alarms"):
             if len(s) and col in s.columns:
@@ -151,56 +166,101 @@ def _main_table(thresholds, boot_table, timeliness, summary) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_split(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    out = table.drop(columns="split", errors="ignore")
+    out.insert(0, "split", split)
+    return out
+
+
+def _safely(what: str, fn):
+    """An optional table: a ValueError (e.g. a split without positives) is logged and gives None."""
+    try:
+        return fn()
+    except ValueError as exc:
+        log.warning("%s skipped: %s", what, exc)
+        return None
+
+
+def _evaluate_split(split, predictions, screens, stays, thresholds, *, reference, window_h, silencing_h, n_boot,
+                    subgroup_n_boot, seed, utility_tables, subgroups, sensitivity) -> dict:
+    p, s = predictions[predictions["split"] == split], screens[screens["split"] == split]
+    sts = stays[stays["stay_id"].isin(s["stay_id"].unique())]  # counts from the evaluated split only
+    proto = dict(window_h=window_h, silencing_h=silencing_h)
+    # a dev threshold outside this split's score range is a legitimate result (e.g. no alarm)
+    applied = apply_thresholds(thresholds, p, s, sts, check_range=False, **proto)
+    boot = bootstrap_metrics(p, s, sts, thresholds=thresholds, reference=reference, n_resamples=n_boot, seed=seed,
+                             check_range=False, curve_points=CURVE_POINTS, **proto)
+    timeliness = timeliness_table(applied.alarms, sts, window_h=window_h, reference=reference)
+    fitted = predictions[predictions["split"].isin(["dev", split])]
+    out = {"summary": applied.summary, "alarms": applied.alarms, "bootstrap": boot.table, "bands": boot.bands,
+           "paired": paired_comparisons(boot, p, s, sts, reference=reference, window_h=window_h),
+           "timeliness": timeliness, "main_table": _main_table(thresholds, boot.table, timeliness, applied.summary),
+           "burden": alarm_burden(p, s, sts, **proto),
+           "decision": _safely("decision curve", lambda: decision_curve_table(fitted, screens, eval_split=split)),
+           "calibration": _safely("calibration", lambda: calibration_table(fitted, screens, method="platt",
+                                                                         eval_split=split))}
+    if subgroups:
+        out["subgroups"] = subgroup_table(p, s, sts, thresholds=thresholds, n_resamples=subgroup_n_boot, seed=seed,
+                                          **proto)
+    if sensitivity:
+        out["sensitivity"] = protocol_sensitivity(thresholds, p, s, sts)
+    if utility_tables and split in utility_tables:
+        up, us = utility_tables[split]
+        out["utility"] = {}
+        for r in thresholds.itertuples():
+            res = utility_from_tables(up, us, threshold=float(r.threshold), model=r.model, missing="negative")
+            out["utility"].setdefault(r.model, {})[r.operating_point] = round(float(res["utility"]), 4)
+    return out
+
+
 def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, *,
                  reference: str = "news2", window_h: float = 48.0, silencing_h: float = 48.0,
-                 n_boot: int = 200, seed: int = 0, utility_tables: tuple | None = None,
-                 subgroups: bool = True, sensitivity: bool = True) -> RunEvaluation:
-    """Evaluate every model of ``predictions`` on the test split with dev-chosen thresholds.
+                 n_boot: int = 200, subgroup_n_boot: int | None = None, seed: int = 0,
+                 utility_tables: dict | tuple | None = None, subgroups: bool = True,
+                 sensitivity: bool = True, splits=None) -> RunEvaluation:
+    """Evaluate every model on each evaluated split with thresholds chosen on ``dev``.
 
     Parameters
     ----------
     predictions, screens : DataFrame
-        Contract tables with a ``split`` column holding ``dev`` and ``test``.
+        Contract tables with a ``split`` column holding ``dev`` and at least one evaluated split.
     stays : DataFrame
-        Contract ``stays`` table.
+        Contract ``stays`` table (every split; each evaluation counts only its split's stays).
     reference : str
         NEWS2's model name: its cut-offs 5 and 7 define the matched operating points.
-    utility_tables : (predictions, screens), optional
-        Test-split tables over *every* hourly row including post-onset ones, with ``sepsis_label``
-        (PhysioNet sources): the challenge utility is computed at each operating point.
+    n_boot, subgroup_n_boot : int
+        Bootstrap resamples for the main tables and for each subgroup level (default ``n_boot``).
+    utility_tables : dict or tuple, optional
+        ``{split: (predictions, screens)}`` over *every* hourly row including post-onset ones,
+        with ``sepsis_label`` (PhysioNet sources); a tuple means ``{"test": tuple}``.
+    splits : sequence of str, optional
+        Splits to evaluate (default: those of :data:`EVALUATED_SPLITS` present in ``predictions``).
     """
     for name, df in (("predictions", predictions), ("screens", screens)):
         require_columns(df, ["split"], table=name, purpose="(dev/test) to evaluate a run")
-    dev_p, test_p = (predictions[predictions["split"] == s] for s in ("dev", "test"))
-    dev_s, test_s = (screens[screens["split"] == s] for s in ("dev", "test"))
-    if dev_p.empty or test_p.empty:
-        raise ValueError("predictions need rows in both the 'dev' and the 'test' split")
+    present = set(predictions["split"].dropna().unique())
+    splits = tuple(s for s in (EVALUATED_SPLITS if splits is None else splits) if s in present)
+    if "dev" not in present or not splits:
+        raise ValueError("predictions need rows in the 'dev' split and in an evaluated split "
+                         f"({', '.join(EVALUATED_SPLITS)}); have {sorted(present)}")
+    if isinstance(utility_tables, tuple):
+        utility_tables = {"test": utility_tables}
+    dev_p, dev_s = predictions[predictions["split"] == "dev"], screens[screens["split"] == "dev"]
     thresholds = choose_thresholds(dev_p, dev_s, stays, reference=reference, silencing_h=silencing_h,
                                    window_h=window_h)
-    applied = apply_thresholds(thresholds, test_p, test_s, stays, silencing_h=silencing_h,
-                               window_h=window_h, check_range=False)
-    # a dev threshold outside the test score range is a legitimate result (e.g. no alarm)
-    boot = bootstrap_metrics(test_p, test_s, stays, thresholds=thresholds, reference=reference,
-                             n_resamples=n_boot, seed=seed, window_h=window_h, silencing_h=silencing_h,
-                             check_range=False)
-    timeliness = timeliness_table(applied.alarms, stays, window_h=window_h, reference=reference)
-    main = _main_table(thresholds, boot.table, timeliness, applied.summary)
-    cal = None
-    try:
-        cal = calibration_table(predictions, screens, method="platt")
-    except ValueError as exc:  # e.g. a split without positives
-        log.warning("calibration skipped: %s", exc)
-    sub = run_by_subgroup(_labels_metric, test_p, test_s, stays) if subgroups else None
-    sens = protocol_sensitivity(thresholds, test_p, test_s, stays) if sensitivity else None
-    util = None
-    if utility_tables is not None:
-        up, us = utility_tables
-        util = {}
-        for r in thresholds.itertuples():
-            res = utility_from_tables(up, us, threshold=float(r.threshold), model=r.model,
-                                      missing="negative")
-            util.setdefault(r.model, {})[r.operating_point] = round(float(res["utility"]), 4)
-    return RunEvaluation(thresholds=thresholds, summary=applied.summary, alarms=applied.alarms,
-                         bootstrap=boot.table, differences=boot.differences, main_table=main,
-                         timeliness=timeliness, calibration=cal, subgroups=sub, sensitivity=sens,
-                         utility=util, n_boot=n_boot)
+    per_split = {split: _evaluate_split(split, predictions, screens, stays, thresholds, reference=reference,
+                                        window_h=window_h, silencing_h=silencing_h, n_boot=n_boot,
+                                        subgroup_n_boot=subgroup_n_boot or n_boot, seed=seed,
+                                        utility_tables=utility_tables, subgroups=subgroups,
+                                        sensitivity=sensitivity)
+                 for split in splits}
+
+    def stacked(name):
+        parts = [_with_split(t, split) for split, d in per_split.items() if (t := d.get(name)) is not None]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    utility = {split: d["utility"] for split, d in per_split.items() if "utility" in d} or None
+    names = ("summary", "alarms", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
+             "calibration", "subgroups", "sensitivity")
+    return RunEvaluation(thresholds=thresholds, **{n: stacked(n) for n in names}, utility=utility, n_boot=n_boot,
+                         splits=splits)

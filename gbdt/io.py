@@ -36,8 +36,9 @@ import numpy as np
 from ehr.artefacts import ModelFormatError, model_file
 
 from .features import ScreenFeatures
+from .lgb_text import check_lightgbm_text
 
-__all__ = ["BOOSTER_FILE", "write_booster", "fitted_state", "restore"]
+__all__ = ["BOOSTER_FILE", "write_booster", "fitted_state", "restore", "check_lightgbm_text"]
 
 #: The booster's file name per backend (fixed: ``model.json`` cannot point anywhere else).
 BOOSTER_FILE = {"lightgbm": "booster.txt", "xgboost": "booster.json"}
@@ -76,7 +77,7 @@ def restore(model, directory: Path, meta: dict) -> None:
     if model.backend == "lightgbm":
         import lightgbm as lgb
 
-        model.booster_ = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+        model.booster_ = lgb.Booster(model_str=check_lightgbm_text(path.read_bytes(), path))
     else:
         import xgboost as xgb
 

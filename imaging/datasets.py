@@ -29,8 +29,8 @@ import pandas as pd
 
 from imaging.contract import ImageContractError, load_image, resize_uint8
 
-__all__ = ["ImageSet", "finding_columns", "read_image_folder", "read_npz", "load_images",
-           "patient_groups"]
+__all__ = ["ImageSet", "finding_columns", "read_image_folder", "read_class_folders", "read_labelled",
+           "read_npz", "load_images", "patient_groups", "internal_splits", "cached_image_folder"]
 
 #: 0/1 columns that mean "none of the findings", never a finding themselves.
 NEGATIVE_LABELS = frozenset({"normal", "no_finding", "no finding", "nofinding", "healthy", "none"})
@@ -139,6 +139,89 @@ def patient_groups(labels: pd.DataFrame) -> np.ndarray:
                     root[max(a, b)] = min(a, b)
         parent = np.array([find(g) for g in parent], dtype=np.int64)
     return pd.factorize(parent)[0].astype(np.int64)
+
+
+def internal_splits(groups, y, *, test_fraction: float = 0.15, val_fraction: float = 0.15,
+                    random_state: int = 17) -> dict[str, np.ndarray]:
+    """Fixed ``train`` / ``val`` / ``test`` row indices: patient- and duplicate-safe, stratified by class.
+
+    The internal test part (``test_fraction`` of the groups) is drawn first with
+    :func:`ehr.splits.holdout_groups` (``random_state``), then ``val_fraction`` of all groups is
+    drawn from the rest (``random_state + 1``). Groups come from :func:`patient_groups`, so every
+    image of a patient and every pixel-identical copy sit on one side. The test part is for the
+    final recipe only, once; choices are made on ``val``.
+    """
+    from ehr.splits import holdout_groups
+
+    groups, y = np.asarray(groups), np.asarray(y)
+    rest, test = holdout_groups(groups, test_fraction, y=y, random_state=random_state)
+    tr, va = holdout_groups(groups[rest], val_fraction / (1 - test_fraction), y=y[rest],
+                            random_state=random_state + 1)
+    return {"train": rest[tr], "val": rest[va], "test": test}
+
+
+def cached_image_folder(data_dir: str | PathLike, image_size: int, cache: str | PathLike, *, findings=None,
+                        split: str | None = None, progress: bool = False) -> ImageSet:
+    """:func:`read_image_folder`, kept as one ``.npz`` (uint8 images) so that later runs decode no image.
+
+    The cache is reused only when it was made from the same ``labels.csv`` (sha256), size,
+    findings and split; otherwise it is rebuilt (written to a temporary name, then renamed).
+    """
+    import hashlib
+    import json
+    import os
+
+    data_dir, cache = Path(data_dir), Path(cache)
+    key = json.dumps({"labels_sha256": hashlib.sha256((data_dir / "labels.csv").read_bytes()).hexdigest(),
+                      "image_size": int(image_size), "findings": list(findings) if findings else None,
+                      "split": split}, sort_keys=True)
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return ImageSet(z["images"], z["labels"], tuple(z["findings"].tolist()), z["groups"],
+                                z["ids"].tolist())
+    data = read_image_folder(data_dir, image_size, findings=findings, split=split, progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez(tmp, key=np.array(key), images=data.images, labels=data.labels, findings=np.array(data.findings),
+             groups=data.groups, ids=np.array(data.ids))
+    os.replace(tmp, cache)
+    return data
+
+
+def read_class_folders(data_dir: str | PathLike, image_size: int, findings, *, progress: bool = False) -> ImageSet:
+    """Read ``DIR/<CLASS>/*.png|jpg|jpeg``: a folder named after a finding is positive for it, a
+    negative folder (``NORMAL``, ``no_finding``, see :data:`NEGATIVE_LABELS`) has no finding.
+
+    Any other folder is an error naming it. Each image is its own group.
+    """
+    data_dir = Path(data_dir)
+    names = {f.lower(): k for k, f in enumerate(findings)}
+    rows, labels = [], []
+    for sub in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        key = sub.name.lower()
+        if key not in names and key not in NEGATIVE_LABELS:
+            raise ValueError(f"{sub}: folder name is neither a finding {tuple(findings)} nor a negative class "
+                             f"{sorted(NEGATIVE_LABELS)}")
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        y = np.zeros(len(findings), dtype=np.float32)
+        if key in names:
+            y[names[key]] = 1.0
+        rows += files
+        labels += [y] * len(files)
+    if not rows:
+        raise FileNotFoundError(f"{data_dir}: no labels.csv and no class folders with images "
+                                f"(expected e.g. NORMAL/ and {str(findings[0]).upper()}/)")
+    images = load_images(rows, image_size, progress=progress)
+    return ImageSet(images, np.stack(labels), tuple(findings), np.arange(len(rows), dtype=np.int64),
+                    [str(p.relative_to(data_dir)) for p in rows])
+
+
+def read_labelled(data_dir: str | PathLike, image_size: int, findings, *, progress: bool = False) -> ImageSet:
+    """A labelled folder either way: ``labels.csv`` (:func:`read_image_folder`) or class subfolders."""
+    if (Path(data_dir) / "labels.csv").is_file():
+        return read_image_folder(data_dir, image_size, findings=findings, progress=progress)
+    return read_class_folders(data_dir, image_size, findings, progress=progress)
 
 
 def load_images(paths, image_size: int, *, progress: bool = False) -> np.ndarray:

@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +54,19 @@ class CXRFindingClassifier(SepsisEstimator):
 
     Parameters
     ----------
-    arch : {"densenet121", "resnet18", "resnet34", "small"}
+    arch : str
+        One of :data:`imaging.models.ARCHS` (``"resnet18n_eq"`` is the CPU recipe's).
     findings : tuple of str, optional
         Findings to learn, in output order; default: those of the training data.
     image_size : int
         Square input size in pixels.
-    epochs, batch_size, lr, patience, max_steps_per_epoch
+    epochs, batch_size, lr, weight_decay, patience, max_steps_per_epoch
         Training settings (see :class:`imaging.train.FindingTrainer`).
+    augmentation, marker_mask_p, schedule, label_smoothing, ema_decay, target_sensitivity
+        The #17 recipe's settings (see :class:`imaging.train.FindingTrainer`); with
+        ``marker_mask_p > 0`` :meth:`fit` paints the markers over a copy of the training images
+        (:func:`imaging.lungs.mask_markers`). The threshold chosen for ``target_sensitivity`` is
+        stored in ``model.json`` (``state.metrics.operating_points``).
     validation_fraction : float
         Fraction of patient groups held out for early stopping and calibration when
         :meth:`fit` gets no ``validation`` set (:func:`ehr.splits.holdout_groups`).
@@ -74,6 +81,8 @@ class CXRFindingClassifier(SepsisEstimator):
     findings_ : tuple of str
     features_in_ : list of str
         ``["image_path"]``: the column a table of studies needs.
+    thresholds_ : ndarray, shape (len(findings_),)
+        Stored decision threshold per finding (chosen on validation for ``target_sensitivity``).
     history_ : list of dict
         Per-epoch training log (after :meth:`fit`).
     """
@@ -83,7 +92,10 @@ class CXRFindingClassifier(SepsisEstimator):
 
     def __init__(self, arch: str = "densenet121", findings: tuple[str, ...] | None = None,
                  image_size: int = 224, *, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3,
-                 patience: int = 3, max_steps_per_epoch: int | None = None,
+                 weight_decay: float = 1e-4, patience: int = 3, augmentation: str = "basic",
+                 marker_mask_p: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
+                 ema_decay: float | None = None, target_sensitivity: float = 0.95,
+                 max_steps_per_epoch: int | None = None,
                  validation_fraction: float = 0.2, random_state: int = 0, device: str | None = None):
         self.arch = arch
         self.findings = findings
@@ -91,7 +103,14 @@ class CXRFindingClassifier(SepsisEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.weight_decay = weight_decay
         self.patience = patience
+        self.augmentation = augmentation
+        self.marker_mask_p = marker_mask_p
+        self.schedule = schedule
+        self.label_smoothing = label_smoothing
+        self.ema_decay = ema_decay
+        self.target_sensitivity = target_sensitivity
         self.max_steps_per_epoch = max_steps_per_epoch
         self.validation_fraction = validation_fraction
         self.random_state = random_state
@@ -106,8 +125,11 @@ class CXRFindingClassifier(SepsisEstimator):
         return model
 
     def _set_network(self, network: CXRFindingModel) -> None:
+        from imaging.evaluate import stored_thresholds
+
         self.network_ = network
         self.findings_ = tuple(network.findings)
+        self.thresholds_ = stored_thresholds(network)
         self.features_in_ = [IMAGE_COLUMN]
 
     # ------------------------------------------------------------------ fit
@@ -117,11 +139,12 @@ class CXRFindingClassifier(SepsisEstimator):
         return images.subset(tr), images.subset(va)
 
     def fit(self, images, labels=None, *, validation=None, checkpoint_dir=None, resume: bool = False,
-            progress: bool = False) -> "CXRFindingClassifier":
+            progress: bool = False, callback=None) -> "CXRFindingClassifier":
         """Train on an :class:`~imaging.datasets.ImageSet` (it carries its labels and patient groups).
 
         ``validation`` (an ImageSet) early-stops and calibrates; default: :meth:`validation_split`.
-        ``checkpoint_dir``/``resume``/``progress`` are passed to the trainer.
+        ``checkpoint_dir``/``resume``/``progress``/``callback`` (called with each epoch's row) are
+        passed to the trainer.
         """
         from imaging.train import FindingTrainer
 
@@ -133,11 +156,19 @@ class CXRFindingClassifier(SepsisEstimator):
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             torch.manual_seed(self.random_state)
             network = CXRFindingModel(arch=self.arch, findings=tuple(train.findings), image_size=self.image_size)
-        trainer = FindingTrainer(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+        trainer = FindingTrainer(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                 weight_decay=self.weight_decay, patience=self.patience,
+                                 augmentation=self.augmentation, marker_mask_p=self.marker_mask_p,
+                                 schedule=self.schedule, label_smoothing=self.label_smoothing,
+                                 ema_decay=self.ema_decay, target_sensitivity=self.target_sensitivity,
                                  max_steps_per_epoch=self.max_steps_per_epoch, checkpoint_dir=checkpoint_dir,
-                                 resume=resume, device=self.device, progress=progress,
+                                 resume=resume, device=self.device, progress=progress, callback=callback,
                                  random_state=self.random_state)
-        trainer.fit(network, train, val)
+        masked = None
+        if self.marker_mask_p > 0:
+            from imaging.lungs import mask_markers
+            masked = np.stack([mask_markers(a) for a in train.images])
+        trainer.fit(network, train, val, train_masked=masked)
         self._set_network(network)
         self.history_ = trainer.history_
         self.best_epoch_ = trainer.best_epoch_
@@ -190,6 +221,10 @@ class CXRFindingClassifier(SepsisEstimator):
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
         save_file(state, str(directory / _WEIGHTS_FILE))
+        # safetensors creates its file 0600; give it the mode every other file of the folder gets (umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(directory / _WEIGHTS_FILE, 0o666 & ~umask)
 
     def _state(self) -> dict:
         net = self.network_

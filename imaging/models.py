@@ -30,14 +30,16 @@ import torch.nn as nn
 from scipy.special import expit
 
 from ehr.schema import CXR_FINDINGS
+from imaging.architectures import TRUNKS, build_trunk
 from imaging.contract import MEAN, STD, prepare_images
 
 __all__ = ["ARCHS", "CXRFindingModel", "default_device"]
 
 log = logging.getLogger(__name__)
 
-#: Backbones offered; all start from random weights (the project downloads nothing).
-ARCHS = ("densenet121", "resnet18", "resnet34", "small")
+#: Backbones offered; all start from random weights (the project downloads nothing). The narrow
+#: ResNets (``imaging.architectures``) are the CPU recipe's.
+ARCHS = ("densenet121", "resnet18", "resnet34", "small", *TRUNKS)
 
 
 def default_device() -> torch.device:
@@ -54,6 +56,8 @@ def _build_trunk(arch: str) -> tuple[nn.Module, int]:
     """A convolutional trunk taking ``(N, 1, S, S)`` and returning a feature map, and its channel count."""
     import torchvision.models as tvm
 
+    if arch in TRUNKS:
+        return build_trunk(arch)
     if arch == "densenet121":
         net = tvm.densenet121(weights=None)
         # one input channel from the start (not a replicated grayscale image): 1/3 of the first-layer cost

@@ -1,5 +1,18 @@
 """Training the CXR finding model: class-weighted BCE, CXR augmentation, AdamW, early stopping.
 
+Two augmentations: ``"basic"`` (:func:`augment_batch`, the original) and ``"shift"``
+(:func:`imaging.augment.augment_cxr`: wider exposure ranges, blur, noise, zoom). With
+``marker_mask_p`` and a marker-masked copy of the training images passed to :meth:`fit`, each
+training image is shown with its side markers painted over with that probability, so the
+markers stop predicting the label. Optional cosine learning-rate decay (after a linear warm-up),
+label smoothing and an exponential moving average (EMA) of the weights, which is what is
+validated and kept when ``ema_decay`` is set.
+
+After training, the class weighting is undone (:mod:`imaging.operating_points`: ``-log
+pos_weight`` added to the head's bias) before per-finding temperatures are fitted, and a
+threshold per finding is chosen on validation for ``target_sensitivity`` and stored in
+``model.metrics["operating_points"]``.
+
 Augmentation (:func:`augment_batch`) is chosen for radiographs: small rotations (+-7 deg), shifts
 (+-6 %), zoom (0.95-1.05), contrast/brightness/gamma jitter. **No horizontal flips by default**:
 a flipped chest puts the heart on the right (dextrocardia) and mirrors the side markers, so a flip
@@ -30,10 +43,12 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 
@@ -43,9 +58,11 @@ import torch.nn.functional as F
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from evaluation.calibration import apply_temperature, fit_temperature
+from evaluation.calibration import apply_temperature, correct_for_class_weight, fit_temperature
+from imaging.augment import augment_cxr
 from imaging.datasets import ImageSet
 from imaging.models import CXRFindingModel, default_device
+from imaging.operating_points import class_pos_weight, threshold_for_sensitivity
 
 __all__ = ["FindingTrainer", "augment_batch", "classification_metrics"]
 
@@ -79,24 +96,25 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, *, max_rotation_d
     return x.pow(g)
 
 
-def classification_metrics(probs, labels, findings, threshold: float = 0.5) -> dict:
-    """AUROC, accuracy, sensitivity, specificity (at ``threshold``) per finding, plus their means."""
+def classification_metrics(probs, labels, findings, threshold=0.5) -> dict:
+    """AUROC, accuracy, sensitivity, specificity (at ``threshold``, one or one per finding) per finding, plus their means."""
     probs, labels = np.asarray(probs), np.asarray(labels)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(findings),))
     out: dict = {}
     for k, f in enumerate(findings):
         y, p = labels[:, k], probs[:, k]
-        pred = p >= threshold
+        pred = p >= thresholds[k]
         pos, neg = y == 1, y == 0
         out[f] = {
             "auroc": float(roc_auc_score(y, p)) if pos.any() and neg.any() else float("nan"),
             "accuracy": float((pred == pos).mean()) if len(y) else float("nan"),
             "sensitivity": float(pred[pos].mean()) if pos.any() else float("nan"),
             "specificity": float((~pred[neg]).mean()) if neg.any() else float("nan"),
-            "n": int(len(y)), "n_positive": int(pos.sum()),
+            "n": int(len(y)), "n_positive": int(pos.sum()), "threshold": float(thresholds[k]),
         }
     aucs = [m["auroc"] for m in out.values() if not math.isnan(m["auroc"])]
     out["mean_auroc"] = float(np.mean(aucs)) if aucs else float("nan")
-    out["threshold"] = threshold
+    out["threshold"] = float(thresholds[0]) if len(set(thresholds.tolist())) == 1 else thresholds.tolist()
     return out
 
 
@@ -109,15 +127,30 @@ class FindingTrainer:
         Maximum epochs.
     batch_size : int
     lr, weight_decay : float
-        AdamW settings.
+        AdamW settings (peak learning rate with ``schedule="cosine"``).
     patience : int
         Stop after this many epochs without a better validation mean AUROC.
     augment : bool
-        Apply :func:`augment_batch` to training batches.
+        Augment training batches.
+    augmentation : {"basic", "shift"}
+        :func:`augment_batch` or :func:`imaging.augment.augment_cxr`.
     horizontal_flip : bool
-        Include horizontal flips in augmentation (off: see module docstring).
+        Include horizontal flips in ``"basic"`` augmentation (off: see module docstring; ``"shift"`` never flips).
+    marker_mask_p : float
+        Probability of showing a training image with its markers painted over (needs
+        ``train_masked`` in :meth:`fit`).
     class_weighted : bool
-        BCE ``pos_weight = n_neg / n_pos`` per finding.
+        BCE ``pos_weight = n_neg / n_pos`` per finding (undone after training, see module docstring).
+    schedule : {"constant", "cosine"}
+        Learning rate per step; ``"cosine"`` warms up linearly over ``warmup_epochs`` then decays to 0.
+    warmup_epochs : float
+    label_smoothing : float
+        Targets become ``y (1 - e) + e / 2``.
+    ema_decay : float, optional
+        Keep an exponential moving average of the weights (and BatchNorm statistics); it is what
+        is validated, early-stopped and returned.
+    target_sensitivity : float
+        Validation sensitivity the stored threshold is chosen for.
     max_steps_per_epoch : int, optional
         Cap on optimisation steps per epoch (smoke tests, quick runs).
     checkpoint_dir : path-like, optional
@@ -128,62 +161,101 @@ class FindingTrainer:
         Default: CUDA when available, else CPU.
     progress : bool
         Show tqdm progress bars (off in the library).
+    callback : callable, optional
+        Called with each epoch's history row (the CLI prints it).
     random_state : int
         Seeds initialisation-independent randomness: shuffling and augmentation.
 
     Attributes
     ----------
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``val_auroc``, ``seconds``, ``images_per_s``.
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_auroc``, ``lr``, ``seconds``, ``images_per_s``.
     best_epoch_ : int
     best_score_ : float
         Best validation mean AUROC.
+    logit_offsets_ : ndarray, shape (F,)
+        Prior-shift correction added to the head's bias (0 without class weighting).
     temperatures_ : ndarray, shape (F,)
+    thresholds_ : ndarray, shape (F,)
+        Stored decision thresholds (on calibrated probabilities).
     val_metrics_ : dict
-        :func:`classification_metrics` of the calibrated model on the validation set.
+        :func:`classification_metrics` of the calibrated model on the validation set, at ``thresholds_``.
     """
 
     def __init__(self, *, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 patience: int = 3, augment: bool = True, horizontal_flip: bool = False,
-                 class_weighted: bool = True, max_steps_per_epoch: int | None = None,
-                 checkpoint_dir: str | PathLike | None = None, resume: bool = False, device=None,
-                 progress: bool = False, random_state: int = 0):
+                 patience: int = 3, augment: bool = True, augmentation: str = "basic",
+                 horizontal_flip: bool = False, marker_mask_p: float = 0.0, class_weighted: bool = True,
+                 schedule: str = "constant", warmup_epochs: float = 1.0, label_smoothing: float = 0.0,
+                 ema_decay: float | None = None, target_sensitivity: float = 0.95,
+                 max_steps_per_epoch: int | None = None, checkpoint_dir: str | PathLike | None = None,
+                 resume: bool = False, device=None, progress: bool = False,
+                 callback: Callable[[dict], None] | None = None, random_state: int = 0):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
         self.patience = patience
         self.augment = augment
+        self.augmentation = augmentation
         self.horizontal_flip = horizontal_flip
+        self.marker_mask_p = marker_mask_p
         self.class_weighted = class_weighted
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.label_smoothing = label_smoothing
+        self.ema_decay = ema_decay
+        self.target_sensitivity = target_sensitivity
         self.max_steps_per_epoch = max_steps_per_epoch
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.device = device
         self.progress = progress
+        self.callback = callback
         self.random_state = random_state
 
     def _val_logits(self, model, val: ImageSet, device) -> np.ndarray:
         return model.predict_logits(val.images, batch_size=max(self.batch_size, 64), device=device)
 
-    def fit(self, model: CXRFindingModel, train: ImageSet, val: ImageSet) -> "FindingTrainer":
-        """Train ``model`` in place on ``train``, early-stop and calibrate on ``val``; return self."""
+    def _lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule != "cosine":
+            raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        warm = max(1, int(self.warmup_epochs * steps_per_epoch))
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        return 0.5 * self.lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.augmentation == "basic":
+            return augment_batch(xb, gen, horizontal_flip=self.horizontal_flip)
+        if self.augmentation == "shift":
+            return augment_cxr(xb, gen)
+        raise ValueError(f"augmentation must be 'basic' or 'shift'; got {self.augmentation!r}")
+
+    def fit(self, model: CXRFindingModel, train: ImageSet, val: ImageSet, *,
+            train_masked: np.ndarray | None = None) -> "FindingTrainer":
+        """Train ``model`` in place on ``train``, early-stop and calibrate on ``val``; return self.
+
+        ``train_masked``: ``train.images`` with markers painted over (:func:`imaging.lungs.mask_markers`),
+        drawn instead of an image with probability ``marker_mask_p``.
+        """
         if tuple(train.findings) != tuple(model.findings) or tuple(val.findings) != tuple(model.findings):
             raise ValueError(f"data findings {train.findings} / {val.findings} differ from model findings "
                              f"{model.findings}")
+        if self.marker_mask_p > 0 and (train_masked is None or train_masked.shape != train.images.shape):
+            raise ValueError("marker_mask_p > 0 needs train_masked: the training images with markers masked, "
+                             "same shape as train.images")
         device = torch.device(self.device) if self.device is not None else default_device()
         cuda = device.type == "cuda"
         model.to(device)
         if cuda:
             model.to(memory_format=torch.channels_last)
-        y = train.labels
-        if self.class_weighted:
-            n_pos = y.sum(axis=0)
-            pos_weight = torch.tensor(np.where(n_pos > 0, (len(y) - n_pos) / np.maximum(n_pos, 1), 1.0),
-                                      dtype=torch.float32, device=device)
-        else:
-            pos_weight = None
+        weights = class_pos_weight(train.labels) if self.class_weighted else np.ones(len(model.findings))
+        pos_weight = torch.tensor(weights, dtype=torch.float32, device=device) if self.class_weighted else None
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        ema = copy.deepcopy(model).eval() if self.ema_decay else None
+        watched = ema if ema is not None else model
         ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir is not None else None
         history: list[dict] = []
         best_score, best_epoch, best_state, start = -math.inf, -1, None, 0
@@ -191,6 +263,8 @@ class FindingTrainer:
             state = torch.load(ckpt, map_location=device, weights_only=True)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if ema is not None and "ema" in state:
+                ema.load_state_dict(state["ema"])
             history = json.loads(state["history"])
             best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
             best_state = state["best_model"]
@@ -201,7 +275,9 @@ class FindingTrainer:
         if self.max_steps_per_epoch is not None:
             steps = min(steps, int(self.max_steps_per_epoch))
         images = torch.from_numpy(train.images)
+        masked = torch.from_numpy(train_masked) if self.marker_mask_p > 0 else None
         labels = torch.from_numpy(train.labels)
+        eps = float(self.label_smoothing)
         for epoch in range(start, self.epochs):
             if epoch - best_epoch > self.patience and best_epoch >= 0:
                 break
@@ -215,11 +291,20 @@ class FindingTrainer:
                 from tqdm.auto import tqdm
                 it = tqdm(it, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False)
             for s in it:
+                lr = self._lr_at(epoch * steps + s, self.epochs * steps, steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 idx = order[s * self.batch_size:(s + 1) * self.batch_size]
-                xb = images[idx].unsqueeze(1).float().div_(255.0)
+                xb = images[idx]
+                if masked is not None:
+                    swap = torch.rand(len(idx), generator=gen) < self.marker_mask_p
+                    xb = torch.where(swap[:, None, None], masked[idx], xb)
+                xb = xb.unsqueeze(1).float().div_(255.0)
                 if self.augment:
-                    xb = augment_batch(xb, gen, horizontal_flip=self.horizontal_flip)
+                    xb = self._augment(xb, gen)
                 xb, yb = xb.to(device, non_blocking=True), labels[idx].to(device, non_blocking=True)
+                if eps:
+                    yb = yb * (1 - eps) + eps / 2
                 if cuda:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -228,33 +313,69 @@ class FindingTrainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if ema is not None:
+                    _ema_update(ema, model, min(float(self.ema_decay), (1 + epoch * steps + s) / (10 + epoch * steps + s)))
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             secs = time.perf_counter() - t0
-            z = self._val_logits(model, val, device)
+            z = self._val_logits(watched, val, device)
             score = classification_metrics(expit(z), val.labels, model.findings)["mean_auroc"]
-            history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_auroc": score,
-                            "seconds": secs, "images_per_s": seen / secs if secs > 0 else float("nan")})
+            val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(z).float(),
+                                                                torch.from_numpy(val.labels)))
+            history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+                            "val_auroc": score, "lr": lr, "seconds": secs,
+                            "images_per_s": seen / secs if secs > 0 else float("nan")})
             log.info("epoch %d: loss %.4f, val AUROC %.4f", epoch + 1, history[-1]["train_loss"], score)
+            if self.callback is not None:
+                self.callback(dict(history[-1], epochs=self.epochs))
             if score > best_score or best_state is None:
                 best_score, best_epoch = score, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in watched.state_dict().items()}
             if ckpt is not None:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
+                extra = {"ema": ema.state_dict()} if ema is not None else {}
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                             "best_score": best_score, "best_epoch": best_epoch, "best_model": best_state,
-                            "history": json.dumps(history)}, ckpt)
+                            "history": json.dumps(history), **extra}, ckpt)
         if best_state is not None:
             model.load_state_dict(best_state)
-        z = self._val_logits(model, val, device)
-        temps = fit_temperature(z, val.labels, bounds=(0.05, 20.0))
-        model.temperatures.copy_(torch.as_tensor(temps, dtype=torch.float32))
+        self._calibrate(model, val, device, weights if self.class_weighted else None)
         self.history_ = history
         self.best_epoch_ = best_epoch + 1
         self.best_score_ = best_score
-        self.temperatures_ = temps
-        self.val_metrics_ = classification_metrics(apply_temperature(z, temps), val.labels, model.findings)
         model.metrics = {"validation": self.val_metrics_, "best_epoch": self.best_epoch_,
-                         "history": history, "n_train": int(len(train)), "n_val": int(len(val))}
+                         "history": history, "n_train": int(len(train)), "n_val": int(len(val)),
+                         "logit_offsets": self.logit_offsets_.tolist(),
+                         "operating_points": {f: {"threshold": float(t), "target_sensitivity": self.target_sensitivity,
+                                                  "chosen_on": "validation"}
+                                              for f, t in zip(model.findings, self.thresholds_)}}
         model.to("cpu", memory_format=torch.contiguous_format)
         return self
+
+    def _calibrate(self, model: CXRFindingModel, val: ImageSet, device, pos_weight) -> None:
+        """Undo class weighting in the head's bias, fit temperatures, choose thresholds (all on ``val``)."""
+        offsets = np.zeros(len(model.findings))
+        if pos_weight is not None:
+            # the logit shift that evaluation.calibration.correct_for_class_weight applies, folded into the bias
+            offsets = correct_for_class_weight(np.zeros(len(model.findings)), pos_weight)
+            with torch.no_grad():
+                model.head.bias.add_(torch.as_tensor(offsets, dtype=model.head.bias.dtype, device=model.head.bias.device))
+        z = self._val_logits(model, val, device)
+        temps = np.atleast_1d(fit_temperature(z, val.labels, bounds=(0.05, 20.0)))
+        model.temperatures.copy_(torch.as_tensor(temps, dtype=torch.float32))
+        probs = apply_temperature(z, temps)
+        thresholds = np.array([threshold_for_sensitivity(probs[:, k], val.labels[:, k], self.target_sensitivity)
+                               if val.labels[:, k].any() else 0.5 for k in range(len(model.findings))])
+        self.logit_offsets_ = offsets
+        self.temperatures_ = temps
+        self.thresholds_ = thresholds
+        self.val_metrics_ = classification_metrics(probs, val.labels, model.findings, threshold=thresholds)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+        else:
+            e.copy_(m)

@@ -10,7 +10,7 @@ Examples
 >>> model_class("forest")
 Traceback (most recent call last):
 ...
-ehr.artefacts.ModelFormatError: no model kind 'forest'; SepsisScope knows cpn, gbdt, imaging
+ehr.artefacts.ModelFormatError: no model kind 'forest'; SepsisScope knows cpn, gbdt, imaging, stack, sequence, fusion
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ MODEL_CLASSES: dict[str, str] = {
     "cpn": "cpn.model:SepsisCPN",
     "gbdt": "gbdt.model:GBDTClassifier",
     "imaging": "imaging.estimator:CXRFindingClassifier",
+    "stack": "fusion.stacking:StackClassifier",
+    "sequence": "fusion.models:SequenceModel",
+    "fusion": "fusion.models:FusionModel",
 }
 
 

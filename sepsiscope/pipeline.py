@@ -4,21 +4,31 @@ The models come from :data:`PIPELINE_MODELS` (a ``--models`` name -> its kind an
 :class:`RunConfig` fields it takes); the job fits, saves, scores and explains each one through
 the :class:`ehr.estimator.SepsisEstimator` interface and never asks which kind it is.
 
+Sources (:mod:`sepsiscope.sources`): the synthetic cohort, PhysioNet or MIMIC files, or an
+ingested cohort directory (``--cohort``). With an external source (``--external-physionet``,
+``--external-mimic``, ``--external-cohort``) the models and thresholds come from the first
+source only; the second is screened, scored and evaluated unchanged as the ``external`` split,
+next to the internal ``test`` split.
+
 Run directory layout (what :func:`evaluation.report.write_report` reads):
 
 ``run.json``             resolved config, seeds, versions, git commit, input hashes, timings;
                          written once, after every table and model, with ``"complete": true``
-``stays.parquet``        the stays table (+ ``split``)
+``stays.parquet``        the stays table (+ ``split``: train/dev/test, ``external`` for a second source)
 ``screens.parquet``      label columns of the screens: stay_id, screen_time, hours_since_admit,
                          new_data, onset_in_h, label, split (+ sepsis_label for PhysioNet)
 ``test_screens.parquet`` the test split's screens with the columns the models read, by stay (what
                          ``sepsiscope explain --run`` reads one stay of, see :mod:`sepsiscope.stay_screens`)
-``predictions.parquet``  every model on the dev and test splits (contract ``predictions``)
+``predictions.parquet``  every model on the dev and test splits (contract ``predictions``); with
+                         ``oof_folds`` (or a stacking model) also every model's patient-grouped
+                         out-of-fold predictions on train (``split="train"``, ``fold`` filled)
 ``alarms.parquet``       test-split alarms of every model at every operating point
-``explanations.parquet`` CPN Bayes factors and GBDT contributions for the test alarms
-``main_table.csv``       the headline table (see :mod:`evaluation.summary`)
+``explanations.parquet`` CPN Bayes factors, GBDT contributions (and a stack's per-member log-odds) at test alarms
+``cohort_flow.csv``      where every stay went (:mod:`ehr.flow`): read, excluded, screened, split
+``main_table.csv``       the headline table, and every table of :mod:`evaluation.summary`
 ``operating_points.json`` thresholds chosen on dev, applied unchanged to test
-``models/cpn``, ``models/gbdt``  saved models
+``models/cpn``, ``models/gbdt``  saved models (``models/stack`` for ``--models ...,stack``)
+``tables/stack_coefficients.csv`` the meta-learner's coefficients (shown under "Further tables")
 ``report.html``          the self-contained report
 """
 
@@ -33,12 +43,14 @@ from pathlib import Path
 import pandas as pd
 
 from ehr.estimator import Labels
-from ehr.screens import build_screens
 from ehr.splits import split_patients
 from sepsiscope.progress import step
+from sepsiscope.runinfo import write_run_json
+from sepsiscope.sources import cohort_source_name, exclude, external_split, read_source, screen_rows, utility_tables
+from sepsiscope.stacking import fit_stackers, oof_member_predictions, stacker_explanations, stacker_predictions
 from sepsiscope.stay_screens import write_stay_screens
 
-__all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job"]
+__all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job", "finish_run"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +62,13 @@ LABEL_COLUMNS = ("stay_id", "subject_id", "screen_time", "hours_since_admit", "n
 class RunConfig:
     """Everything that defines a run (stored in ``run.json``)."""
 
-    source: str = "synthetic"          # synthetic | physionet | mimic
-    path: str | None = None            # data path for physionet / mimic
+    source: str = "synthetic"          # synthetic | physionet | mimic | cohort
+    path: str | None = None            # data path for physionet / mimic; cohort directory
     n_stays: int = 2000                # synthetic cohort size
+    site: str = "A"                    # synthetic hospital (ehr.synthetic.plan.SITES)
+    external_source: str | None = None  # physionet | mimic | cohort: evaluated unchanged as split "external"
+    external_path: str | None = None
+    exclusions: str | None = None      # cohort exclusions (ehr.exclusions), e.g. johnson2018
     seed: int = 0
     horizon_h: float = 48.0
     dev_fraction: float = 0.2
@@ -60,6 +76,7 @@ class RunConfig:
     window_h: float = 48.0
     silencing_h: float = 48.0
     n_boot: int = 200
+    subgroup_n_boot: int = 200         # bootstrap resamples per subgroup level
     cpn_network: str = "auto"          # auto: full for synthetic, physionet for PhysioNet/MIMIC
     cpn_max_rows: int = 200_000
     cpn_half_lives: str = "learn"      # learn | prior
@@ -67,31 +84,19 @@ class RunConfig:
     gbdt_backend: str = "lightgbm"
     gbdt_n_estimators: int = 300
     definition: str = "sepsis3"        # MIMIC onset definition
+    allow_missing: tuple = ()          # MIMIC tables allowed to be missing (the report names them)
     models: tuple = ("cpn", "gbdt")
+    oof_folds: int = 0                 # K-fold out-of-fold predictions on train (0: only for stacking, 5)
+    stack_meta: str = "logistic"       # logistic | lightgbm
     explain_alarms: bool = True
+    partitions: int = 16               # --dask: parts of the cohort written from the source
     timings: dict = field(default_factory=dict)
 
 
 def load_source(cfg: RunConfig):
     """Return (events, stays, cxr or None, ingest info dict) for the configured source."""
-    if cfg.source == "synthetic":
-        from ehr.synthetic import generate_cohort
-
-        c = generate_cohort(cfg.n_stays, seed=cfg.seed)
-        return c.events, c.stays, c.cxr, {"source": "synthetic", "n_stays": cfg.n_stays}
-    if cfg.source == "physionet":
-        from ehr.sources.physionet import read_physionet
-
-        c = read_physionet(cfg.path)
-        return c.events, c.stays, None, {"source": "physionet2019", "ingest": c.report.to_dict()["counts"]}
-    if cfg.source == "mimic":
-        from ehr.sources.mimic import read_mimic
-
-        c = read_mimic(cfg.path, definition=cfg.definition)
-        info = {"source": "mimic", "definition": cfg.definition, "definition_params": c.report.definition,
-                "ingest": c.report.to_dict()["counts"]}
-        return c.events, c.stays, None, info
-    raise ValueError(f"unknown source {cfg.source!r}; expected synthetic, physionet or mimic")
+    return read_source(cfg.source, cfg.path, n_stays=cfg.n_stays, seed=cfg.seed, definition=cfg.definition,
+                       site=cfg.site, allow_missing=cfg.allow_missing)
 
 
 def _no_fit_params(train: pd.DataFrame) -> dict:
@@ -106,17 +111,20 @@ def _no_run_info(model) -> dict:
 class PipelineModel:
     """How the main job makes one model: its kind (``sepsiscope.models.MODEL_CLASSES``), the
     ``__init__`` arguments it takes from the :class:`RunConfig`, extra ``fit`` keywords drawn from
-    the training screens, and fitted values worth recording in ``run.json``."""
+    the training screens, fitted values worth recording in ``run.json``, and whether it stacks
+    the others (:mod:`sepsiscope.stacking`)."""
 
     kind: str
     params: Callable[[RunConfig], dict]
     fit_params: Callable[[pd.DataFrame], dict] = _no_fit_params
     run_info: Callable[[object], dict] = _no_run_info
+    #: fitted on the other models' out-of-fold predictions on train, not on screens (the stack)
+    stacks: bool = False
 
 
 def _cpn_params(cfg: RunConfig) -> dict:
-    network = cfg.cpn_network if cfg.cpn_network != "auto" else (
-        "full" if cfg.source == "synthetic" else "physionet")
+    synthetic = cfg.source == "synthetic" or (cfg.source == "cohort" and cohort_source_name(cfg.path) == "synthetic")
+    network = cfg.cpn_network if cfg.cpn_network != "auto" else ("full" if synthetic else "physionet")
     return {"network": network, "max_rows": cfg.cpn_max_rows, "random_state": cfg.seed,
             "half_lives": cfg.cpn_half_lives, "max_iter": cfg.cpn_max_iter}
 
@@ -126,11 +134,20 @@ def _gbdt_params(cfg: RunConfig) -> dict:
             "n_jobs": 2}
 
 
+def _stack_params(cfg: RunConfig) -> dict:
+    return {"meta": cfg.stack_meta, "random_state": cfg.seed}
+
+
+def _stack_info(model) -> dict:
+    return {"stack_coefficients": model.coefficients_.round(4).to_dict(orient="records")}
+
+
 #: ``--models`` name -> how the main job makes that model
 PIPELINE_MODELS: dict[str, PipelineModel] = {
     "cpn": PipelineModel("cpn", _cpn_params, run_info=lambda m: {"cpn_half_lives_h": m.half_lives_}),
     # early stopping holds out whole patients
     "gbdt": PipelineModel("gbdt", _gbdt_params, fit_params=lambda train: {"groups": train["subject_id"]}),
+    "stack": PipelineModel("stack", _stack_params, run_info=_stack_info, stacks=True),
 }
 
 
@@ -147,22 +164,34 @@ def _make_models(cfg: RunConfig) -> dict:
 
 
 def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -> Path:
-    """Run the whole study on one source and write the run directory (+ ``report.html``)."""
-    from evaluation.news2 import news2_predictions
-    from sepsiscope.runinfo import write_run_json
+    """Run the whole study on one source (and evaluate on a second) and write the run directory (+ ``report.html``).
 
-    cfg = cfg or RunConfig()
+    The directory is written under a temporary name (:func:`ehr.artefacts.atomic_dir`) and renamed
+    into place when everything, the report included, is written: an existing ``out`` is replaced as
+    a whole, and a failed or interrupted job leaves it as it was. Returns ``out / "report.html"``.
+    """
+    from ehr.artefacts import atomic_dir
+
     out = Path(out)
+    with atomic_dir(out, keep_name=True) as stage:
+        _run_into(stage, cfg or RunConfig(), progress)
+    return out / "report.html"
+
+
+def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
+    """The main job, writing into the (staging) directory ``out``."""
+    from evaluation.news2 import news2_predictions
+
     out.mkdir(parents=True, exist_ok=True)
     timed = partial(step, enabled=progress, timings=cfg.timings)
     estimators = _make_models(cfg)
 
     with timed("load source"):
-        events, stays, cxr, source_info = load_source(cfg)
+        events, stays_read, cxr, source_info = load_source(cfg)
+        events, stays, cxr, excluded = exclude(events, stays_read, cxr, cfg.exclusions, source_info)
     with timed("build screens"):
         # PhysioNet: every challenge row is kept for the utility; the protocol screens stop at onset
-        all_rows = build_screens(events, stays, cxr, horizon_h=cfg.horizon_h, until_onset=False)
-        screens = all_rows[~(all_rows["onset_in_h"] <= 0)].reset_index(drop=True)
+        all_rows, screens = screen_rows(events, stays, cxr, cfg.horizon_h)
     split = split_patients(stays, seed=cfg.seed, dev_fraction=cfg.dev_fraction, test_fraction=cfg.test_fraction)
     stays = stays.assign(split=split.reindex(stays["stay_id"]).to_numpy())
     screens["split"] = split.reindex(screens["stay_id"]).to_numpy()
@@ -170,15 +199,20 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     parts = {s: screens[screens["split"] == s] for s in ("train", "dev", "test")}
     if parts["train"]["label"].nunique() < 2:
         raise ValueError("the training split has a single class; use more stays")
+    flows = {"internal": _cohort_flow(stays_read, all_rows, excluded, split, source_info)}
 
-    models, fitted_info = {}, {}
+    models, fitted_info, member_fit_params = {}, {}, {}
     labels = Labels.from_screens(parts["train"], horizon_h=cfg.horizon_h)
+    stackers = {n: m for n, m in estimators.items() if PIPELINE_MODELS[n].stacks}
     for name, model in estimators.items():
         spec = PIPELINE_MODELS[name]
+        if spec.stacks:
+            continue
         with timed(f"train {name.upper()}"):
             model.fit(parts["train"], labels, **spec.fit_params(parts["train"]))
         model.save(out / "models" / name)
         models[model.model_name] = model
+        member_fit_params[model.model_name] = spec.fit_params
         fitted_info.update(spec.run_info(model))
     preds = []
     with timed("score dev and test"):
@@ -188,47 +222,88 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
         for s in ("dev", "test"):
             p, _ = news2_predictions(events, stays, parts[s], split=s)
             preds.append(p)
-    predictions = pd.concat(preds, ignore_index=True)
-    utility_tables = None
-    if cfg.source == "physionet":
-        with timed("score every test row for the PhysioNet utility"):
-            rows = all_rows[all_rows["split"] == "test"]
-            up = [m.predictions(rows, name=name, split="test") for name, m in models.items()]
-            up.append(news2_predictions(events, stays, rows, split="test")[0])
-            utility_tables = (pd.concat(up, ignore_index=True), rows)
+    if cfg.oof_folds or stackers:
+        members = {name: (m, member_fit_params[name]) for name, m in models.items()}
+        preds += _oof_and_stack(cfg, members, stackers, parts, labels, preds, (events, stays), out, timed,
+                                fitted_info)
+    # one fold dtype (NEWS2 gives float NaN, out-of-fold rows integers)
+    predictions = pd.concat([p.astype({"fold": "Int64"}) for p in preds], ignore_index=True)
+    with timed("score every test row for the PhysioNet utility"):
+        utility = {"test": utility_tables(models, events, stays, all_rows, "test", stackers)}
+    evaluated = {"test": {"source": source_info["source"], "path": cfg.path}}
     del all_rows
+    explain_screens = parts["test"]
+    if cfg.external_source:
+        with timed("score the external source"):
+            ext = external_split(cfg.external_source, cfg.external_path, models, stays, horizon_h=cfg.horizon_h,
+                                 definition=cfg.definition, exclusions=cfg.exclusions, stackers=stackers)
+        predictions, screens, stays = (pd.concat([a, b], ignore_index=True) for a, b in (
+            (predictions, ext.predictions.astype({"fold": "Int64"})), (screens, ext.screens), (stays, ext.stays)))
+        utility["external"] = ext.utility_tables
+        evaluated["external"] = {"source": ext.info["source"], "path": cfg.external_path}
+        flows["external"] = _cohort_flow(ext.stays, ext.all_rows, ext.reasons, None, ext.info)
+        source_info = {"internal": source_info, "external": ext.info}
+        explain_screens = pd.concat([explain_screens, ext.screens], ignore_index=True)
+        del ext
 
+    finish_run(out, cfg, predictions=predictions, screens=screens, stays=stays,
+               n_split={k: len(v) for k, v in parts.items()}, utility_tables=utility,
+               explain=lambda alarms: _explain_alarms(models, alarms, explain_screens, stackers, predictions),
+               source_info=source_info, fitted_info=fitted_info, test_screens=lambda: parts["test"],
+               model_columns=[c for m in models.values() for c in m.required_columns], flow=_flow_table(flows),
+               evaluated=evaluated, progress=progress)
+
+
+def finish_run(out: Path, cfg: RunConfig, *, predictions: pd.DataFrame, screens: pd.DataFrame,
+               stays: pd.DataFrame, n_split: dict, utility_tables: dict, explain: Callable, source_info: dict,
+               fitted_info: dict, test_screens: Callable, model_columns: list, flow: pd.DataFrame | None = None,
+               evaluated: dict | None = None, progress: bool = False) -> Path:
+    """Evaluate the dev/test predictions, explain the test alarms, write the run directory and report.
+
+    The part of the main job after scoring, shared by the single-process and the partitioned
+    (Dask) paths: ``screens`` needs the label columns (:data:`LABEL_COLUMNS`, ``split``), and
+    ``explain(alarms)`` returns the explanations of the fired test alarms (or None);
+    ``test_screens()`` the test split's screens, of which ``model_columns`` go to ``test_screens.parquet``.
+    ``utility_tables`` maps a split to its PhysioNet utility rows (or None); ``flow`` is the
+    cohort-flow table and ``evaluated`` the source of each evaluated split, when known.
+    """
+    timed = partial(step, enabled=progress, timings=cfg.timings)
     with timed("evaluate"):
         from evaluation.summary import evaluate_run
 
         ev = evaluate_run(predictions, screens, stays, reference="news2", window_h=cfg.window_h,
-                          silencing_h=cfg.silencing_h, n_boot=cfg.n_boot, seed=cfg.seed,
-                          utility_tables=utility_tables)
+                          silencing_h=cfg.silencing_h, n_boot=cfg.n_boot, subgroup_n_boot=cfg.subgroup_n_boot,
+                          seed=cfg.seed, utility_tables={k: v for k, v in utility_tables.items() if v is not None})
     explanations = None
-    if cfg.explain_alarms and models:
+    if cfg.explain_alarms and cfg.models:
         with timed("explain test alarms"):
-            explanations = _explain_alarms(models, ev.alarms, parts["test"])
+            explanations = explain(ev.alarms)
+            if explanations is not None:
+                ev.add_explanations(explanations, predictions, stays, window_h=cfg.window_h)
 
     with timed("write run directory"):
         keep = [c for c in LABEL_COLUMNS if c in screens.columns] + ["split"]
         screens[keep].to_parquet(out / "screens.parquet", index=False)
-        write_stay_screens(parts["test"], out / "test_screens.parquet",
-                           columns=[c for m in models.values() for c in m.required_columns])
+        write_stay_screens(test_screens(), out / "test_screens.parquet", columns=model_columns)
         stays.to_parquet(out / "stays.parquet", index=False)
         predictions.to_parquet(out / "predictions.parquet", index=False)
         ev.alarms.to_parquet(out / "alarms.parquet", index=False)
         if explanations is not None:
             explanations.to_parquet(out / "explanations.parquet", index=False)
         ev.write(out)
-    extra = {"source_info": source_info, "results": ev.headline(),
+        if flow is not None:
+            flow.to_csv(out / "cohort_flow.csv", index=False)
+    extra = {"source_info": source_info, **({"evaluated": evaluated} if evaluated else {}),
+             "results": ev.headline(),
              "n": {"stays": int(len(stays)), "screens": int(len(screens)),
                    "septic_stays": int(stays["sepsis"].sum()),
-                   **{f"screens_{k}": int(len(v)) for k, v in parts.items()}},
+                   **{f"screens_{k}": int(v) for k, v in n_split.items()}},
              **fitted_info, "complete": True}
     # once, after every table and model: its "complete" marks a whole run. The report reads it
     # (evaluation.report needs run.json), so it comes before the report, which is a view of the
     # run that `sepsiscope report` can rewrite.
-    write_run_json(out, asdict(cfg), inputs={"source": cfg.path} if cfg.path else None,
+    inputs = {k: v for k, v in (("source", cfg.path), ("external", cfg.external_path)) if v}
+    write_run_json(out, asdict(cfg), inputs=inputs or None,
                    seeds={"split": cfg.seed, "cohort": cfg.seed, "models": cfg.seed, "bootstrap": cfg.seed},
                    extra=extra)
     with step("write report", progress):
@@ -238,15 +313,59 @@ def run_main_job(out, cfg: RunConfig | None = None, *, progress: bool = False) -
     return out / "report.html"
 
 
-def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFrame) -> pd.DataFrame:
+def _cohort_flow(stays_read, all_rows, excluded, split, info) -> pd.DataFrame:
+    """Every stay of one source: the reader's stages, exclusions, screening, split (:mod:`ehr.flow`)."""
+    from ehr.flow import cohort_flow
+
+    return cohort_flow(stays_read, all_rows, excluded=excluded, split=split, reader_stages=info.get("flow"))
+
+
+def _flow_table(flows: dict) -> pd.DataFrame:
+    """``cohort_flow.csv``: one source as is; with an external source, a ``source`` column first."""
+    if len(flows) == 1:
+        return next(iter(flows.values()))
+    return pd.concat([f.assign(source=k)[["source", *f.columns]] for k, f in flows.items()], ignore_index=True)
+
+
+def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFrame, stackers: dict | None = None,
+                    predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Explanations of every model at every fired test alarm of any model.
 
     Each model explains the union of alarm screens, so an alarm view can show the CPN's Bayes
-    factors next to the GBDT's contributions for the same screen.
+    factors next to the GBDT's contributions for the same screen (and a stack's trust in each).
     """
     fired = alarms[alarms["fired"]][["stay_id", "screen_time"]].drop_duplicates()
     if fired.empty:
         return None
     rows = fired.merge(test_screens, on=["stay_id", "screen_time"], how="inner")
     parts = [m.explain(rows, model_name=name) for name, m in models.items()]
+    for split in ("test", "external") if stackers else ():
+        keys = rows.loc[rows["split"] == split, ["stay_id", "screen_time"]]
+        if len(keys):
+            parts += stacker_explanations(stackers, predictions, keys, split)
     return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def _oof_and_stack(cfg: RunConfig, members: dict, stackers: dict, parts: dict, labels: Labels, scored: list,
+                   news2_source: tuple, out: Path, timed, fitted_info: dict) -> list:
+    """Out-of-fold predictions of every member (``{name: (fitted model, fit keywords)}``) and NEWS2 on
+    train; the stacking models fitted on them, saved, and scoring dev and test from the members'
+    rows in ``scored``. Returns the new prediction tables."""
+    from evaluation.news2 import news2_predictions
+
+    oof = oof_member_predictions(members, parts["train"], labels, n_splits=cfg.oof_folds or 5, seed=cfg.seed,
+                                 timed=timed)
+    found = [oof, news2_predictions(*news2_source, parts["train"], split="train")[0].astype({"fold": "Int64"})]
+    if not stackers:
+        return found
+    with timed(f"train {', '.join(stackers).upper()} on out-of-fold predictions"):
+        fitted = fit_stackers(stackers, pd.concat(found, ignore_index=True), parts["train"])
+    for name, model in fitted.items():
+        model.save(out / "models" / name)
+        fitted_info.update(PIPELINE_MODELS[name].run_info(model))
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+        model.coefficients_.to_csv(out / "tables" / f"{name}_coefficients.csv", index=False)
+    member_rows = pd.concat(scored, ignore_index=True)
+    for s in ("dev", "test"):
+        found += stacker_predictions(fitted, member_rows, parts[s], s)
+    return found

@@ -27,10 +27,15 @@ _PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "pgmpy", "li
 
 
 def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file (or of every file under a directory, in sorted order)."""
+    """sha256 of a file (or of every file under a directory, in sorted order).
+
+    In a directory, symlinks to files outside it are left out (they are not read either).
+    """
     h = hashlib.sha256()
     p = Path(path)
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    root = p.resolve()
+    files = sorted(q for q in p.rglob("*") if q.is_file() and q.resolve().is_relative_to(root)) \
+        if p.is_dir() else [p]
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode())

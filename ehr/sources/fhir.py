@@ -60,6 +60,7 @@ import pandas as pd
 from ehr.cohort import Cohort
 from ehr.concepts import load_concepts
 from ehr.sources.readings import Reading, ReadingError, readings_to_events, where
+from ehr.sources.flow import reader_flow
 from ehr.sources.report import IngestError, IngestReport
 
 __all__ = ["parse_bundle", "read_fhir", "validate_resource", "stay_id_for", "stays_table", "stay_row", "ParsedBundle",
@@ -322,8 +323,9 @@ def read_fhir(path, *, now=None) -> Cohort:
     subjects = {k: stay_id_for(_patient_of(k, parsed)) for k in keys}
     events = readings_to_events(parsed.readings, stay_ids=stay_ids, subject_ids=subjects, strict=False,
                                 now=now, report=report)
-    return Cohort(events, stays_table(parsed, stay_ids, subjects, events),
-                  meta={"source": SOURCE, "path": str(path)}, report=report)
+    stays = stays_table(parsed, stay_ids, subjects, events)
+    reader_flow(report, n_seen=len(keys), what="stays (encounters) with an observation", stays=stays)
+    return Cohort(events, stays, meta={"source": SOURCE, "path": str(path)}, report=report)
 
 
 def _patient_of(key: str, parsed: ParsedBundle) -> str:

@@ -16,12 +16,18 @@ The reader produces the contract tables ``events`` and ``stays`` (``ehr/schema.p
 - Static: ``Age``, ``Gender`` (0 = F, 1 = M), ``Unit1``/``Unit2`` (MICU/SICU) -> ``department``,
   ``HospAdmTime`` (hours, negative = before ICU) -> ``hospital_admit_time``.
 
-Bad input (each case counted in the :class:`~ehr.sources.report.IngestReport`, with file, row and
-field): an empty file, a wrong or missing header -> the file is rejected; a non-numeric cell ->
-the value is rejected; a negative, repeated or decreasing ``ICULOS`` -> the row is rejected; a
-value outside the plausible range -> repaired by the rules of :mod:`ehr.sources.plausibility`
-(Fahrenheit temperatures, FiO2 in percent) or rejected. A corrupt zip raises
-:class:`~ehr.sources.report.IngestError`. With ``errors="raise"`` the first problem raises.
+Bad input (each case counted per field in the :class:`~ehr.sources.report.IngestReport`, with
+file, row and field): an empty file, a wrong or missing header (the message names the missing and
+unexpected columns) or a name that is not ``pNNNNNN.psv`` -> the file is rejected; a non-numeric
+cell -> the value is rejected; a negative, fractional, repeated or decreasing ``ICULOS``, or one over
+a year (:data:`MAX_ICULOS_H`) -> the row is rejected; a ``SepsisLabel`` other than 0/1, a ``Gender``
+other than 0/1, unit flags other than 0/1, an ``Age`` outside [0, 120] -> the value is rejected
+(stored as missing); a value outside the plausible range -> converted by the rules of
+:mod:`ehr.sources.plausibility` (°F temperatures, FiO2 in percent, unit shifts such as ionised
+calcium) or rejected. Two files of one stay, no readable file or no usable row, a corrupt zip or zip
+member, or members that expand beyond the bounds of :mod:`ehr.sources.files` raise
+:class:`~ehr.sources.report.IngestError`; symlinks out of the folder are not followed. With
+``errors="raise"`` the first problem raises. The report's ``flow`` accounts for every file.
 
 Examples
 --------
@@ -35,7 +41,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +49,10 @@ import pandas as pd
 from ehr.cohort import Cohort
 from ehr.concepts import load_concepts, source_map
 from ehr.schema import validate
+from ehr.sources.flow import reader_flow
+from ehr.sources.files import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, iter_files
 from ehr.sources.plausibility import check_values
-from ehr.sources.report import IngestError, IngestReport
+from ehr.sources.report import MAX_EXAMPLES, IngestError, IngestReport
 
 __all__ = ["read_physionet", "HEADER", "EPOCH", "SOURCE"]
 
@@ -59,28 +66,20 @@ HEADER = ("HR|O2Sat|Temp|SBP|MAP|DBP|Resp|EtCO2|BaseExcess|HCO3|FiO2|pH|PaCO2|Sa
           "Phosphate|Potassium|Bilirubin_total|TroponinI|Hct|Hgb|PTT|WBC|Fibrinogen|Platelets|"
           "Age|Gender|Unit1|Unit2|HospAdmTime|ICULOS|SepsisLabel").split("|")
 _HOUR_NS = 3_600_000_000_000
+#: a row later than a year into the stay is taken as an error (set A's longest stay has 336 rows)
+MAX_ICULOS_H = 8760.0
+#: (field, test of a valid value, problem): a failing value is rejected (stored as missing), counted
+_CODED = (
+    ("SepsisLabel", lambda v: (v == 0) | (v == 1), "label not 0 or 1"),
+    ("Gender", lambda v: (v == 0) | (v == 1), "sex code not 0 (female) or 1 (male)"),
+    ("Unit1", lambda v: (v == 0) | (v == 1), "unit flag not 0 or 1"),
+    ("Unit2", lambda v: (v == 0) | (v == 1), "unit flag not 0 or 1"),
+    ("Age", lambda v: (v >= 0) & (v <= 120), "age outside [0, 120] years"),
+    # hours from hospital to ICU admission: negative as a rule, small positive values occur in set A
+    ("HospAdmTime", lambda v: np.abs(v) <= 24 * 365 * 10, "hospital admission more than 10 years from ICU "
+     "admission"),
+)
 _ID = re.compile(r"p(\d+)\.psv$")
-
-
-def _iter_files(path: Path):
-    """Yield (name, bytes) for every .psv file in a directory or zip, sorted by name."""
-    if path.is_dir():
-        for f in sorted(path.rglob("*.psv")):
-            yield f.name, f.read_bytes()
-        return
-    if not path.exists():
-        raise IngestError(f"{path}: no such file or directory")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise IngestError(f"{path}: not a readable zip file ({exc})") from exc
-    with zf:
-        names = sorted(n for n in zf.namelist() if n.endswith(".psv"))
-        for n in names:
-            try:
-                yield Path(n).name, zf.read(n)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:  # corrupt member
-                raise IngestError(f"{path}: member {n} is corrupt ({exc})") from exc
 
 
 def _stay_id(name: str, report: IngestReport, errors: str) -> int | None:
@@ -94,35 +93,46 @@ def _stay_id(name: str, report: IngestReport, errors: str) -> int | None:
     return int(m.group(1))
 
 
-def _split_files(path: Path, report: IngestReport, errors: str):
+def _header_problem(raw: bytes, first: bytes, body: bytes, header: bytes) -> tuple[str | None, str]:
+    """(problem, detail) of a file's header, or (None, "") when it is the challenge's."""
+    if not raw.strip():
+        return "empty file", ""
+    text = first.decode("utf-8", "replace").strip()
+    if first.strip() != header:
+        if re.fullmatch(r"[-+0-9.eENa|]+", text or "x"):
+            return "missing header (first line holds data)", ""
+        got = text.split("|")
+        missing = [h for h in HEADER if h not in got]
+        extra = [g[:40] for g in got if g not in HEADER]
+        detail = "; ".join(part for part in (f"missing column(s) {missing[:5]}" if missing else "",
+                                             f"unexpected column(s) {extra[:5]}" if extra else "") if part)
+        return "wrong header", detail or "columns out of order"
+    if not body.strip():
+        return "header only, no rows", ""
+    return None, ""
+
+
+def _split_files(path: Path, report: IngestReport, errors: str, limits: dict):
     """Check headers; return the concatenated bodies, row counts, file names and stay ids."""
     header = "|".join(HEADER).encode()
     bodies, n_rows, names, ids = [], [], [], []
-    for name, raw in _iter_files(path):
+    seen: dict[int, str] = {}
+    for name, raw in iter_files(path, ".psv", report, **limits):
         report.files_read += 1
         raw = raw.replace(b"\r\n", b"\n")
         first, _, body = raw.partition(b"\n")
-        problem = None
-        if not raw.strip():
-            problem = "empty file"
-        elif first.strip() != header:
-            got = first.decode("utf-8", "replace").strip().split("|")
-            if got and re.fullmatch(r"[-+0-9.eENa|]+", first.decode("utf-8", "replace").strip() or "x"):
-                problem = "missing header (first line holds data)"
-            else:
-                missing = [h for h in HEADER if h not in got]
-                extra = [g for g in got if g not in HEADER]
-                problem = f"wrong header: missing {missing[:5]}, unexpected {extra[:5]}"
-        elif not body.strip():
-            problem = "header only, no rows"
+        problem, detail = _header_problem(raw, first, body, header)
         if problem:
             if errors == "raise":
-                raise IngestError(f"{name}: {problem}")
-            report.add(name, None, None, problem, "rejected_file")
+                raise IngestError(f"{name}: {problem}{': ' + detail if detail else ''}")
+            report.add(name, None, None, problem, "rejected_file", detail)
             continue
         sid = _stay_id(name, report, errors)
         if sid is None:
             continue
+        if sid in seen:  # two files of one stay: which one holds the stay cannot be told
+            raise IngestError(f"{path}: stay id {sid} appears in more than one file ({seen[sid]} twice)")
+        seen[sid] = name
         if not body.endswith(b"\n"):
             body += b"\n"
         lines = [ln for ln in body.split(b"\n") if ln.strip()]
@@ -174,63 +184,105 @@ def _parse(bodies, file_of_row, row_in_file, names, report: IngestReport, errors
     return out, ~keep_row
 
 
-def read_physionet(path, *, errors: str = "report") -> Cohort:
+def _reject_rows(report, errors, names, file_of_row, row_in_file, mask, field, problem, detail):
+    """Count rows of ``mask`` as rejected (a few as examples); raise at the first with ``errors="raise"``."""
+    idx = np.flatnonzero(mask)
+    if not len(idx):
+        return
+    if errors == "raise":
+        i = idx[0]
+        raise IngestError(f"{names[file_of_row[i]]}, row {row_in_file[i]}, field {field}: {problem} ({detail(i)})")
+    for i in idx[:MAX_EXAMPLES]:
+        report.add(names[file_of_row[i]], int(row_in_file[i]), field, problem, "rejected_row", detail(i), n=0)
+    report.tally(field, problem, "rejected_row", len(idx))
+
+
+def _bad_rows(x, col, file_of_row, row_in_file, names, row_rejected, report, errors) -> np.ndarray:
+    """Rows to reject: ICULOS missing, negative, fractional, over :data:`MAX_ICULOS_H`, or not increasing."""
+    iculos = x[:, col["ICULOS"]]
+    with np.errstate(invalid="ignore"):
+        bad_iculos = np.isnan(iculos) | (iculos < 0) | (iculos != np.round(iculos))
+        too_long = ~bad_iculos & (iculos > MAX_ICULOS_H)
+    unusable = bad_iculos | too_long
+    same_file = np.concatenate([[False], file_of_row[1:] == file_of_row[:-1]])
+    # compare with the running maximum so that one bad row does not condemn the next good one
+    # (a rejected row must not reset the comparison: carry the last good ICULOS over it)
+    good = pd.Series(np.where(unusable, np.nan, iculos)).groupby(file_of_row).ffill()
+    running = good.groupby(file_of_row).cummax().shift(1)
+    running[~same_file] = np.nan
+    not_increasing = ~unusable & same_file & (iculos <= running.to_numpy())
+    for mask, problem in ((bad_iculos, "negative, fractional or missing ICULOS"),
+                          (too_long, f"ICULOS over {MAX_ICULOS_H:g} h (one year)"),
+                          (not_increasing, "repeated or decreasing ICULOS")):
+        # rows already rejected for their field count are counted once, there
+        _reject_rows(report, errors, names, file_of_row, row_in_file, mask & ~row_rejected, "ICULOS", problem,
+                     lambda i: f"ICULOS={iculos[i]:g}")
+    return unusable | not_increasing | row_rejected
+
+
+def _check_codes(x, col, file_names, rows, report, errors) -> None:
+    """Fields with a fixed set of codes or a range (labels, sex, units, age): others become NaN, counted."""
+    for field, ok, problem in _CODED:
+        v = x[:, col[field]]
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isnan(v) & ~ok(v))
+        if not len(bad):
+            continue
+        if errors == "raise":
+            raise IngestError(f"{file_names[bad[0]]}, row {rows[bad[0]]}, field {field}: {problem} "
+                              f"({v[bad[0]]:g})")
+        for i in bad[:MAX_EXAMPLES]:
+            report.add(str(file_names[i]), int(rows[i]), field, problem, "rejected_value", f"{field}={v[i]:g}", n=0)
+        report.tally(field, problem, "rejected_value", len(bad))
+        x[bad, col[field]] = np.nan
+
+
+def read_physionet(path, *, errors: str = "report", max_member_bytes: int = MAX_MEMBER_BYTES,
+                   max_total_bytes: int = MAX_TOTAL_BYTES) -> Cohort:
     """Read PhysioNet 2019 ``.psv`` files (a directory or the challenge zip).
 
     Parameters
     ----------
-    path : directory of ``.psv`` files (searched recursively) or a zip holding them
+    path : directory of ``.psv`` files (searched recursively, symlinks out of it not followed) or
+        a zip holding them
     errors : ``"report"`` (default) repairs or rejects bad input and counts it in the report;
         ``"raise"`` raises :class:`IngestError` at the first problem
+    max_member_bytes, max_total_bytes : bounds on one file and on a zip's expanded members
+        (:mod:`ehr.sources.files`)
 
     Returns
     -------
     Cohort
-        ``events`` and ``stays`` (validated contract tables), ``report`` (the ingest report) and
-        ``meta`` (``source``, ``path``); no ``cxr``.
+        ``events`` and ``stays`` (validated contract tables), ``report`` (the ingest report, with
+        the cohort flow) and ``meta`` (``source``, ``path``); no ``cxr``.
     """
     if errors not in ("report", "raise"):
         raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
     path = Path(path)
     report = IngestReport(source=f"{SOURCE}:{path}")
-    bodies, n_rows, names, ids = _split_files(path, report, errors)
+    limits = {"max_member_bytes": max_member_bytes, "max_total_bytes": max_total_bytes}
+    bodies, n_rows, names, ids = _split_files(path, report, errors, limits)
     if not bodies:
-        raise IngestError(f"{path}: no readable .psv file found ({report.files_read} file(s) seen)")
+        why = "; ".join(p.message() for p in report.examples[:3])
+        raise IngestError(f"{path}: no readable .psv file ({report.files_read} file(s) seen)"
+                          + (f": {why}" if why else ""))
     file_of_row = np.repeat(np.arange(len(n_rows)), n_rows)
     starts = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
     row_in_file = np.arange(int(n_rows.sum())) - np.repeat(starts, n_rows) + 1
     x, row_rejected = _parse(bodies, file_of_row, row_in_file, names, report, errors)
     report.rows_read = len(x)
 
-    # rows: ICULOS must be a positive integer, strictly increasing within a file
     col = {h: i for i, h in enumerate(HEADER)}
-    iculos = x[:, col["ICULOS"]]
-    bad_iculos = np.isnan(iculos) | (iculos < 0) | (iculos != np.round(iculos))
-    same_file = np.concatenate([[False], file_of_row[1:] == file_of_row[:-1]])
-    # compare with the running maximum so that one bad row does not condemn the next good one
-    # (a rejected row must not reset the comparison: carry the last good ICULOS over it)
-    good = pd.Series(np.where(bad_iculos, np.nan, iculos)).groupby(file_of_row).ffill()
-    running = good.groupby(file_of_row).cummax().shift(1)
-    running[~same_file] = np.nan
-    not_increasing = ~bad_iculos & same_file & (iculos <= running.to_numpy())
-    for mask, problem in ((bad_iculos, "negative, fractional or missing ICULOS"),
-                          (not_increasing, "repeated or decreasing ICULOS")):
-        # rows already rejected for their field count are counted once, there
-        idx = np.flatnonzero(mask & ~row_rejected)
-        if len(idx) and errors == "raise":
-            i = idx[0]
-            raise IngestError(f"{names[file_of_row[i]]}, row {row_in_file[i]}, field ICULOS: {problem} "
-                              f"({iculos[i]:g})")
-        for i in idx[:200]:
-            report.add(names[file_of_row[i]], int(row_in_file[i]), "ICULOS", problem, "rejected_row",
-                       f"ICULOS={iculos[i]:g}", n=0)
-        if len(idx):
-            report.counts[(problem, "rejected_row")] += len(idx)
-    keep = ~(bad_iculos | not_increasing | row_rejected)
+    keep = ~_bad_rows(x, col, file_of_row, row_in_file, names, row_rejected, report, errors)
+    if not keep.any():
+        why = "; ".join(p.message() for p in report.examples[:3])
+        raise IngestError(f"{path}: no usable row in {len(names)} file(s): {why}")
+    files_with_rows = set(file_of_row[keep].tolist())
     x, file_of_row, row_in_file = x[keep], file_of_row[keep], row_in_file[keep]
+    file_names = np.asarray(names, dtype=object)
+    _check_codes(x, col, file_names[file_of_row], row_in_file, report, errors)
     iculos = x[:, col["ICULOS"]].astype(np.int64)
     stay = ids[file_of_row]
-    file_names = np.asarray(names, dtype=object)
     t_ns = EPOCH.value + iculos * _HOUR_NS
 
     # events: one per present concept value, plus ICULOS and the raw label for every row
@@ -310,6 +362,8 @@ def read_physionet(path, *, errors: str = "report") -> Cohort:
     if dup.any():
         raise IngestError(f"{path}: stay id {int(st.stay_id[dup].iloc[0])} appears in more than one file")
     log.info("read %d stays, %d rows, %d events", len(st), len(x), len(events))
+    reader_flow(report, n_seen=report.files_read, what=".psv files (one stay each)", stays=st,
+                excluded={"every row rejected": len(names) - len(files_with_rows)})
     validate(events, "events", source=str(path))
     validate(st, "stays", source=str(path))
     return Cohort(events, st, meta={"source": SOURCE, "path": str(path)}, report=report)

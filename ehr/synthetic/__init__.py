@@ -6,8 +6,16 @@ units, the ``concept`` column set, every value inside the plausible range of
 ``ehr/concepts.toml``. ``Cohort.save(dir)`` writes them with ``truth.parquet`` and
 ``cohort.json`` (n_stays, seed, version); ``Cohort.load(dir)`` reads them back. ``truth`` is the
 generator's latent per-stay timeline (infection source and times, comorbidities, SOFA rise) for
-tests and teaching; no model may read it. Same ``(n_stays, seed, start)`` -> identical tables; 5,000 stays take ~2 s
+tests and teaching; no model may read it. ``write_synthetic(dir, n, seed, partitions=P)`` streams
+a cohort of any size into the partitioned layout a chunk of stays at a time
+(:mod:`ehr.synthetic.stream`). Same ``(n_stays, seed, start)`` -> identical tables; 5,000 stays take ~2 s
 (``benchmarks/synthetic_speed.py``).
+
+Two sites: ``generate_cohort(n, seed, site="B")`` (``sepsiscope simulate --site B``) draws the same
+kind of cohort from another hospital (``ehr.synthetic.plan.SITES``): more ICU (32 %) and surgical
+stays, older patients (age ~69), more sepsis (~13.5 %), 2-hourly ward observations and labs and
+blood gases about twice as often; its stays have ``source="synthetic-B"``. Site A, the default,
+is what is described below, unchanged for a given seed.
 
 How a stay is made (``plan`` -> ``physiology`` -> ``sampling`` / ``cxr``)
 ---------------------------------------------------------------------------
@@ -85,5 +93,6 @@ in the synthetic cohort.
 """
 
 from ehr.synthetic.cohort import GENERATOR_VERSION, generate_cohort, synthetic_concepts
+from ehr.synthetic.stream import generate_chunks, write_synthetic
 
-__all__ = ["generate_cohort", "synthetic_concepts", "GENERATOR_VERSION"]
+__all__ = ["generate_cohort", "generate_chunks", "write_synthetic", "synthetic_concepts", "GENERATOR_VERSION"]

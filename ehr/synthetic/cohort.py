@@ -12,7 +12,7 @@ from ehr.concepts import load_concepts
 from ehr.schema import CXR_FINDINGS, validate
 from ehr.synthetic.cxr import simulate_cxr
 from ehr.synthetic.physiology import sofa, sofa_onset, trends
-from ehr.synthetic.plan import DEPARTMENTS, plan_stays
+from ehr.synthetic.plan import DEPARTMENTS, SITES, plan_stays
 from ehr.synthetic.sampling import make_grid, measure
 
 __all__ = ["generate_cohort", "GENERATOR_VERSION", "synthetic_concepts"]
@@ -41,7 +41,7 @@ def _stamp(admit, hours):
     return np.where(ok, out, np.datetime64("NaT")).astype("datetime64[ns]")
 
 
-def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -> Cohort:
+def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01", site: str = "A") -> Cohort:
     """Generate a seeded synthetic linked cohort (events, stays, CXR studies).
 
     Parameters
@@ -53,6 +53,11 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
         identical tables.
     start : str or Timestamp
         Admissions are spread over the year after ``start``.
+    site : {"A", "B"}
+        The hospital (:data:`ehr.synthetic.plan.SITES`): ``A`` is the default cohort; ``B``
+        another site with more ICU and surgical stays, older patients, more sepsis and more
+        frequent observations, for external validation. Site B's stays have
+        ``source="synthetic-B"``.
 
     Returns
     -------
@@ -70,10 +75,22 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
     """
     if int(n_stays) < 1:
         raise ValueError(f"generate_cohort: n_stays must be >= 1, got {n_stays}")
+    if site not in SITES:
+        raise ValueError(f"generate_cohort: unknown site {site!r}; expected one of {', '.join(SITES)}")
     n = int(n_stays)
-    rng = np.random.default_rng(seed)
     start_ts = pd.Timestamp(start)
-    P = plan_stays(n, rng)
+    cohort = _generate(n, np.random.default_rng(seed), start_ts, site=site)
+    cohort.meta = {"source": "synthetic", "generator": "ehr.synthetic", "version": GENERATOR_VERSION, "n_stays": n,
+                   "seed": int(seed), "start": str(start_ts)}
+    if site != "A":  # site A's meta stays as it was (its cohort.json unchanged)
+        cohort.meta["site"] = site
+    return cohort
+
+
+def _generate(n: int, rng: np.random.Generator, start_ts: pd.Timestamp, first_stay: int = 0,
+              first_study: int = 0, site: str = "A") -> Cohort:
+    """``n`` stays of ``site`` drawn from ``rng``; stay k gets ids ``first_stay + k``, studies ``first_study + ...``."""
+    P = plan_stays(n, rng, SITES[site])
     admit_min = np.sort(rng.integers(0, 365 * 24 * 60, n))
     admit = np.datetime64(start_ts.to_datetime64(), "ns") + admit_min * np.timedelta64(60, "s")
     P["admit_clock_h"] = ((admit_min / 60.0) + start_ts.hour + start_ts.minute / 60.0) % 24.0
@@ -98,14 +115,14 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
     cmap = load_concepts()
     limits = {c: (cmap[c].min, cmap[c].max) for c in concepts}
     grid = make_grid(P["los_h"])
-    si, minute, ci, value = measure(P, grid, rng, concepts, limits)
+    si, minute, ci, value = measure(P, grid, rng, concepts, limits, SITES[site])
     order = np.lexsort((ci, minute, si))
     si, minute, ci, value = si[order], minute[order], ci[order], value[order]
     dup = np.concatenate([[False], (si[1:] == si[:-1]) & (minute[1:] == minute[:-1]) & (ci[1:] == ci[:-1])])
     si, minute, ci, value = si[~dup], minute[~dup], ci[~dup], value[~dup]
 
-    stay_id = _STAY0 + np.arange(n, dtype=np.int64)
-    subject_id = _SUBJECT0 + np.arange(n, dtype=np.int64)
+    stay_id = _STAY0 + first_stay + np.arange(n, dtype=np.int64)
+    subject_id = _SUBJECT0 + first_stay + np.arange(n, dtype=np.int64)
     codes = np.array([cmap[c].sources["synthetic"] for c in concepts], dtype=object)
     units = np.array([cmap[c].unit for c in concepts], dtype=object)
     names = np.array(concepts, dtype=object)
@@ -131,7 +148,7 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
     stays = pd.DataFrame({
         "subject_id": subject_id,
         "stay_id": stay_id,
-        "source": "synthetic",
+        "source": "synthetic" if site == "A" else f"synthetic-{site}",
         "admit_time": admit,
         "discharge_time": _stamp(admit, P["los_h"]),
         "hospital_admit_time": hosp_admit,
@@ -152,7 +169,7 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
 
     ci_, ct, truth, model = simulate_cxr(P, onset, septic, rng)
     cxr = pd.DataFrame({
-        "study_id": _STUDY0 + np.arange(ci_.size, dtype=np.int64),
+        "study_id": _STUDY0 + first_study + np.arange(ci_.size, dtype=np.int64),
         "subject_id": subject_id[ci_],
         "stay_id": stay_id[ci_],
         "time": _stamp(admit[ci_], ct),
@@ -182,11 +199,9 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01") -
         "diabetes": P["diabetes"].astype(bool),
         "surgical": P["surgical"].astype(bool),
     })
-    meta = {"source": "synthetic", "generator": "ehr.synthetic", "version": GENERATOR_VERSION, "n_stays": n,
-            "seed": int(seed), "start": str(start_ts)}
     validate(events, "events")
     validate(stays, "stays")
     validate(cxr, "cxr")
     validate(truth_df, "truth")
-    return Cohort(events, stays, cxr, truth_df, meta)
+    return Cohort(events, stays, cxr, truth_df)
 

@@ -17,15 +17,48 @@ The timeline of an infected stay (why each step comes in this order is what the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["DEPARTMENTS", "plan_stays"]
+__all__ = ["DEPARTMENTS", "Site", "SITES", "plan_stays"]
 
-#: Departments and their share of stays.
+#: Departments (index 0 ward, 1 surgical ward, 2 ICU, 3 ED).
 DEPARTMENTS: tuple[str, ...] = ("ward", "surgical ward", "ICU", "ED")
-_DEPT_P = np.array([0.40, 0.25, 0.20, 0.15])
-#: Chance that a stay is planned septic, per department (overall ~9 %).
-_SEPTIC_P = np.array([0.065, 0.05, 0.19, 0.09])
+
+
+@dataclass(frozen=True)
+class Site:
+    """A hospital's case mix and habits: what differs between two sites of the synthetic cohort.
+
+    Per department (ward, surgical ward, ICU, ED): the share of stays, the chance that a stay is
+    planned septic, and the base rates (per hour) of vital-sign rounds, lab panels and blood
+    gases (:mod:`ehr.synthetic.sampling` raises them as patients deteriorate); and the age
+    distribution. Site ``A`` is the generator's default; the same seed gives the same cohort.
+    """
+
+    name: str
+    dept_p: tuple
+    septic_p: tuple
+    age_mean: float
+    age_sd: float
+    vital_rate: tuple
+    lab_rate: tuple
+    gas_rate: tuple
+
+
+#: Site A: the default cohort (~9 % septic). Site B: a tertiary hospital with more ICU and
+#: surgical stays, older patients, more sepsis (~14 %), 2-hourly ward observations and more
+#: frequent labs and blood gases: an external-validation site with a shift in case mix,
+#: measurement habits and prevalence.
+SITES = {
+    "A": Site("A", dept_p=(0.40, 0.25, 0.20, 0.15), septic_p=(0.065, 0.05, 0.19, 0.09), age_mean=64.0, age_sd=17.0,
+              vital_rate=(1 / 4.0, 1 / 4.0, 1 / 0.95, 1 / 1.5), lab_rate=(1 / 22.0, 1 / 22.0, 1 / 14.0, 1 / 16.0),
+              gas_rate=(0.003, 0.003, 0.025, 0.01)),
+    "B": Site("B", dept_p=(0.25, 0.30, 0.32, 0.13), septic_p=(0.10, 0.08, 0.24, 0.12), age_mean=69.0, age_sd=14.0,
+              vital_rate=(1 / 2.0, 1 / 2.0, 1 / 0.95, 1 / 1.0), lab_rate=(1 / 12.0, 1 / 12.0, 1 / 8.0, 1 / 10.0),
+              gas_rate=(0.008, 0.008, 0.05, 0.02)),
+}
 #: Median length of stay (hours) of stays without infection, per department.
 _LOS_MEDIAN_H = np.array([48.0, 52.0, 44.0, 26.0])
 
@@ -36,7 +69,7 @@ def _u(rng, lo, hi, n):
     return rng.uniform(lo, hi, n)
 
 
-def plan_stays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def plan_stays(n: int, rng: np.random.Generator, site: Site = SITES["A"]) -> dict[str, np.ndarray]:
     """Draw the stay-level plan for ``n`` stays.
 
     Parameters
@@ -45,6 +78,8 @@ def plan_stays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         Number of stays.
     rng : numpy.random.Generator
         The only source of randomness; the draw order is fixed, so a seed gives one cohort.
+    site : Site
+        Case mix, prevalence and age of the hospital (default site A).
 
     Returns
     -------
@@ -61,11 +96,11 @@ def plan_stays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """
     P: dict[str, np.ndarray] = {}
     inf = np.inf
-    dept = rng.choice(len(DEPARTMENTS), size=n, p=_DEPT_P)
+    dept = rng.choice(len(DEPARTMENTS), size=n, p=np.array(site.dept_p))
     icu = dept == 2
     P["dept"] = dept
     P["icu"] = icu
-    age = np.clip(rng.normal(64.0, 17.0, n), 18.0, 99.0)
+    age = np.clip(rng.normal(site.age_mean, site.age_sd, n), 18.0, 99.0)
     P["age"] = np.round(age, 1)
     P["male"] = rng.random(n) < 0.53
     old = age > 70
@@ -82,7 +117,7 @@ def plan_stays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     P["surgery_h"] = np.where(surgical, _u(rng, 1.0, 20.0, n), inf)
     P["postop_o2"] = surgical & (rng.random(n) < 0.7)
 
-    septic = rng.random(n) < _SEPTIC_P[dept]
+    septic = rng.random(n) < np.array(site.septic_p)[dept]
     mild = ~septic & (rng.random(n) < 0.17)
     infected = septic | mild
     P["planned_septic"] = septic

@@ -16,13 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ehr.synthetic.physiology import acvpu_from_gcs, trends
+from ehr.synthetic.plan import SITES, Site
 
 __all__ = ["Grid", "make_grid", "renewal_times", "measure"]
-
-# department index: 0 ward, 1 surgical ward, 2 ICU, 3 ED (see plan.DEPARTMENTS)
-_VITAL_RATE = np.array([1 / 4.0, 1 / 4.0, 1 / 0.95, 1 / 1.5])
-_LAB_RATE = np.array([1 / 22.0, 1 / 22.0, 1 / 14.0, 1 / 16.0])
-_GAS_RATE = np.array([0.003, 0.003, 0.025, 0.01])
 
 #: probability that a vital-sign round charts each item, per department (ward, surgical, ICU, ED)
 _VITAL_P = {
@@ -108,20 +104,20 @@ def _news_proxy(x):
     return s
 
 
-def _rates(grid: Grid, P):
+def _rates(grid: Grid, P, site: Site):
     t = grid.h + 0.5 * grid.dt
     i = grid.stay
     x = trends(t, i, P, wander=False)
     news = _news_proxy(x)
-    dept = P["dept"][i]
+    dept = P["dept"][i]  # 0 ward, 1 surgical ward, 2 ICU, 3 ED (plan.DEPARTMENTS)
     icu = dept == 2
-    vit = _VITAL_RATE[dept]
+    vit = np.array(site.vital_rate)[dept]
     vit = np.where(icu, vit, np.select([news >= 7, news >= 5, news == 0], [1.0, 1 / 1.5, 1 / 5.0], vit))
     vit = np.where(x["postop"] > 0.65, np.maximum(vit, 1.0), vit)
     susp = t >= P["suspicion_h"][i]
     work_up = susp & (t < P["suspicion_h"][i] + 48.0)
-    lab = _LAB_RATE[dept] * (1.0 + 0.8 * (news >= 5) + 1.0 * x["dysfunction"] + 0.6 * work_up)
-    gas = (_GAS_RATE[dept] + 0.03 * P["copd"][i]
+    lab = np.array(site.lab_rate)[dept] * (1.0 + 0.8 * (news >= 5) + 1.0 * x["dysfunction"] + 0.6 * work_up)
+    gas = (np.array(site.gas_rate)[dept] + 0.03 * P["copd"][i]
            + 0.06 * susp * np.maximum(x["infection"], x["dysfunction"])
            + 0.12 * x["dysfunction"] + 0.03 * (news >= 7))
     gcs = np.where(icu, 0.25, np.where(dept == 3, 0.10, 0.04 + 0.25 * (x["gcs"] < 14.5)))
@@ -154,14 +150,16 @@ def _finish(concept, v, rng, limits):
     return np.clip(np.round(v, dec), lo, hi)
 
 
-def measure(P, grid: Grid, rng: np.random.Generator, concepts: list[str], limits: dict):
+def measure(P, grid: Grid, rng: np.random.Generator, concepts: list[str], limits: dict,
+            site: Site = SITES["A"]):
     """Simulate every measurement of every stay.
 
     Returns ``(stay_index, minute_since_admit, concept_index, value)`` arrays (unsorted); the
-    concept index refers to ``concepts``; ``limits`` maps concept -> (min, max).
+    concept index refers to ``concepts``; ``limits`` maps concept -> (min, max); ``site`` sets
+    the base observation rates.
     """
     sink = _Sink(concepts)
-    rates = _rates(grid, P)
+    rates = _rates(grid, P, site)
 
     def times(kind, shape, first):
         i, t = renewal_times(grid, rates[kind], rng, shape=shape, first_scale=first)

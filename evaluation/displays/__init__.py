@@ -5,8 +5,9 @@ nothing opens a window and no global figure state is touched.
 """
 
 from evaluation.displays.alarms import RiskTraceDisplay, TrueAlarmTimingDisplay
+from evaluation.displays.burden import AlarmBurdenDisplay
 from evaluation.displays.curves import DecisionCurveDisplay, PrDisplay, ReliabilityDisplay, RocDisplay
 from evaluation.displays.explanations import BayesFactorDisplay
 
 __all__ = ["RocDisplay", "PrDisplay", "ReliabilityDisplay", "DecisionCurveDisplay", "TrueAlarmTimingDisplay",
-           "RiskTraceDisplay", "BayesFactorDisplay"]
+           "RiskTraceDisplay", "BayesFactorDisplay", "AlarmBurdenDisplay"]

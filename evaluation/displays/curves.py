@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from ehr.schema import require_columns
 from evaluation.calibration import brier_score, expected_calibration_error, reliability_curve
+from evaluation.decision import net_benefit
 from evaluation.metrics import average_precision, roc_auc, threshold_metrics
 from evaluation.displays._base import SHADE_COLOR, as_named, labelled_from_frames, new_axes, operating_point_table
 
@@ -31,18 +33,40 @@ def _points(data, operating_points) -> pd.DataFrame:
     return table[["model", "label", "threshold", "fpr", "tpr", "precision", "specificity"]]
 
 
+def _band_dict(bands: pd.DataFrame | None, names) -> dict | None:
+    """``{model: (x, low, high)}`` from a band table (``model, x, ci_low, ci_high``)."""
+    if bands is None or bands.empty:
+        return None
+    require_columns(bands, ["model", "x", "ci_low", "ci_high"], table="curve bands")
+    return {m: tuple(g[c].to_numpy("float64") for c in ("x", "ci_low", "ci_high"))
+            for m, g in bands.sort_values(["model", "x"]).groupby("model", sort=False) if m in set(names)}
+
+
 class _CurveDisplay:
     """Common constructors of the screen-level curve Displays."""
 
+    #: ``{model: (x, low, high)}``: pointwise CI bands drawn around the curves (ROC, PR)
+    bands = None
+
     @classmethod
-    def from_frames(cls, predictions: pd.DataFrame, screens: pd.DataFrame, *, models=None, split=None, **kwargs):
+    def from_frames(cls, predictions: pd.DataFrame, screens: pd.DataFrame, *, models=None, split=None, bands=None,
+                    **kwargs):
         """Build from contract ``predictions`` and ``screens`` (its ``label`` column).
 
         ``models`` selects and orders models (default: all, in order of appearance); ``split``
-        keeps only predictions of that split (e.g. ``"test"``).
+        keeps only predictions of that split (e.g. ``"test"``); ``bands`` (ROC, PR) is a table
+        ``model, x, ci_low, ci_high`` of pointwise intervals (:func:`evaluation.bootstrap.bootstrap_metrics`
+        with ``curve_points``) drawn as shaded bands.
         """
         data = labelled_from_frames(predictions, screens, models=models, split=split)
-        return cls._from_data(data, **kwargs)
+        out = cls._from_data(data, **kwargs)
+        out.bands = _band_dict(bands, list(data))
+        return out
+
+    def _draw_bands(self, ax):
+        for m, (x, lo, hi) in (self.bands or {}).items():
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            ax.fill_between(x[ok], lo[ok], hi[ok], color=self.line_colors_.get(m), alpha=0.18, lw=0)
 
     @classmethod
     def from_predictions(cls, y_true, y_score, *, name=None, **kwargs):
@@ -125,6 +149,7 @@ class RocDisplay(_CurveDisplay):
             (line,) = ax.plot(self.fpr[m], self.tpr[m], lw=1.6, label=f"{m} (AUROC {self.roc_auc[m]:.3f})")
             self.line_colors_[m] = line.get_color()
         ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+        self._draw_bands(ax)
         self._draw_points(ax, "fpr", "tpr")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)",
                ylabel="sensitivity (true positive rate)", title=title)
@@ -193,6 +218,7 @@ class PrDisplay(_CurveDisplay):
                               label=f"{m} (AP {self.average_precision[m]:.3f})")
             self.line_colors_[m] = line.get_color()
             ax.axhline(self.prevalence[m], ls=":", lw=0.8, color=line.get_color())
+        self._draw_bands(ax)
         self._draw_points(ax, "tpr", "precision")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision (PPV)", title=title)
         ax.legend(loc="upper right", fontsize=7)
@@ -289,31 +315,41 @@ class DecisionCurveDisplay(_ProbabilityCurveDisplay):
     @classmethod
     def _from_data(cls, data, *, thresholds=None):
         pt = np.linspace(0.01, 0.5, 50) if thresholds is None else np.asarray(thresholds, dtype="float64")
-        if len(pt) == 0 or pt.min() <= 0 or pt.max() >= 1:
-            raise ValueError("thresholds must lie strictly between 0 and 1")
-        odds = pt / (1 - pt)
         nb, prev = {}, None
         for m, (y, p) in data.items():
-            if len(p) and (p.min() < 0 or p.max() > 1):
-                raise ValueError(f"model {m!r}: decision curves need probabilities in [0, 1]; "
-                                 "calibrate scores such as NEWS2 first")
-            n = len(y)
-            # Sort once and count by searchsorted: vectorised over all thresholds.
-            order = np.argsort(p, kind="mergesort")
-            ps, ys = p[order], y[order]
-            pos_after = np.concatenate([np.cumsum(ys[::-1])[::-1], [0]])
-            first = np.searchsorted(ps, pt, side="left")
-            tp = pos_after[first]
-            fp = (n - first) - tp
-            nb[m] = tp / n - fp / n * odds
+            try:
+                nb[m] = net_benefit(y, p, pt)
+            except ValueError as exc:
+                raise ValueError(f"model {m!r}: {exc}") from exc
             prev = float(np.mean(y)) if prev is None else prev
         prev = 0.0 if prev is None else prev
-        return cls(thresholds=pt, net_benefit=nb, treat_all=prev - (1 - prev) * odds,
+        return cls(thresholds=pt, net_benefit=nb, treat_all=prev - (1 - prev) * pt / (1 - pt),
                    treat_none=np.zeros_like(pt))
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, *, calibration_note: str | None = None):
+        """Draw what :func:`evaluation.decision.decision_curve_table` computed (``treat all`` /
+        ``treat none`` rows are the reference lines); ``calibration_note`` goes under the title."""
+        require_columns(table, ["model", "threshold", "net_benefit"], table="decision curve")
+        curves = {m: g.sort_values("threshold") for m, g in table.groupby("model", sort=False)}
+        models = [m for m in curves if m not in ("treat all", "treat none")]
+        if not models:
+            raise ValueError("decision curve: no model rows")
+        pt = curves[models[0]]["threshold"].to_numpy("float64")
+        ref = {k: (curves[k]["net_benefit"].to_numpy("float64") if k in curves else np.zeros_like(pt))
+               for k in ("treat all", "treat none")}
+        out = cls(thresholds=pt, net_benefit={m: curves[m]["net_benefit"].to_numpy("float64") for m in models},
+                  treat_all=ref["treat all"], treat_none=ref["treat none"])
+        out.calibration_note = calibration_note
+        return out
+
+    calibration_note = None
 
     def plot(self, ax=None, *, title: str | None = "Decision curve (screen level)"):
         """Draw the curves; returns self with ``ax_`` and ``figure_`` set."""
         fig, ax = new_axes(ax)
+        if title and self.calibration_note:
+            title = f"{title}\n{self.calibration_note}"
         for m, v in self.net_benefit.items():
             ax.plot(self.thresholds, v, lw=1.6, label=m)
         ax.plot(self.thresholds, self.treat_all, color="grey", lw=1, ls="--", label="treat all")

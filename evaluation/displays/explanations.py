@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ehr.schema import validate
+from ehr.schema import require_columns, validate
 from evaluation.displays._base import LOWER_COLOR, RAISE_COLOR
 
 __all__ = ["BayesFactorDisplay"]
@@ -66,7 +66,7 @@ class BayesFactorDisplay:
     """
 
     def __init__(self, *, features, contributions, labels, colors, totals, stay_id=None, screen_time=None,
-                 column="contribution"):
+                 column="contribution", in_context=None, header=None):
         self.features = features
         self.contributions = contributions
         self.labels = labels
@@ -75,6 +75,44 @@ class BayesFactorDisplay:
         self.stay_id = stay_id
         self.screen_time = screen_time
         self.column = column
+        self.in_context = in_context or {}
+        self.header = header
+
+    @classmethod
+    def from_explained(cls, alarm: pd.DataFrame, *, top_k: int | None = 15):
+        """One explained alarm from :func:`evaluation.explained_alarms.alarm_explanations` (its rows).
+
+        Bayes factors get two bars per item, in context (solid) and alone (light); additive
+        contributions one. Items keep the table's order (largest first); labels read
+        ``feature = value unit [state] (age h, weight)``.
+        """
+        require_columns(alarm, ["model", "feature_label", "alone", "in_context", "explanation", "total"],
+                        table="explained alarm")
+        g = alarm.head(top_k) if top_k is not None else alarm
+        r = alarm.iloc[0]
+        m = str(r["model"])
+        labels = []
+        for row in g.itertuples():
+            text = str(row.feature_label)
+            if pd.notna(row.value):
+                text += f" = {row.value:.4g}" + (f" {row.unit}" if isinstance(row.unit, str) and row.unit else "")
+            if isinstance(row.state_label, str) and row.state_label:
+                text += f" [{row.state_label}]"
+            labels.append(text)
+        alone = g["alone"].to_numpy("float64")
+        bayes = r["explanation"] == "bayes_factor"
+        ctx = g["in_context"].to_numpy("float64") if bayes else None
+        shown = ctx if bayes else alone
+        lead = f", {r['hours_before_onset']:.0f} h before onset" if pd.notna(r.get("hours_before_onset")) else ""
+        unit = "log10 odds" if bayes else "log-odds"
+        header = (f"{m}: {'true' if r['true_alarm'] else 'false'} alarm, stay {r['stay_id']} at {r['screen_time']}{lead}\n"
+                  f"risk {r['risk']:.3f}; prior {r['prior']:+.2f}, total {r['total']:+.2f}, "
+                  f"needed to alarm {r['needed']:+.2f} ({unit})")
+        return cls(features={m: g["feature"].to_numpy(str)}, contributions={m: alone},
+                   labels={m: np.array(labels, dtype=object)},
+                   colors={m: np.where(shown > 0, RAISE_COLOR, LOWER_COLOR)}, totals={m: float(r["total"])},
+                   stay_id=r["stay_id"], screen_time=r["screen_time"], in_context={m: ctx} if bayes else None,
+                   header=header)
 
     @classmethod
     def from_explanations(cls, explanations: pd.DataFrame, *, stay_id, screen_time, model: str = "cpn",
@@ -114,7 +152,10 @@ class BayesFactorDisplay:
         models = list(self.features)
         if ax is None:
             n_rows = max(len(v) for v in self.features.values()) if models else 1
-            fig = Figure(figsize=(5.2 * len(models), 1.2 + 0.32 * max(n_rows, 3)), layout="constrained")
+            # room for the longest label (about 0.055 in per character at 7 pt) next to the bars
+            longest = max((len(str(t)) for v in self.labels.values() for t in v), default=0)
+            width = max(5.2, 3.2 + 0.055 * longest)
+            fig = Figure(figsize=(width * len(models), 1.4 + 0.32 * max(n_rows, 3)), layout="constrained")
             axes = [fig.add_subplot(1, len(models), i + 1) for i in range(len(models))]
         else:
             axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
@@ -124,22 +165,36 @@ class BayesFactorDisplay:
         for i, (a, m) in enumerate(zip(axes, models)):
             v = self.contributions[m]
             y = np.arange(len(v))[::-1]  # largest at the top
-            a.barh(y, v, color=self.colors[m], edgecolor="black", lw=0.4)
+            ctx = self.in_context.get(m)
+            if ctx is not None:  # in context (solid) above, alone (light) below, per item
+                a.barh(y + 0.2, ctx, height=0.4, color=self.colors[m], edgecolor="black", lw=0.4, label="in context")
+                a.barh(y - 0.2, v, height=0.4, color=np.where(v > 0, RAISE_COLOR, LOWER_COLOR), alpha=0.35,
+                       edgecolor="black", lw=0.4, label="alone")
+                a.legend(loc="lower right", fontsize=7)
+                v = np.concatenate([v, ctx[np.isfinite(ctx)]])
+            else:
+                a.barh(y, v, color=self.colors[m], edgecolor="black", lw=0.4)
             a.set_yticks(y, self.labels[m], fontsize=7)
             a.axvline(0, color="black", lw=0.8)
-            if i == 0 and self.column == "baseline":
+            if ctx is not None:
+                what = "log10 Bayes factor: in context, and alone"
+            elif i == 0 and self.column == "baseline":
                 what = "in-context log10 Bayes factor"
             elif m.startswith("cpn"):
                 what = "log10 Bayes factor"
             else:
                 what = "contribution (SHAP log-odds)"
             a.set_xlabel(what)
-            total = "total log10 B(E)" if m.startswith("cpn") else "total (log-odds)"
+            total = "total log10 B(E)" if (ctx is not None or m.startswith("cpn")) else "total (log-odds)"
             head = m + (f": {total} = {self.totals[m]:.2f}" if self.totals[m] is not None else "")
             a.set_title(head, fontsize=9)
-            lim = max(float(np.abs(v).max()) if len(v) else 0.0, 1e-3) * 1.15
-            a.set_xlim(-lim, lim)
-        fig.suptitle(title if title is not None else
+            # from the largest bar on each side (at least a tenth of the other side), so one-sided
+            # explanations do not waste half the panel
+            v = v[np.isfinite(v)]
+            hi, lo = (max(float(v.max()), 0.0), min(float(v.min()), 0.0)) if len(v) else (0.0, 0.0)
+            span = max(hi - lo, 1e-3)
+            a.set_xlim(lo - max(0.1 * span, 0.15 * -lo), hi + max(0.1 * span, 0.15 * hi))
+        fig.suptitle(title if title is not None else self.header or
                      f"stay {self.stay_id} at {self.screen_time}: blue raises risk, red lowers it", fontsize=9)
         self.axes_ = axes
         self.ax_, self.figure_ = axes[0], fig

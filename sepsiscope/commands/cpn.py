@@ -6,8 +6,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import typer
+
+from sepsiscope.errors import data_errors
+from sepsiscope.options import seed as seed_value
+from sepsiscope.outputs import (MODEL_MARKER, check_output_dir, existing_dir, existing_file, read_screens,
+                                require_complete_run)
+
+#: the networks shipped with the package (anything else is an XMLBIF path)
+NETWORKS = ("physionet", "full")
 
 
 def _bar(x: float, scale: float = 0.25, width: int = 20) -> str:
@@ -54,6 +61,7 @@ def _explain_sources(run, model, screens):
     """(model directory, screens parquet, threshold or None) from --run and/or --model/--screens."""
     threshold = None
     if run is not None:
+        require_complete_run(run, "--run")
         model = model or run / "models" / "cpn"
         screens = screens or run / "test_screens.parquet"
         if not screens.exists():
@@ -63,12 +71,16 @@ def _explain_sources(run, model, screens):
         if ops.exists():
             import json
 
-            kind = json.loads((model / "model.json").read_text()).get("kind")
-            records = [r for r in json.loads(ops.read_text()) if r.get("operating_point") == "news2>=5"
-                       and r.get("model") in (kind, "lightgbm" if kind == "gbdt" else kind)]
-            threshold = float(records[0]["threshold"]) if records else None
+            from ehr.artefacts import read_model_meta
+
+            kind = read_model_meta(existing_dir(model, "--model", "model folder"))["kind"]
+            with data_errors(ops):
+                records = [r for r in json.loads(ops.read_text()) if r.get("operating_point") == "news2>=5"
+                           and r.get("model") in (kind, "lightgbm" if kind == "gbdt" else kind)]
+                threshold = float(records[0]["threshold"]) if records else None
     if model is None:
         raise typer.BadParameter("give --run RUN, or --model DIR")
+    existing_dir(model, "--model", "model folder")
     return model, screens, threshold
 
 
@@ -78,21 +90,33 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @train_app.command("cpn")
     def train_cpn(
         screens: Path = typer.Option(..., help="screens parquet (ehr.schema 'screens')"),
-        out: Path = typer.Option(..., help="model directory to write"),
+        out: Path = typer.Option(..., help="model directory to write (replaced as a whole)"),
         network: str = typer.Option("physionet", help="'physionet', 'full' or an XMLBIF path"),
-        max_iter: int = typer.Option(30, help="EM iterations"),
-        max_rows: int = typer.Option(300_000, help="fit on at most this many screens (by stay)"),
-        seed: int = typer.Option(0, help="random seed"),
+        max_iter: int = typer.Option(30, min=1, max=10_000, help="EM iterations"),
+        max_rows: int = typer.Option(300_000, min=1, help="fit on at most this many screens (by stay)"),
+        seed: int = typer.Option(0, callback=seed_value, help="random seed"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ):
         """Fit the causal probabilistic network on a screens table."""
         from cpn import SepsisCPN
+        from ehr.estimator import Labels
         from sepsiscope.runinfo import run_json_text
 
-        df = pd.read_parquet(screens)
+        if network not in NETWORKS:
+            from cpn.structure import load_network
+
+            with data_errors(existing_file(network, "--network")):
+                load_network(network)
+        df = read_screens(screens, min_stays=2)
+        check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens, "--network": Path(network)})
         if progress:
             typer.echo(f"fitting CPN ({network}) on {len(df):,} screens ...")
-        model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed).fit(df)
+        with data_errors(screens):
+            y = Labels.from_screens(df).y
+            if y.min() == y.max():
+                raise ValueError(f"every screen has label {y[0]} (onset within 48 h): the CPN needs septic and "
+                                 "non-septic screens")
+            model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed).fit(df)
         run = run_json_text({"command": "train cpn", "params": model.get_params()}, inputs={"screens": screens},
                             seeds={"model": seed}, extra={"complete": True})
         model.save(out, attachments={"run.json": run})
@@ -108,8 +132,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         screens: Optional[Path] = typer.Option(None, help="screens parquet holding the stay"),
         at: Optional[str] = typer.Option(None, help="hours since admission (e.g. 99) or a time; default: the "
                                          "highest-risk screen"),
+        predictions: Optional[Path] = typer.Option(None, help="a stack: its members' predictions parquet"),
     ):
-        """Print one screen's explanation (Bayes factors in context and alone), or a CPN's half-lives.
+        """Print one screen's explanation (Bayes factors in context and alone), or a CPN's half-lives
+        (a stack: its coefficients, and with --predictions one screen's member contributions).
 
         Reads only the asked stay from the screens (a parquet filter on stay_id).
         """
@@ -119,7 +145,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from sepsiscope.stay_screens import KEY_COLUMNS, pick_screen, read_stay
 
         model, screens, threshold = _explain_sources(run, model, screens)
-        m = load_model(model)
+        with data_errors(model):
+            m = load_model(model)
+        if getattr(m, "reads_predictions", False):
+            from sepsiscope.commands.stack import explain_stack
+
+            return explain_stack(m, stay, predictions, at)
         if stay is None:
             if not hasattr(m, "half_lives_"):
                 raise typer.BadParameter("give a stay to explain")
@@ -129,7 +160,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             raise typer.BadParameter("--screens (or --run) is needed to explain a stay")
         import pyarrow.parquet as pq
 
-        have = set(pq.read_schema(screens).names)
+        with data_errors(existing_file(screens, "--screens")):
+            have = set(pq.read_schema(screens).names)
         missing = [c for c in m.required_columns if c not in have]
         if missing:
             # e.g. a run directory's screens.parquet, which keeps only keys, labels and covariates
@@ -144,8 +176,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         try:
             row = pick_screen(rows, at) if at is not None else \
                 rows.iloc[[int(np.argmax(m.predict_proba(rows)[:, 1]))]]
-            risk = float(m.predict_proba(row)[0, 1])
-            view = explanation_view(m.explain(row), risk=risk, model=m.model_name)
+            if hasattr(m, "predict_explain"):  # a CPN reads the screen's evidence once for both
+                proba, explained = m.predict_explain(row, [0])
+            else:
+                proba, explained = m.predict_proba(row), m.explain(row)
+            risk = float(proba[0, 1])
+            view = explanation_view(explained, risk=risk, model=m.model_name)
         except (SchemaError, ValueError) as exc:
             raise typer.BadParameter(str(exc)) from None
         r = row.iloc[0]

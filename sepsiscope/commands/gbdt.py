@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+from sepsiscope.errors import data_errors
+from sepsiscope.options import choice, positive_hours, seed as seed_value
+from sepsiscope.outputs import MODEL_MARKER, check_output_dir, read_screens
+
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress.")
 
 
@@ -16,32 +20,31 @@ def train_gbdt(
     backend: str = typer.Option("lightgbm", "--backend", help="lightgbm | xgboost"),
     trend: bool = typer.Option(False, "--trend/--no-trend", help="Add trend features (best effort mode)."),
     grid: str = typer.Option("default", "--grid", help="default | full | none (fit the defaults, no search)"),
-    folds: int = typer.Option(10, "--folds", min=2, help="Patient-grouped CV folds for the grid search."),
-    n_jobs: int = typer.Option(1, "--n-jobs", min=1, help="Threads per fit."),
+    folds: int = typer.Option(10, "--folds", min=2, max=100, help="Patient-grouped CV folds for the grid search."),
+    n_jobs: int = typer.Option(1, "--n-jobs", min=1, max=256, help="Threads per fit."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (XGBoost only)"),
-    seed: int = typer.Option(0, "--seed", help="Seed for folds and boosting."),
-    horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon: onset within this many hours."),
+    seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed for folds and boosting."),
+    horizon_h: float = typer.Option(48.0, "--horizon-h", callback=positive_hours,
+                                    help="Label horizon: onset within this many hours."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Train the gradient-boosting comparator on a screens table."""
     import numpy as np
-    import pandas as pd
 
     from ehr.estimator import Labels
-    from ehr.schema import SchemaError
     from gbdt import GBDTClassifier, best_params, grid_search
     from gbdt.search import GRID_RESULTS_FILE
     from sepsiscope.progress import console, step
     from sepsiscope.runinfo import run_json_text
 
-    if grid not in ("default", "full", "none"):
-        raise typer.BadParameter(f"--grid must be default, full or none, got {grid!r}")
-    if not screens.is_file():
-        raise typer.BadParameter(f"{screens}: file not found", param_hint="--screens")
-    table = pd.read_parquet(screens)
+    choice(grid, ("default", "full", "none"), "--grid")
+    choice(backend, ("lightgbm", "xgboost"), "--backend")
+    choice(device, ("auto", "cpu", "cuda"), "--device")
+    table = read_screens(screens, min_stays=2)
+    check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens})
     base = GBDTClassifier(backend, trend=trend, n_jobs=n_jobs, device=device, random_state=seed)
     attachments: dict = {}
-    try:
+    with data_errors(screens):
         labels = Labels.from_screens(table, horizon_h)
         if "label" in table.columns and not np.array_equal(table["label"].to_numpy(), labels.y):
             raise ValueError(f"column 'label' does not match onset within {horizon_h:g} h; pass the "
@@ -59,9 +62,6 @@ def train_gbdt(
         model = base.set_params(**params)
         with step(f"fitting {backend} on {len(table):,} screens", progress):
             model.fit(table, labels)
-    except (SchemaError, ValueError) as exc:
-        console.print(f"[red]error:[/] {screens}: {exc}")
-        raise typer.Exit(2) from exc
     attachments["run.json"] = run_json_text(
         {"command": "train gbdt", "backend": backend, "trend": trend, "grid": grid, "folds": folds,
          "horizon_h": horizon_h, "params": model.get_params()},

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from sepsiscope.progress import console
+from sepsiscope.outputs import require_complete_run
+from sepsiscope.progress import console, styled
 
 
 def _loopback(host: str) -> bool:
@@ -50,6 +51,8 @@ def serve(
 
     if model is None and run is None:
         raise typer.BadParameter("give --model DIR or --run RUN")
+    if run is not None:
+        require_complete_run(run, "--run")
     os.environ["SEPSISCOPE_THREADS"] = str(threads)
     threadpool_limits(threads)
     model = model or run / "models" / "cpn"
@@ -71,7 +74,7 @@ def serve(
     app = create_app(engine, token=token, cohort=stays, max_body_bytes=int(max_body_mb * 2**20),
                      cors_origins=tuple(cors_origin or ()))
     if not _loopback(host):
-        console.print(f"[yellow]warning:[/] listening on {host}, not loopback: put TLS in front of it")
+        console.print(styled("warning:", "yellow", f" listening on {host}, not loopback: put TLS in front of it"))
     op = f" ({engine.operating_point})" if engine.operating_point else ""
     console.print(f"model {engine.primary.name} {engine.primary.version}, threshold {engine.threshold:.6g}{op}"
                   + (f"; cohort {cohort} ({len(stays.stays)} stays)" if stays is not None else ""))

@@ -1,7 +1,7 @@
 """The scoring service: FastAPI app, FHIR in and out, the alarm-review page (``sepsiscope serve``).
 
-Names are imported on first use, so that ``sepsiscope.service.labels`` and ``.views`` (used by
-``sepsiscope explain``) do not pull in FastAPI.
+Names are imported on first use, so that ``sepsiscope.service.views`` (used by ``sepsiscope explain``)
+does not pull in FastAPI. Readable feature and state names come from :mod:`ehr.state_labels`.
 """
 
 import importlib

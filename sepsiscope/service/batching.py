@@ -6,6 +6,13 @@ under heavy load each model runs once per batch instead of once per request, whi
 model's fixed cost per call (building frames, starting the kernel) is paid. When a batch fails,
 its items are retried one by one so that one bad stay fails only its own request.
 
+Clients that wait for each answer before posting again split into groups that alternate: while
+one group is scored the other queues up, and every batch holds half of them. So the batcher
+counts the clients it is serving -- those it just answered plus those queued meanwhile -- and
+for ``linger`` seconds after a batch it waits for that many items before it takes the next one.
+A lone client never waits (it is the only one counted), nor does the first request after a quiet
+spell.
+
 Examples
 --------
 >>> import asyncio
@@ -33,9 +40,10 @@ __all__ = ["Batcher"]
 class Batcher:
     """Run ``fn(list of items) -> list of results`` on one thread, over batches of queued items."""
 
-    def __init__(self, fn, *, max_batch: int = 64):
+    def __init__(self, fn, *, max_batch: int = 64, linger: float = 0.0):
         self.fn = fn
         self.max_batch = max_batch
+        self.linger = linger
         self._queue: list = []
         self._executor: ThreadPoolExecutor | None = None
         self._wake: asyncio.Event | None = None
@@ -82,12 +90,27 @@ class Batcher:
                 raise
             return self._call_each(items)
 
+    async def _gather(self, want: int) -> None:
+        """Wait up to ``linger`` seconds for ``want`` items to be queued."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger
+        while len(self._queue) < want and (left := deadline - loop.time()) > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
     async def _run(self):
         loop = asyncio.get_running_loop()
+        clients, finished = 0, 0.0  # served by the last batch or queued while it ran; when it ended
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                want = min(self.max_batch, clients)
+                if len(self._queue) < want and loop.time() - finished < self.linger:
+                    await self._gather(want)
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
                 items = [i for i, _ in batch]
                 try:
@@ -96,6 +119,7 @@ class Batcher:
                     results = [exc]
                 self.batches += 1
                 self.items += len(items)
+                clients = len(items) + len(self._queue)  # (before the answered ones post again)
                 for (_, future), result in zip(batch, results):
                     if future.done():
                         continue
@@ -103,6 +127,7 @@ class Batcher:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+                finished = loop.time()
 
     def close(self) -> None:
         """Stop the batching task and the scoring thread (a later submit starts them again)."""

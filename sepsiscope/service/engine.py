@@ -28,8 +28,10 @@ import pandas as pd
 
 from ehr.concepts import concept_names
 from ehr.schema import CXR_FINDINGS
-from ehr.screens import build_screens
+from ehr.screens import build_screens, screen_concepts
 from evaluation.protocol import silence
+
+from .views import VIEW_COLUMNS
 
 __all__ = ["ServedModel", "Engine", "alarm_flags", "load_served", "StayInput", "build_engine", "read_threshold"]
 
@@ -66,6 +68,15 @@ class ServedModel:
     def explain(self, screens: pd.DataFrame) -> pd.DataFrame:
         """The model's explanations table for ``screens``."""
         return self.model.explain(self._inputs(screens), model_name=self.name)
+
+    def risk_and_explain(self, screens: pd.DataFrame, rows) -> tuple[np.ndarray, pd.DataFrame]:
+        """The risk of every screen and the explanations of the screens ``rows``: in one model call
+        where the model offers it (``predict_explain``: the evidence is read once), else two."""
+        both = getattr(self.model, "predict_explain", None)
+        if both is None or not len(screens):
+            return self.risk(screens), self.explain(screens.iloc[rows])
+        proba, explained = both(self._inputs(screens), rows, model_name=self.name)
+        return np.asarray(proba)[:, 1], explained
 
 
 def load_served(directory) -> ServedModel:
@@ -135,39 +146,70 @@ class Engine:
         return {"risk": risk, "hours": hours, "new_data": new, "candidate": cand, "fired": fired}
 
     def score(self, items: list[StayInput]) -> list[dict]:
-        """Score many stays in one call of each model: per stay its screens, trace and explained last screen."""
+        """Score many stays in one call of each model.
+
+        Per stay: its screens' times, hours since admission and risk, the alarm flags, and the
+        explanation of its last screen (``{column: list}`` of :data:`.views.VIEW_COLUMNS`, None when
+        it has no screen).
+        """
         if not items:
             return []
-        events = pd.concat([it.events.assign(stay_id=i, subject_id=i) for i, it in enumerate(items)],
-                           ignore_index=True)
-        stays = pd.DataFrame([{**it.stay, "stay_id": i, "subject_id": i,
-                               "discharge_time": it.at if it.at is not None else it.events["time"].max(),
-                               "onset_time": pd.NaT} for i, it in enumerate(items)])
-        screens = self.screens(events, stays, until_onset=False)
-        risk = self.primary.risk(screens)
+        events, stays = _batch_tables(items)
+        # the concepts measured in the batch; the model's other columns are added empty, as the
+        # screens of Engine.screens hold them (a column per concept), at a fraction of the cost
+        screens = build_screens(events, stays, concepts=screen_concepts(events), until_onset=False)
+        screens.attrs.clear()
+        screens = _with_columns(screens, self.primary.model.required_columns)
         stay = screens["stay_id"].to_numpy()
         bounds = np.searchsorted(stay, np.arange(len(items) + 1))
-        last = bounds[1:] - 1
         has = bounds[1:] > bounds[:-1]
-        explained = self.primary.explain(screens.iloc[last[has]]) if has.any() else None
-        by_stay = dict(tuple(explained.groupby("stay_id", sort=False))) if explained is not None else {}
+        risk, explained = self.primary.risk_and_explain(screens, bounds[1:][has] - 1)
+        # each explained stay's rows (the table is sorted by stay), as lists of what a view reads
+        table = {c: explained[c].tolist() for c in VIEW_COLUMNS if c in explained.columns}
+        cuts = np.searchsorted(explained["stay_id"].to_numpy(), np.arange(len(items) + 1))
+        times = screens["screen_time"].to_numpy()
+        hours = screens["hours_since_admit"].to_numpy(dtype=float)
+        new = screens["new_data"].to_numpy(dtype=bool)
         out = []
         for i in range(len(items)):
             rows = slice(bounds[i], bounds[i + 1])
-            s = screens.iloc[rows]
-            if s.empty:
-                out.append({"screens": s, "risk": np.zeros(0), "explanation": None})
+            if not has[i]:
+                out.append({"screen_time": times[rows], "hours": hours[rows], "risk": np.zeros(0), "explanation": None})
                 continue
-            hours = s["hours_since_admit"].to_numpy(dtype=float)
-            cand, fired = alarm_flags(hours, risk[rows], s["new_data"].to_numpy(dtype=bool),
-                                      threshold=self.threshold, silencing_h=self.silencing_h)
-            out.append({"screens": s, "risk": risk[rows], "candidate": cand, "fired": fired,
-                        "explanation": by_stay.get(i)})
+            cand, fired = alarm_flags(hours[rows], risk[rows], new[rows], threshold=self.threshold,
+                                      silencing_h=self.silencing_h)
+            out.append({"screen_time": times[rows], "hours": hours[rows], "risk": risk[rows], "candidate": cand,
+                        "fired": fired, "explanation": {c: v[cuts[i]:cuts[i + 1]] for c, v in table.items()}})
         return out
 
     def explain(self, rows: pd.DataFrame) -> list[tuple[ServedModel, pd.DataFrame, np.ndarray]]:
         """Each model's risk and explanation of the given screens."""
         return [(m, m.explain(rows), m.risk(rows)) for m in self.models]
+
+
+def _with_columns(screens: pd.DataFrame, columns) -> pd.DataFrame:
+    """``screens`` with the ``columns`` it lacks added, empty (NaN)."""
+    missing = [c for c in dict.fromkeys(columns) if c not in screens.columns]
+    if not missing:
+        return screens
+    empty = pd.DataFrame(np.full((len(screens), len(missing)), np.nan), columns=missing, index=screens.index)
+    return pd.concat([screens, empty], axis=1)
+
+
+def _batch_tables(items: list[StayInput]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The events and stays of a batch, stay ``i`` being ``items[i]`` (the columns screens are built from)."""
+    events = [it.events for it in items]
+    sizes = [len(e) for e in events]
+    times = [e["time"].to_numpy() for e in events]
+    ids = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
+    batch = pd.DataFrame({"stay_id": ids, "subject_id": ids, "time": np.concatenate(times),
+                          "concept": np.concatenate([e["concept"].to_numpy() for e in events]),
+                          "numeric_value": np.concatenate([e["numeric_value"].to_numpy() for e in events])},
+                         copy=False)  # (fresh arrays)
+    stays = pd.DataFrame([{**it.stay, "stay_id": i, "subject_id": i,
+                           "discharge_time": it.at if it.at is not None else t.max(), "onset_time": pd.NaT}
+                          for i, (it, t) in enumerate(zip(items, times))])
+    return batch, stays
 
 
 def read_threshold(run_dir, model_name: str, operating_point: str) -> float:

@@ -26,7 +26,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,9 +39,11 @@ from ehr.concepts import load_concepts
 from ehr.sources.fhir import parse_bundle, stay_id_for, stay_row
 from ehr.sources.readings import Reading, ReadingError, readings_to_events
 
+from .bundles import read_bundles
 from .engine import StayInput
+from .jsonio import content_key
 
-__all__ = ["parse_body", "ParsedRequest", "ParseCache", "EventsRequest", "to_utc"]
+__all__ = ["parse_body", "parse_bodies", "ParsedRequest", "ParseCache", "EventsRequest", "to_utc"]
 
 
 class _Strict(BaseModel):
@@ -82,36 +83,42 @@ def to_utc(t) -> pd.Timestamp:
 
 
 class ParseCache:
-    """What :func:`ehr.sources.fhir.parse_bundle` read from each resource, for up to ``maxsize`` resources.
+    """What each FHIR resource said, by content, for up to ``maxsize`` resources (the oldest go first).
 
     A resource is validated with ``fhir.resources`` and read the first time it is seen; a later
-    request carrying the same resource (by content) reuses that reading. Only resources that were
-    read without error are kept.
+    request carrying the same resource (by content, :func:`.jsonio.content_key`) reuses that
+    reading. Per resource it keeps what :func:`ehr.sources.fhir.parse_bundle` read (``get``/``put``,
+    the interface that function takes) and, once :mod:`.bundles` has checked them, its readings
+    in canonical units. Only resources that were read without error are kept.
     """
 
     def __init__(self, maxsize: int = 200_000):
         self.maxsize = maxsize
-        self._said: OrderedDict[bytes, tuple] = OrderedDict()
+        # key -> (said, checked readings or None): tuples of strings and numbers, which the cyclic
+        # collector stops tracking, so a full cache costs its passes little
+        self._entries: OrderedDict[bytes, tuple] = OrderedDict()
         self.hits = self.misses = 0
 
-    @staticmethod
-    def _key(resource: dict) -> bytes:
-        # repr of decoded JSON determines it (strings quoted, floats round-trip); a client that
-        # sends the same resource with its keys in another order only misses the cache
-        return hashlib.blake2b(repr(resource).encode(), digest_size=16).digest()
-
-    def get(self, resource: dict):
-        said = self._said.get(self._key(resource))
-        if said is None:
+    def lookup(self, key: bytes):
+        """``(said, checked)`` of a resource key, or None (counted as a hit or a miss)."""
+        entry = self._entries.get(key)
+        if entry is None:
             self.misses += 1
         else:
             self.hits += 1
-        return said
+        return entry
+
+    def store(self, key: bytes, said: tuple, checked=None) -> None:
+        self._entries[key] = (said, checked)
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def get(self, resource: dict):
+        entry = self.lookup(content_key(resource))
+        return None if entry is None else entry[0]
 
     def put(self, resource: dict, said: tuple) -> None:
-        self._said[self._key(resource)] = said
-        if len(self._said) > self.maxsize:
-            self._said.popitem(last=False)
+        self.store(content_key(resource), said)
 
 
 @dataclass
@@ -148,7 +155,8 @@ def _events_request(body: dict, now) -> ParsedRequest:
                          admit_from="stay.admit_time" if req.stay.admit_time else "first event")
 
 
-def _bundle_request(body: dict, now, cache) -> ParsedRequest:
+def _read_bundle(body: dict, now, cache):
+    """(parsed bundle, stay key, events), read in full: every problem raises its :class:`ReadingError`."""
     parsed = parse_bundle(body, loc=("body",), cache=cache)
     stays = list(dict.fromkeys(r.stay for r in parsed.readings))
     if not stays:
@@ -157,8 +165,14 @@ def _bundle_request(body: dict, now, cache) -> ParsedRequest:
         raise ReadingError(("body",), f"observations of {len(stays)} stays ({', '.join(stays[:3])}); post one "
                            "stay per request", "several_stays")
     key = stays[0]
+    events = readings_to_events(parsed.readings, stay_ids={key: stay_id_for(key)}, strict=True, now=now,
+                                source_ids=True)
+    return parsed, key, events
+
+
+def _bundle_request(body: dict, now, cache, fast=None) -> ParsedRequest:
+    parsed, key, events = fast or _read_bundle(body, now, cache)
     sid = stay_id_for(key)
-    events = readings_to_events(parsed.readings, stay_ids={key: sid}, strict=True, now=now, source_ids=True)
     times = events["time"].to_numpy()
     row = stay_row(parsed, key, times.min(), times.max())
     enc = parsed.encounters.get(key, {})
@@ -172,10 +186,34 @@ def _bundle_request(body: dict, now, cache) -> ParsedRequest:
 
 def parse_body(body, *, now=None, cache: ParseCache | None = None, at=None) -> ParsedRequest:
     """A decoded JSON body -> :class:`ParsedRequest` (``ReadingError`` names the field of any problem)."""
-    now = now if now is not None else datetime.now(timezone.utc).replace(tzinfo=None)
+    out = parse_bodies([(body, at, now)], cache=cache)[0]
+    if isinstance(out, ReadingError):
+        raise out
+    return out
+
+
+def parse_bodies(requests: list, *, cache: ParseCache | None = None) -> list:
+    """:func:`parse_body` of many ``(body, at, now)`` requests: a :class:`ParsedRequest` or the
+    :class:`ReadingError` of each. With a cache, bundles are read from it where they can be
+    (:func:`.bundles.read_bundles`, the new resources of all of them checked at once)."""
+    default_now = datetime.now(timezone.utc).replace(tzinfo=None)
+    requests = [(body, at, default_now if now is None else now) for body, at, now in requests]
+    bundles = [i for i, (body, _, _) in enumerate(requests) if isinstance(body, dict) and "resourceType" in body]
+    fast = dict(zip(bundles, read_bundles([requests[i][0::2] for i in bundles], cache=cache))) \
+        if cache is not None else {}
+    out = []
+    for i, (body, at, now) in enumerate(requests):
+        try:
+            out.append(_parse_one(body, now, cache, at, fast.get(i)))
+        except ReadingError as exc:
+            out.append(exc)
+    return out
+
+
+def _parse_one(body, now, cache, at, fast) -> ParsedRequest:
     if not isinstance(body, dict):
         raise ReadingError(("body",), "a JSON object is required (a FHIR Bundle or {stay, events})", "type")
-    out = _bundle_request(body, now, cache) if "resourceType" in body else _events_request(body, now)
+    out = _bundle_request(body, now, cache, fast) if "resourceType" in body else _events_request(body, now)
     if at is not None:
         at = to_utc(at)
         events = out.stay_input.events

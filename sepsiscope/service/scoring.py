@@ -17,8 +17,6 @@ Examples
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -26,7 +24,8 @@ from ehr.sources.readings import ReadingError
 
 from .engine import Engine
 from .fhir_out import risk_assessment
-from .inputs import ParseCache, ParsedRequest, parse_body
+from .inputs import ParseCache, ParsedRequest, parse_bodies
+from .jsonio import dumps
 from .stays import PostedStays
 from .views import explanation_view, iso
 
@@ -47,15 +46,16 @@ def basis(events: pd.DataFrame, screen_time) -> list[str]:
     if "source_id" not in events:
         return []
     latest = {}
-    t_end = np.datetime64(screen_time, "ns")
-    for concept, t, sid in zip(events["concept"], events["time"].to_numpy(), events["source_id"]):
+    t_end = int(np.datetime64(screen_time, "ns").view(np.int64))
+    for concept, t, sid in zip(events["concept"].tolist(), events["time"].to_numpy().view(np.int64).tolist(),
+                               events["source_id"].tolist()):
         if t <= t_end and sid is not None:
             latest[concept] = sid
     return [f"Observation/{s}" for s in dict.fromkeys(latest.values())]
 
 
 class Scorer:
-    """Parse, score and answer a batch of ``(body, at, now)`` requests: one ``(status, bytes)`` each."""
+    """Parse, score and answer a batch of ``(body, at, now, cacheable)`` requests: one ``(status, bytes)`` each."""
 
     def __init__(self, engine: Engine, posted: PostedStays, cache: ParseCache | None = None):
         self.engine, self.posted, self.cache = engine, posted, cache or ParseCache()
@@ -63,40 +63,45 @@ class Scorer:
                       "missing (a CPN's 'X-ray taken in 24 h' reads no)"] if engine.primary.pad else []
 
     def __call__(self, requests: list) -> list:
+        """``requests``: ``(body, at, now, cacheable)``; ``cacheable``: the body was decoded by orjson,
+        so the parse cache may read it (:func:`.jsonio.loads`)."""
         out: list = [None] * len(requests)
         parsed: list[tuple[int, ParsedRequest]] = []
-        for i, (body, at, now) in enumerate(requests):
-            try:
-                parsed.append((i, parse_body(body, now=now, cache=self.cache, at=at)))
-            except ReadingError as exc:
-                out[i] = (422, json.dumps(problem_body(exc)).encode())
+        cached = [i for i, r in enumerate(requests) if r[3]]
+        others = [i for i, r in enumerate(requests) if not r[3]]
+        read = parse_bodies([requests[i][:3] for i in cached], cache=self.cache) + \
+            parse_bodies([requests[i][:3] for i in others])
+        for i, p in sorted(zip(cached + others, read), key=lambda x: x[0]):
+            if isinstance(p, ReadingError):
+                out[i] = (422, dumps(problem_body(p)))
+            else:
+                parsed.append((i, p))
         results = self.engine.score([p.stay_input for _, p in parsed])
         for (i, p), result in zip(parsed, results):
-            if not len(result["screens"]):
-                out[i] = (422, json.dumps(problem_body(ReadingError(
+            if not len(result["risk"]):
+                out[i] = (422, dumps(problem_body(ReadingError(
                     ("body",), "no screen: no measurement falls between admission and the scoring time",
-                    "empty"))).encode())
+                    "empty"))))
                 continue
-            out[i] = (200, json.dumps(self.answer(p, result)).encode())
+            out[i] = (200, dumps(self.answer(p, result)))
         return out
 
     def answer(self, parsed: ParsedRequest, result: dict) -> dict:
         """The JSON answer for one scored stay (and keep the stay for the page)."""
         engine = self.engine
-        screens, risk = result["screens"], result["risk"]
+        times, risk = result["screen_time"], result["risk"]
         events = parsed.stay_input.events
-        i = len(screens) - 1
-        screen_time = screens["screen_time"].iloc[i]
+        i = len(times) - 1
+        screen_time = times[i]
         cand, fired = bool(result["candidate"][i]), bool(result["fired"][i])
         silenced_by = None
         if cand and not fired:
-            silenced_by = iso(screens["screen_time"].to_numpy()[np.flatnonzero(result["fired"][:i])[-1]])
-        self.posted.put(parsed.stay_id, events.drop(columns=["source_id"], errors="ignore"),
-                        parsed.stay_input.stay, parsed.stay_input.at)
+            silenced_by = iso(times[np.flatnonzero(result["fired"][:i])[-1]])
+        self.posted.put(parsed.stay_id, events, parsed.stay_input.stay, parsed.stay_input.at)
         r = float(risk[i])
         return {
             "stay_id": parsed.stay_id, "screen_time": iso(screen_time),
-            "hours_since_admit": float(screens["hours_since_admit"].iloc[i]),
+            "hours_since_admit": float(result["hours"][i]),
             "admit_time": iso(parsed.stay_input.stay["admit_time"]), "admit_time_from": parsed.admit_from,
             "model": model_ref(engine.primary), "risk": round(r, 6), "threshold": engine.threshold,
             "operating_point": engine.operating_point,

@@ -18,7 +18,7 @@ Examples
 ...                    "baseline": [0.7, -0.2, None]})
 >>> v = explanation_view(ex, risk=0.5, model="cpn")
 >>> v["kind"], v["total"], round(v["prior"], 3), v["items"][0]["state_label"], v["items"][0]["unit"]
-('bayes_factors', 0.6, -0.6, '38.1 to <39.1 °C', '°C')
+('bayes_factors', 0.6, -0.6, '38.1–39.0 °C', '°C')
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from .labels import feature_label, feature_unit, state_label
+from ehr.state_labels import feature_label, feature_unit, state_label
 
-__all__ = ["explanation_view", "trace_view", "iso", "log10_odds"]
+__all__ = ["explanation_view", "trace_view", "iso", "log10_odds", "VIEW_COLUMNS"]
 
 _CATEGORICAL = ("department", "sex")
+#: the columns of an explanations table that a view reads
+VIEW_COLUMNS = ("feature", "value", "state", "age_h", "weight", "contribution", "baseline")
 
 
 def iso(t) -> str | None:
@@ -53,13 +55,17 @@ def log10_odds(p: float) -> float:
     return math.log10(p / (1.0 - p))
 
 
-def _column(ex: pd.DataFrame, name: str) -> list:
-    return ex[name].tolist() if name in ex.columns else [None] * len(ex)
+def _columns(ex) -> dict:
+    """``{column: list}`` of explanation rows given as a DataFrame or already as such a dict."""
+    return ex if isinstance(ex, dict) else {c: ex[c].tolist() for c in ex.columns}
 
 
-def explanation_view(ex: pd.DataFrame, *, risk: float, model: str, top: int | None = None) -> dict:
-    """One screen's explanation rows -> a JSON-ready dict (items sorted by size, largest first)."""
-    cols = {c: _column(ex, c) for c in ("feature", "value", "state", "age_h", "weight", "contribution", "baseline")}
+def explanation_view(ex, *, risk: float, model: str, top: int | None = None) -> dict:
+    """One screen's explanation rows (a DataFrame, or ``{column: list}``) -> a JSON-ready dict (items
+    sorted by size, largest first)."""
+    table = _columns(ex)
+    n = len(table["feature"])
+    cols = {c: table.get(c, [None] * n) for c in VIEW_COLUMNS}
     rows = [dict(zip(cols, r)) for r in zip(*cols.values())]
     total_rows = [r for r in rows if r["feature"] == "total"]
     items = [r for r in rows if r["feature"] != "total"]

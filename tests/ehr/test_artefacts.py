@@ -96,3 +96,21 @@ def test_labels():
         Labels(lab.onset_in_h, horizon_h=float("nan"))
     with pytest.raises(ValueError, match="labels have 5 rows but screens have 2"):
         Labels.coerce(lab, pd.DataFrame({"a": [1, 2]}))
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    """Folders and files written through a temporary name are not left private (0700 / 0600)."""
+    import os
+
+    from ehr.artefacts import atomic_dir, atomic_file
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x.txt").write_text("x")
+        with atomic_file(tmp_path / "f.txt") as f:
+            f.write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

@@ -387,3 +387,27 @@ def test_acvpu_bands_and_sofa_golden():
             "crea": np.array([3.6]), "gcs": np.array([11.0]), "map": np.array([58.0])}
     # hand-computed: resp 3 + coag 2 + liver 2 + renal 3 + CNS 2 + MAP<60 2
     assert sofa(healthy).tolist() == [0] and sofa(sick).tolist() == [14]
+
+
+# --- sites ----------------------------------------------------------------------------------
+
+def test_site_b_shifts_case_mix_habits_and_prevalence():
+    """Site B (external validation): more ICU, older, more sepsis, observed more often; site A unchanged."""
+    a, b = generate_cohort(1500, seed=3), generate_cohort(1500, seed=3, site="B")
+    pd.testing.assert_frame_equal(a.stays, generate_cohort(1500, seed=3, site="A").stays)
+    validate(b.events, "events")
+    validate(b.stays, "stays")
+    assert set(b.stays["source"]) == {"synthetic-B"} and b.meta["site"] == "B" and "site" not in a.meta
+    share = lambda c, d: (c.stays["department"] == d).mean()  # noqa: E731
+    assert share(b, "ICU") > share(a, "ICU") + 0.05
+    assert b.stays["age"].median() > a.stays["age"].median() + 2
+    assert b.stays["sepsis"].mean() > a.stays["sepsis"].mean() + 0.02
+
+    def per_stay_hour(c, concept):
+        hours = ((c.stays["discharge_time"] - c.stays["admit_time"]) / HOUR).sum()
+        return (c.events["concept"] == concept).sum() / hours
+
+    assert per_stay_hour(b, "hr") > 1.2 * per_stay_hour(a, "hr")
+    assert per_stay_hour(b, "crea") > 1.4 * per_stay_hour(a, "crea")
+    with pytest.raises(ValueError, match="unknown site 'C'"):
+        generate_cohort(10, seed=0, site="C")

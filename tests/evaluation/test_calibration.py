@@ -269,4 +269,4 @@ def test_one_definition_behind_every_public_name():
     assert evaluation.expected_calibration_error is evaluation.displays.curves.expected_calibration_error
     assert evaluation.brier_score is evaluation.recalibration.brier_score
     assert evaluation.bootstrap.ece_from_sums is ece_from_sums
-    assert all(hasattr(evaluation, name) for name in evaluation.__all__) and len(evaluation.__all__) == 30
+    assert all(hasattr(evaluation, name) for name in evaluation.__all__) and len(evaluation.__all__) == 34

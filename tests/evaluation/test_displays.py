@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from evaluation.displays import (BayesFactorDisplay, DecisionCurveDisplay, PrDisplay, ReliabilityDisplay,
-                                 RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
+from evaluation.displays import (AlarmBurdenDisplay, BayesFactorDisplay, DecisionCurveDisplay, PrDisplay,
+                                 ReliabilityDisplay, RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
 from evaluation.displays._base import LOWER_COLOR, RAISE_COLOR
 from evaluation.protocol import silence
 
@@ -303,3 +303,43 @@ def test_risk_trace_rule_agrees_with_protocol():
         fired = silence(np.zeros(cand.sum(), int), hours[cand], s_h)
         assert d.fired_hours.tolist() == hours[cand][fired].tolist()
         assert d.silenced_hours.tolist() == hours[cand][~fired].tolist()
+
+
+def test_curve_bands_from_a_table_are_drawn_per_model():
+    preds, screens = _frames()
+    bands = pd.DataFrame({"model": "a", "curve": "roc", "x": [0.0, 0.5, 1.0], "estimate": [0.5, 0.8, 1.0],
+                          "ci_low": [0.2, 0.6, 1.0], "ci_high": [0.7, 0.9, 1.0]})
+    d = RocDisplay.from_frames(preds, screens, models=["a"], bands=bands).plot()
+    x, lo, hi = d.bands["a"]
+    assert x.tolist() == [0.0, 0.5, 1.0] and lo.tolist() == [0.2, 0.6, 1.0] and hi.tolist() == [0.7, 0.9, 1.0]
+    assert len(d.ax_.collections) == 1  # the band (fill_between); the shaded region is a patch
+    assert PrDisplay.from_frames(preds, screens, models=["a"]).bands is None
+
+
+def test_alarm_burden_display_from_table_and_operating_points():
+    table = pd.DataFrame({"model": ["m", "m", "m", "n", "n"], "threshold": [0.9, 0.5, 0.2, 7, 5],
+                          "sensitivity": [0.3, 0.6, 0.9, 0.4, 0.7], "alarms_per_admission": [0.1, 0.3, 1.2, 0.2, 0.6],
+                          "false_alarms_per_true_alarm": [1.0, 3.0, 9.0, np.nan, 8.0]})
+    ops = pd.DataFrame({"model": ["m"], "operating_point": ["news2>=5"], "sensitivity": [0.6],
+                        "alarms_per_admission": [0.3], "false_alarms_per_true_alarm": [3.0]})
+    d = AlarmBurdenDisplay.from_table(table, operating_points=ops).plot()
+    assert d.sensitivity["m"].tolist() == [0.3, 0.6, 0.9] and d.false_per_true["n"][0] != d.false_per_true["n"][0]
+    assert len(d.axes_) == 2 and d.axes_[1].get_ylabel() == "false alarms per true alarm"
+    with pytest.raises(ValueError, match="sensitivity"):
+        AlarmBurdenDisplay.from_table(table.drop(columns="sensitivity"))
+
+
+def test_bayes_factor_from_explained_alarm_draws_in_context_and_alone():
+    alarm = pd.DataFrame({"model": "cpn", "stay_id": 5, "screen_time": T, "true_alarm": False,
+                          "hours_before_onset": np.nan, "risk": 0.4, "prior": -1.1, "total": 0.9, "needed": 0.5,
+                          "explanation": "bayes_factor", "feature": ["hr", "temp"],
+                          "feature_label": ["Heart rate", "Body temperature"], "value": [118.0, 36.5],
+                          "unit": ["/min", "°C"], "state_label": ["111–130 /min", "36.1–38.0 °C"],
+                          "age_h": [1.0, 3.0], "weight": [1.0, 0.8], "alone": [0.3, -0.2], "in_context": [0.6, -0.1]})
+    d = BayesFactorDisplay.from_explained(alarm).plot()
+    assert d.labels["cpn"].tolist() == ["Heart rate = 118 /min [111–130 /min]", "Body temperature = 36.5 °C [36.1–38.0 °C]"]
+    assert d.in_context["cpn"].tolist() == [0.6, -0.1] and d.contributions["cpn"].tolist() == [0.3, -0.2]
+    assert [c == RAISE_COLOR for c in d.colors["cpn"]] == [True, False]  # coloured by the in-context factor
+    assert "false alarm" in d.header and len(d.ax_.patches) == 4
+    additive = BayesFactorDisplay.from_explained(alarm.assign(explanation="additive", model="lightgbm")).plot()
+    assert not additive.in_context and len(additive.ax_.patches) == 2

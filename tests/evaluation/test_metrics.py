@@ -91,3 +91,27 @@ def test_threshold_metrics_against_confusion_matrix():
 
 def test_screen_labels():
     assert screen_labels(np.array([np.nan, 0.5, 48, 48.5, -1]), 48).tolist() == [0, 1, 1, 0, 0]
+
+
+@settings(max_examples=120, deadline=None)
+@given(scored())
+def test_curves_on_a_grid_match_sklearn(data):
+    """TPR at each FPR: sklearn's ROC (every threshold) interpolated; precision at each recall: the step curve."""
+    y, s, _ = data
+    if y.min() == y.max():
+        return
+    grid = np.linspace(0, 1, 21)
+    _, roc, pr = SortedScores(y, s).rank_metrics_and_curves(np.ones(len(y))[SortedScores(y, s).order_], grid)
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    for g, got in zip(grid, roc):
+        # from the last ROC point at or left of g (the highest TPR at that FPR), linear to the next one
+        i = np.flatnonzero(fpr <= g)[-1]
+        right = np.flatnonzero(fpr > g)
+        want = tpr[i] if not len(right) else \
+            tpr[i] + (tpr[right[0]] - tpr[i]) * (g - fpr[i]) / (fpr[right[0]] - fpr[i])
+        assert got == pytest.approx(want, abs=1e-12)
+    prec, rec, _ = skm.precision_recall_curve(y, s, drop_intermediate=False)
+    for g, got in zip(grid, pr):
+        # the highest threshold whose recall reaches g (sklearn lists recall falling, thresholds rising)
+        ok = np.flatnonzero(rec[:-1] >= g - 1e-12)
+        assert got == pytest.approx(prec[ok[-1]], abs=1e-12)

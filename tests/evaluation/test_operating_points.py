@@ -102,3 +102,29 @@ def test_errors():
         apply_thresholds({"gbdt": {"x": 0.5}}, pred, screens, stays)
     with pytest.raises(ValueError, match="n_grid"):
         threshold_for_sensitivity(prepare_screens(pred, stays, screens, model="cpn"), 0.8, n_grid=2)
+
+
+def test_saved_thresholds_reproduce_dev_exactly(tmp_path):
+    """operating_points.json keeps every digit: a threshold sits on a dev score, and 10 digits lose it."""
+    import io
+    import json
+
+    from evaluation.rundir import operating_points_frame
+    from evaluation.summary import write_thresholds
+
+    pred, screens, stays = _split(11)
+    # scores with 15 significant digits, all distinct, as a model's risks are
+    cpn = pred["model"] == "cpn"
+    rng = np.random.default_rng(0)
+    pred.loc[cpn, "risk"] = np.clip(pred.loc[cpn, "risk"] + rng.uniform(0, 1e-3, cpn.sum()), 0, 1)
+    th = choose_thresholds(pred, screens, stays)
+    write_thresholds(th, tmp_path / "operating_points.json")
+    back = operating_points_frame(json.loads((tmp_path / "operating_points.json").read_text()))
+    assert back["threshold"].tolist() == th["threshold"].tolist()  # bit for bit
+    again = apply_thresholds(back, pred, screens, stays).summary.set_index(["model", "operating_point"])
+    for r in th.itertuples():
+        assert again.loc[(r.model, r.operating_point), "sensitivity"] == r.dev_sensitivity
+    # what pandas' default JSON (10 significant digits) does to the same thresholds
+    rounded = pd.read_json(io.StringIO(th.to_json(orient="records")))
+    lost = apply_thresholds(rounded, pred, screens, stays).summary
+    assert (lost["sensitivity"].to_numpy() != th["dev_sensitivity"].to_numpy()).sum() == 2

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from evaluation.subgroups import (alternative_outcome, define_subgroups, protocol_sensitivity, run_by_subgroup,
-                                 sensitivity_grid)
+from evaluation.sensitivity import alternative_outcome, protocol_sensitivity, sensitivity_grid
+from evaluation.subgroups import define_subgroups, run_by_subgroup
 
 T = pd.Timestamp("2022-01-01")
 H = pd.Timedelta(hours=1)
@@ -47,7 +47,10 @@ def tables():
 def test_definitions(tables):
     stays, screens, _ = tables
     sg = define_subgroups(stays, screens)
-    assert set(sg) == {"episode_length", "department", "survival", "bsi", "onset_setting", "admission_day", "surgery"}
+    assert set(sg) == {"episode_length", "department", "survival", "bsi", "onset_setting", "admission_day", "surgery",
+                       "surgical"}
+    assert sg["surgical"].labels.tolist() == ["non-surgical", "surgical", "non-surgical", "non-surgical", "surgical",
+                                              "non-surgical"]
     assert sg["episode_length"].labels.tolist() == ["0-2 d", "0-2 d", "2-5 d", "5-10 d", ">10 d", "5-10 d"]
     assert sg["episode_length"].levels == ["0-2 d", "2-5 d", "5-10 d", ">10 d"]
     assert sg["survival"].labels.tolist() == ["non-survivor", "survivor", "survivor", None, "survivor", "non-survivor"]
@@ -65,6 +68,17 @@ def test_definitions(tables):
     s2 = surg[screens["stay_id"] == 2]
     assert s2.iloc[:9].eq("pre-surgery").all() and s2.iloc[9:].eq("post-surgery").all()  # surgery at hour 10
     assert surg[screens["stay_id"] == 1].eq("no surgery").all()
+
+
+def test_age_sex_and_source(tables):
+    stays, _, _ = tables
+    st = stays.assign(age=[15.0, 44.9, 45.0, 79.9, 80.0, None], sex=["F", "M", "F", None, "M", "F"],
+                      source=["physionet2019"] * 3 + ["mimic3"] * 3)
+    sg = define_subgroups(st)
+    assert sg["age_band"].labels.tolist() == ["< 45", "< 45", "45-64", "65-79", ">= 80", None]
+    assert sg["age_band"].levels == ["< 45", "45-64", "65-79", ">= 80"]
+    assert sg["sex"].levels == ["F", "M"] and sg["source"].levels == ["mimic3", "physionet2019"]
+    assert "source" not in define_subgroups(st.assign(source="physionet2019"))  # one source: no subgroup
 
 
 def test_four_day_rule_threshold(tables):

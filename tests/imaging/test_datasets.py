@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from ehr.schema import CXR_FINDINGS
 from imaging.contract import ImageContractError
@@ -109,3 +110,53 @@ def test_nih_folder_multilabel(cxr_data_dir):
     assert s.findings == CXR_FINDINGS
     all14 = read_image_folder(cxr_data_dir / "nih_cxr14_sample", 32, limit=4)
     assert "Effusion" in all14.findings and "no_finding" not in all14.findings
+
+
+def test_internal_splits_are_group_safe_and_fixed():
+    from imaging.datasets import internal_splits
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), rng.integers(1, 4, 200))
+    y = (groups % 4 != 0).astype(float)  # a class per patient, 75 % positive
+    parts = internal_splits(groups, y)
+    allidx = np.concatenate(list(parts.values()))
+    assert sorted(allidx.tolist()) == list(range(len(groups)))
+    sets = {k: set(groups[v]) for k, v in parts.items()}
+    assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"] and not sets["val"] & sets["test"]
+    assert len(sets["test"]) == 30 and abs(len(sets["val"]) - 30) <= 1  # 15 % of 200 patients each (rounded up)
+    for v in parts.values():
+        assert 0.6 < y[v].mean() < 0.9  # stratified
+    again = internal_splits(groups, y)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+
+
+def test_class_folders_and_cache(tmp_path):
+    from imaging.datasets import cached_image_folder, read_class_folders, read_labelled
+
+    for cls, n in (("NORMAL", 2), ("PNEUMONIA", 3)):
+        (tmp_path / "cls" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 24), dtype=np.uint8)).save(
+                tmp_path / "cls" / cls / f"{i}.png")
+    s = read_labelled(tmp_path / "cls", 16, ("pneumonia",))
+    assert s.images.shape == (5, 16, 16) and s.labels[:, 0].tolist() == [0, 0, 1, 1, 1]
+    assert s.ids[0] == "NORMAL/0.png"
+    (tmp_path / "cls" / "OTHER").mkdir()
+    with pytest.raises(ValueError, match="OTHER"):
+        read_class_folders(tmp_path / "cls", 16, ("pneumonia",))
+    with pytest.raises(FileNotFoundError, match="no labels.csv"):
+        read_labelled(tmp_path / "cls" / "OTHER", 16, ("pneumonia",))
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    for i in range(4):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 20), dtype=np.uint8)).save(root / f"{i}.png")
+    pd.DataFrame({"image": [f"{i}.png" for i in range(4)], "pneumonia": [0, 1, 0, 1]}).to_csv(root / "labels.csv",
+                                                                                             index=False)
+    first = cached_image_folder(root, 16, tmp_path / "c.npz")
+    (root / "0.png").unlink()  # the cache answers without reading images again
+    again = cached_image_folder(root, 16, tmp_path / "c.npz")
+    assert np.array_equal(first.images, again.images) and again.findings == ("pneumonia",)
+    pd.DataFrame({"image": [f"{i}.png" for i in range(1, 4)], "pneumonia": [1, 0, 1]}).to_csv(root / "labels.csv",
+                                                                                             index=False)
+    assert len(cached_image_folder(root, 16, tmp_path / "c.npz")) == 3  # labels changed: rebuilt

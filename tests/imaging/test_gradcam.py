@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imaging.gradcam import grad_cam, overlay_heatmap, save_grad_cam
+from imaging.gradcam import grad_cam, lung_heat_fraction, overlay_heatmap, save_grad_cam, target_layer
 from imaging.models import CXRFindingModel
 
 
@@ -22,22 +22,46 @@ def test_heatmap_shape_range_and_mode(model, effusion_images):
     assert all(p.grad is None for p in model.parameters())
 
 
+class _RightHalf(torch.nn.Module):
+    """A trunk whose one-channel map is the (shifted) image on the right half and zero on the left."""
+
+    def forward(self, x):
+        mask = torch.zeros_like(x)
+        mask[..., x.shape[-1] // 2:] = 1.0
+        return (x + 2.0) * mask
+
+
 def test_heatmap_follows_the_evidence():
-    # a hand-built model whose logit is the mean brightness of the right half: Grad-CAM must light it
+    # a hand-built model whose logit is the mean of the right half: Grad-CAM must light it, not the left
     m = CXRFindingModel(arch="small", findings=("f",), image_size=32)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
-    m.trunk = torch.nn.Sequential(torch.nn.Identity())
+    m.trunk = torch.nn.Sequential(torch.nn.Identity(), _RightHalf())
     m.head = torch.nn.Linear(1, 1)
     with torch.no_grad():
         m.head.weight.fill_(1.0)
-    mask = torch.zeros(1, 1, 32, 32)
-    mask[..., 16:] = 1.0
-    m.feature_map = lambda x: ((x - 0.5) / 0.25 + 2.0) * mask  # keeps the graph, zero on the left half
     img = np.random.default_rng(0).integers(50, 200, (32, 32), dtype=np.uint8)
     h = grad_cam(m, img, "f")
     assert h[:, :15].max() < 0.05 and h[:, 17:].mean() > 0.3
+
+
+def test_target_layer_is_fine_enough():
+    m = CXRFindingModel(arch="resnet18n_eq", findings=("f",), image_size=224)
+    layer, side = target_layer(m, return_side=True)
+    assert side == 14 and layer in (m.trunk, m.trunk[-1])  # the last stage's output, 14 x 14
+    small = CXRFindingModel(arch="small", findings=("f",), image_size=224)
+    assert target_layer(small, return_side=True)[1] == 14  # not the last 7 x 7 block
+
+
+def test_lung_heat_fraction_on_a_synthetic_film():
+    # the hand-built model's heat is the right half: about half of it falls on the right lung's side
+    from imaging.lungs import synthetic_film
+
+    m = CXRFindingModel(arch="small", findings=("f",), image_size=96)
+    m.trunk = torch.nn.Sequential(torch.nn.Identity(), _RightHalf())
+    m.head = torch.nn.Linear(1, 1)
+    films = np.stack([synthetic_film(96, seed=s, marker=True) for s in range(3)])
+    r = lung_heat_fraction(m, films, "f", labels=[1, 0, 1])
+    assert r["n"] == 3 and r["template_masks"] == 0
+    assert 0.1 < r["lung_mean"] < 0.6 and r["marker_mean"] == 0.0  # the marker sits on the cold left side
 
 
 def test_unknown_finding(model, effusion_images):

@@ -71,7 +71,35 @@ def _imaging(tmp_path) -> Case:
     return Case(m, studies, "image_path", "model.safetensors", (CXRFindingModel, "load_weights"))
 
 
-KINDS = {"cpn": _cpn, "gbdt": _gbdt, "imaging": _imaging}
+def _stack() -> Case:
+    import lightgbm
+    from scipy.special import expit
+
+    from fusion.stacking import StackClassifier
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(float)
+    t = pd.DataFrame({"stay_id": np.arange(400) // 8, "screen_time": pd.Timestamp("2020-01-01")
+                      + pd.to_timedelta(np.arange(400) % 8, unit="h"), "onset_in_h": np.where(y > 0, 6.0, np.nan),
+                      "risk_cpn": expit(2 * y - 1 + rng.normal(size=400)), "risk_lightgbm": rng.random(400)})
+    m = StackClassifier(meta="lightgbm", n_estimators=10, min_child_samples=20).fit(t)
+    return Case(m, t, "risk_cpn", "meta_lightgbm.txt", (lightgbm, "Booster"))
+
+
+def _deep(strategy: str | None) -> Case:
+    import safetensors.torch
+
+    from fusion._demo import demo_screens
+    from fusion.models import FusionModel, SequenceModel
+
+    s = demo_screens(n_stays=18, seed=0, hours=6, images=strategy is not None)
+    tiny = {"hidden": 8, "head_hidden": 8, "epochs": 1, "batch_size": 8, "random_state": 0}
+    m = (SequenceModel(**tiny) if strategy is None else FusionModel(strategy, max_images=2, image_proj=4, **tiny)).fit(s)
+    return Case(m, s, m.features_in_[0], "weights.safetensors", (safetensors.torch, "load_file"))
+
+
+KINDS = {"cpn": _cpn, "gbdt": _gbdt, "imaging": _imaging, "stack": _stack,
+         "sequence": lambda: _deep(None), "fusion": lambda: _deep("mid")}
 
 
 def test_every_registered_kind_is_checked_here():

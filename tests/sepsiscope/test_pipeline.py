@@ -96,8 +96,8 @@ def test_cli_ingest_physionet_bad_zip_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
     r = runner.invoke(app, ["ingest", str(bad), "--out", str(tmp_path / "c"), "--no-progress"])
-    assert r.exit_code == 2
-    assert "bad.zip" in r.output
+    assert r.exit_code == 1  # a data error: the file exists but cannot be read
+    assert "bad.zip" in r.output and not (tmp_path / "c").exists()
 
 
 def test_cli_report_rewrites_html(tiny_run, tmp_path):

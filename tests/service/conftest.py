@@ -57,6 +57,8 @@ def served(tmp_path_factory) -> Served:
     threshold = float(np.quantile(risk[screens["new_data"].to_numpy()], 0.9))
     ops = [{"model": "cpn", "operating_point": "news2>=5", "threshold": threshold}]
     (root / "operating_points.json").write_text(json.dumps(ops))
+    # root stands for a run directory: explain --run and serve --run read only complete ones
+    (root / "run.json").write_text(json.dumps({"complete": True}))
     return Served(root / "cohort", root / "models" / "cpn", root / "models" / "gbdt", threshold, screens)
 
 

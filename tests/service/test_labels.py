@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sepsiscope.service.labels import feature_label, feature_unit, state_label
+from ehr.state_labels import feature_label, feature_unit, state_label
 
 
 @pytest.mark.parametrize("variant", ["physionet", "full"])
@@ -30,6 +30,6 @@ def test_every_concept_state_reads_as_an_interval(variant):
 
 def test_units_and_labels_of_context_and_testing_nodes():
     assert (feature_unit("temp"), feature_unit("hr"), feature_unit("gcs"), feature_unit("age_band")) == \
-        ("°C", "/min", "", "y")
-    assert feature_label("bloodgas_tested_24h") == "Blood gas tested in the last 24 h"
-    assert state_label("hours_band", "ge72") == "≥72 h" and state_label("temp", None) == ""
+        ("°C", "/min", "", "years")
+    assert feature_label("bloodgas_tested_24h") == "Blood gas measured in the last 24 h"
+    assert state_label("hours_band", "ge72") == "≥ 72 h" and state_label("temp", None) == ""

@@ -52,9 +52,12 @@ Bad input is counted in the :class:`~ehr.sources.report.IngestReport` with file,
 a missing optional table (skipped), an unmapped item id (skipped), an unparseable timestamp or
 id (row rejected), a charted value with text only (kept, ``text_value`` set, ``numeric_value``
 null), a value outside the plausible range (repaired or rejected). A missing required table
-(icustays, admissions, patients) or a table from the other MIMIC version raises
-:class:`~ehr.sources.report.IngestError`. A CSV line with too few fields reads as empty cells (then
-counted, e.g. as a missing timestamp); extra trailing fields are ignored by the CSV parser.
+(icustays, admissions, patients; and chartevents, labevents, prescriptions, microbiologyevents,
+without which Sepsis-3 cannot be labelled, unless named in ``allow_missing``), a truncated or corrupt
+table, or a table from the other MIMIC version raises :class:`~ehr.sources.report.IngestError`.
+Symlinks to files outside the folder are not followed (counted). A CSV line with too few or too many
+fields is left out and counted (``wrong number of fields``, with its line number). Large tables are
+streamed a block at a time (:mod:`ehr.sources.mimic.tables`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from ehr.sources.mimic.infusions import vasopressor_events, ventilation_events
 from ehr.sources.mimic.items import EVENT_COLUMNS, chart_signals, concept_events, is_antibiotic, load_item_map, make_events
 from ehr.sources.mimic.stays import assign_stays, finish_stays, read_stays
 from ehr.sources.mimic.tables import MimicTables, detect_version, index_files
+from ehr.sources.flow import reader_flow
 from ehr.sources.report import IngestError, IngestReport
 
 __all__ = ["read_mimic", "NAMESPACE", "SOURCE"]
@@ -79,7 +83,7 @@ NAMESPACE = {"iii": "MIMIC-III", "iv": "MIMIC-IV"}
 SOURCE = {"iii": "mimic3", "iv": "mimic4"}
 
 
-def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Cohort:
+def read_mimic(path, version: str = "auto", definition: str = "sepsis3", allow_missing=()) -> Cohort:
     """Read a MIMIC-III or MIMIC-IV copy into ``events`` and ``stays`` with Sepsis-3 labels.
 
     Parameters
@@ -87,6 +91,9 @@ def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Coho
     path : the MIMIC-III folder of tables, or the MIMIC-IV folder holding ``hosp/`` and ``icu/``
     version : ``"auto"`` (MIMIC-IV when ``hosp/``/``icu/`` exist), ``"iii"`` or ``"iv"``
     definition : onset definition for the labels, see :func:`ehr.labels.definition_params`
+    allow_missing : tables that may be missing (of :data:`~ehr.sources.mimic.tables.ALLOWABLE`);
+        without this, a missing required table raises :class:`~ehr.sources.report.IngestError`.
+        The report names the tables allowed to be missing (``allowed_missing``).
 
     Returns
     -------
@@ -116,7 +123,7 @@ def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Coho
     ns = NAMESPACE[detected]
     report = IngestReport(source=f"{SOURCE[detected]}:{root}")
     report.definition = params
-    tb = MimicTables(root, detected, report)
+    tb = MimicTables(root, detected, report, allow_missing)
     t0 = last = time.perf_counter()
 
     def lap(step: str) -> None:
@@ -153,7 +160,10 @@ def read_mimic(path, version: str = "auto", definition: str = "sepsis3") -> Coho
     report.timings["total"] = round(time.perf_counter() - t0, 3)
     validate(events, "events", source=str(root))
     validate(stays, "stays", source=str(root))
-    meta = {"source": SOURCE[detected], "path": str(root), "definition": definition}
+    reader_flow(report, n_seen=tb.stay_flow.get("read", len(stays)), what=f"ICU stay rows ({tb.path('icustays').name})",
+                stays=stays, excluded=tb.stay_flow.get("excluded"))
+    meta = {"source": SOURCE[detected], "path": str(root), "definition": definition,
+            "allowed_missing": list(tb.allow_missing)}
     return Cohort(events, stays, meta=meta, report=report)
 
 

@@ -37,17 +37,18 @@ def read_stays(tb: MimicTables) -> pd.DataFrame:
         "stay_id": tb.ints(icu, sid_col), "department": icu.get("first_careunit"),
         "admit_time": tb.times(icu, "intime"), "discharge_time": tb.times(icu, "outtime"),
     })
+    excluded = {}
     bad = st[["subject_id", "stay_id", "admit_time", "discharge_time"]].isna().any(axis=1)
-    if bad.any():
-        ex = icu.loc[bad].iloc[0]
-        report.add(icu.attrs["file"], int(ex["_row"]), None, "ICU stay without id, intime or outtime",
-                   "rejected_row", n=int(bad.sum()))
-    st = st.loc[~bad]
-    dup = st.duplicated("stay_id")
-    if dup.any():
-        report.add(icu.attrs["file"], int(icu.loc[dup[dup].index[0], "_row"]), sid_col, "duplicate stay id",
-                   "rejected_row", n=int(dup.sum()))
-        st = st.loc[~dup]
+    backwards = ~bad & (st["discharge_time"] < st["admit_time"])
+    dup = ~bad & ~backwards & st["stay_id"].duplicated()
+    for mask, field, problem in ((bad, None, "ICU stay without id, intime or outtime"),
+                                 (backwards, "outtime", "ICU stay with outtime before intime"),
+                                 (dup, sid_col, "duplicate stay id")):
+        if mask.any():
+            ex = icu.loc[mask[mask].index[0]]
+            report.add(icu.attrs["file"], int(ex["_row"]), field, problem, "rejected_row", n=int(mask.sum()))
+            excluded[problem] = int(mask.sum())
+    st = st.loc[~(bad | backwards | dup)]
     st = st.astype({"subject_id": "int64", "stay_id": "int64"})
     adm = adm.assign(hadm_id=pd.to_numeric(adm["hadm_id"], errors="coerce"),
                      admittime=tb.times(adm, "admittime", required=False))
@@ -60,9 +61,15 @@ def read_stays(tb: MimicTables) -> pd.DataFrame:
         st["death"] = None
     pat = pat.assign(subject_id=pd.to_numeric(pat["subject_id"], errors="coerce")).dropna(subset=["subject_id"])
     pat = pat.drop_duplicates("subject_id").set_index("subject_id")
-    st["sex"] = st["subject_id"].map(pat["gender"]).where(lambda s: s.isin(["F", "M"]))
+    sex = st["subject_id"].map(pat["gender"])
+    odd = sex.notna() & ~sex.isin(["F", "M"])
+    if odd.any():
+        report.add(tb.files[LAYOUT[v]["patients"]].name, None, "gender", "sex not F or M", "rejected_value",
+                   f"e.g. {sex[odd].iloc[0]!r}", n=int(odd.sum()))
+    st["sex"] = sex.where(sex.isin(["F", "M"]))
     st["age"] = _age(st, pat, tb)
     st["source"] = {"iii": "mimic3", "iv": "mimic4"}[v]
+    tb.stay_flow = {"read": len(icu), "excluded": excluded}
     return st.reset_index(drop=True)
 
 
@@ -82,7 +89,11 @@ def _age(st: pd.DataFrame, pat: pd.DataFrame, tb: MimicTables) -> pd.Series:
                       "dob" if tb.version == "iii" else "anchor_age",
                       "age over 89 (shifted by de-identification)", "repaired", f"set to {AGE_OVER_89}",
                       n=int(old.sum()))
-    return age.where(~old, AGE_OVER_89).astype("float64")
+    negative = age < 0
+    if negative.any():
+        tb.report.add(tb.files[LAYOUT[tb.version]["patients"]].name, None, "dob" if tb.version == "iii" else "anchor_age",
+                      "age below 0 at ICU admission", "rejected_value", n=int(negative.sum()))
+    return age.where(~old, AGE_OVER_89).where(~negative).astype("float64")
 
 
 def assign_stays(df: pd.DataFrame, stays: pd.DataFrame, report: IngestReport, file: str,

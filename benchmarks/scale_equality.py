@@ -1,0 +1,123 @@
+"""The Dask path gives the single-process path's answers on PhysioNet set A (issue #19, item 4).
+
+Runs the main job twice on the same source, once in one process (``run_main_job``) and once per
+partition on a Dask ``LocalCluster`` (``run_partitioned``), then compares:
+
+* screens: every part built on the workers, concatenated and sorted, against ``build_screens``
+  of the whole cohort (must be identical);
+* CPN parameters: every CPD entry (target: |difference| <= 1e-9), learned half-lives;
+* CPN risks on dev and test (target: <= 1e-12), NEWS2 scores;
+* evaluation tables (``main_table.csv``, ``bootstrap.csv``, ``differences.csv``...): CPN and NEWS2
+  rows must be equal; LightGBM (Dask-trained, no early stopping) is reported by how much it differs.
+
+Usage::
+
+    nice python benchmarks/scale_equality.py --physionet ../shared/data/physionet2019/training_setA.zip \\
+        --out /work/scratch/h-dask/setA --workers 2
+    python benchmarks/scale_equality.py --n-stays 400 --out /tmp/eq      # synthetic, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _cpds(model_dir: Path) -> dict:
+    from sepsiscope.models import load_model
+
+    m = load_model(model_dir)
+    return {v: np.asarray(c) for v, c in m.engine_.cpds.items()}, m.half_lives_
+
+
+def _compare_tables(a_dir: Path, b_dir: Path) -> dict:
+    out = {}
+    for name in sorted(p.name for p in a_dir.glob("*.csv")):
+        if not (b_dir / name).exists():
+            out[name] = "missing in the Dask run"
+            continue
+        a, b = pd.read_csv(a_dir / name), pd.read_csv(b_dir / name)
+        if "model" not in a.columns:
+            out[name] = "equal" if a.equals(b) else "differs"
+            continue
+        res = {}
+        for model in sorted(set(a["model"]) | set(b["model"])):
+            x = a[a["model"] == model].reset_index(drop=True)
+            y = b[b["model"] == model].reset_index(drop=True)
+            if x.equals(y):
+                res[model] = "equal"
+                continue
+            num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and c in y.columns]
+            diff = (x[num] - y[num]).abs().max().max() if len(x) == len(y) and num else None
+            res[model] = f"differs (max |numeric difference| {diff})"
+        out[name] = res
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--physionet", type=Path)
+    ap.add_argument("--n-stays", type=int, default=400)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--n-boot", type=int, default=200)
+    args = ap.parse_args()
+
+    from ehr.cohort import Cohort
+    from ehr.partitions import PartitionedTable
+    from ehr.screens import build_screens
+    from sepsiscope.pipeline import RunConfig, run_main_job
+    from sepsiscope.scale import DaskMapper, dask_client
+    from sepsiscope.scale.pipeline import run_partitioned
+
+    source = dict(source="physionet", path=str(args.physionet)) if args.physionet else {}
+    kw = dict(**source, n_stays=args.n_stays, n_boot=args.n_boot, partitions=args.partitions)
+    single, dask_dir = args.out / "single", args.out / "dask"
+    timings = {}
+    if args.physionet is None and args.n_stays > 5000:
+        raise SystemExit("synthetic: the partitioned path streams chunks of 5000 stays, a different cohort above that")
+    t = time.perf_counter()
+    run_main_job(single, RunConfig(**kw))
+    timings["single_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
+        run_partitioned(dask_dir, RunConfig(**kw), DaskMapper(client))
+    timings["dask_s"] = round(time.perf_counter() - t, 1)
+
+    report: dict = {"timings": timings, "workers": args.workers, "partitions": args.partitions}
+    cohort = Cohort.load(dask_dir / "parts" / "cohort")
+    whole = build_screens(cohort.events, cohort.stays, cohort.cxr, until_onset=False)
+    parts = PartitionedTable(dask_dir / "parts" / "screens", "screens").read_all()
+    parts = parts.sort_values(["stay_id", "screen_time"], kind="stable").reset_index(drop=True)
+    try:
+        pd.testing.assert_frame_equal(parts[whole.columns], whole)
+        report["screens"] = f"identical ({len(whole)} rows, {whole.shape[1]} columns)"
+    except AssertionError as exc:
+        report["screens"] = f"DIFFER: {str(exc)[:300]}"
+    (a, hl_a), (b, hl_b) = _cpds(single / "models" / "cpn"), _cpds(dask_dir / "models" / "cpn")
+    report["cpn_max_abs_cpd_difference"] = float(max(np.abs(a[v] - b[v]).max() for v in a))
+    report["cpn_half_lives_equal"] = bool(hl_a == hl_b)
+    pa, pb = (pd.read_parquet(d / "predictions.parquet") for d in (single, dask_dir))
+    for model in sorted(set(pa["model"])):
+        x = pa[pa["model"] == model].reset_index(drop=True)
+        y = pb[pb["model"] == model].reset_index(drop=True)
+        same_keys = len(x) == len(y) and (x[["stay_id", "screen_time", "split"]] == y[["stay_id", "screen_time",
+                                                                                      "split"]]).all().all()
+        report[f"{model}_risk_max_abs_difference"] = float((x["risk"] - y["risk"]).abs().max()) if same_keys \
+            else f"keys differ ({len(x)} vs {len(y)} rows)"
+    report["tables"] = _compare_tables(single, dask_dir)
+    report["tables_in_tables_dir"] = _compare_tables(single / "tables", dask_dir / "tables") \
+        if (single / "tables").is_dir() else {}
+    text = json.dumps(report, indent=1, default=str)
+    (args.out / "equality.json").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The pipeline per partition (sepsiscope/scale): serial and Dask paths, atomic outputs, lost workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cpn import SepsisCPN
+from ehr.cohort import Cohort
+from ehr.partitions import PartitionedTable, PartitionError, bucket_of, part_name, write_part
+from ehr.screens import build_screens
+from ehr.synthetic import write_synthetic
+from sepsiscope.cli import app, dask_argv
+from sepsiscope.scale import DaskMapper, SerialMapper, build_screens_partitioned, dask_client, predict_partitioned
+
+pytest.importorskip("distributed")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scale")
+    write_synthetic(d / "cohort", 120, seed=5, partitions=6, chunk_stays=50)
+    whole = Cohort.load(d / "cohort")
+    screens = build_screens(whole.events, whole.stays, whole.cxr)
+    model = SepsisCPN("full", half_lives="prior", max_iter=3).fit(screens)
+    model.save(d / "cpn")
+    return d, screens, model
+
+
+@pytest.fixture(scope="module")
+def threads_client():
+    with dask_client(n_workers=2, processes=False, memory_limit="2GB") as client:
+        yield client
+
+
+def _sorted(df):
+    return df.sort_values(["stay_id", "screen_time"], kind="stable").reset_index(drop=True)
+
+
+def test_screens_per_partition_equal_the_whole_table(cohort, threads_client, tmp_path):
+    d, screens, _ = cohort
+    for name, mapper in (("serial", SerialMapper()), ("dask", DaskMapper(threads_client))):
+        out, report = build_screens_partitioned(d / "cohort", tmp_path / name, mapper)
+        assert report["screens"] == len(screens) and report["stays"] == 120
+        got = _sorted(PartitionedTable(out, "screens").read_all())
+        pd.testing.assert_frame_equal(got[screens.columns], screens, obj=name)
+        assert list(got.columns) == list(screens.columns)
+
+
+def test_scores_and_explanations_per_partition(cohort, threads_client, tmp_path):
+    d, screens, model = cohort
+    sdir, _ = build_screens_partitioned(d / "cohort", tmp_path / "screens", SerialMapper())
+    counts = predict_partitioned(d / "cpn", sdir, tmp_path / "pred", DaskMapper(threads_client),
+                                 explain_out=tmp_path / "ex", explain_threshold=0.3)
+    pred = _sorted(PartitionedTable(tmp_path / "pred", "predictions").read_all())
+    np.testing.assert_allclose(pred["risk"], model.predict_proba(screens)[:, 1], rtol=0, atol=1e-12)
+    risky = screens.loc[model.predict_proba(screens)[:, 1] >= 0.3]
+    assert counts == {"screens": len(screens), "explained": len(risky)}
+    ex = PartitionedTable(tmp_path / "ex", "explanations").read_all()
+    want = model.explain(risky)
+    assert len(ex) == len(want) and set(ex.stay_id) == set(risky.stay_id)
+
+
+def test_a_bad_part_fails_the_run_and_writes_no_table(cohort, threads_client, tmp_path):
+    d, _, _ = cohort
+    sdir, _ = build_screens_partitioned(d / "cohort", tmp_path / "screens", SerialMapper())
+    part0 = PartitionedTable(sdir, "screens").read(0)
+    write_part(PartitionedTable(sdir, "screens").read(1), sdir, "screens", 0)  # a stay in two buckets
+    with pytest.raises(PartitionError, match="belongs to part 1 of 6, not 0"):
+        predict_partitioned(d / "cpn", sdir, tmp_path / "pred", DaskMapper(threads_client, retries=0))
+    assert not (tmp_path / "pred").exists()
+    write_part(part0, sdir, "screens", 0)
+    (sdir / part_name(4)).unlink()
+    with pytest.raises(PartitionError, match="part-00004.parquet"):
+        predict_partitioned(d / "cpn", sdir, tmp_path / "pred")
+    assert not (tmp_path / "pred").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_scoring_is_replaced_and_the_table_is_complete(cohort, tmp_path):
+    d, screens, model = cohort
+    sdir, _ = build_screens_partitioned(d / "cohort", tmp_path / "screens", SerialMapper())
+    with dask_client(n_workers=2, memory_limit="2GB") as client:
+        pids = client.run(os.getpid)
+        result, errors = {}, []
+
+        def score():
+            try:
+                result["counts"] = predict_partitioned(d / "cpn", sdir, tmp_path / "pred", DaskMapper(client))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        worker = threading.Thread(target=score)
+        worker.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(client.processing().values()):
+            time.sleep(0.01)
+        victim, pid = next(iter(pids.items()))
+        os.kill(pid, signal.SIGKILL)  # mid-scoring: the nanny restarts it, the scheduler reruns its tasks
+        worker.join(120)
+        assert not errors and result["counts"]["screens"] == len(screens)
+        assert client.run(os.getpid).get(victim) != pid
+    pred = _sorted(PartitionedTable(tmp_path / "pred", "predictions").read_all())
+    np.testing.assert_allclose(pred["risk"], model.predict_proba(screens)[:, 1], rtol=0, atol=1e-12)
+
+
+def test_cli_partitioned_simulate_screens_and_predict(cohort, tmp_path):
+    d, _, _ = cohort
+    r = runner.invoke(app, ["simulate", "--n-stays", "30", "--partitions", "3", "--chunk-stays", "20",
+                            "--out", str(tmp_path / "c"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert Cohort.load(tmp_path / "c").meta["chunk_stays"] == 20
+    r = runner.invoke(app, ["screens", str(tmp_path / "c"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert PartitionedTable(tmp_path / "c" / "screens").partitions == 3
+    r = runner.invoke(app, ["predict", str(d / "cpn"), "--screens", str(tmp_path / "c" / "screens"),
+                            "--out", str(tmp_path / "p"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert PartitionedTable(tmp_path / "p", "predictions").rows == PartitionedTable(tmp_path / "c" / "screens").rows
+    runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "u"), "--no-progress"])
+    r = runner.invoke(app, ["screens", str(tmp_path / "u"), "--dask", "local", "--no-progress"])
+    assert r.exit_code == 2 and "--partitions N" in r.output
+
+
+def test_bare_dask_option_means_a_local_cluster():
+    assert dask_argv(["run", "--dask"]) == ["run", "--dask", "local"]
+    assert dask_argv(["screens", "--dask", "10.0.0.5:8786", "c"]) == ["screens", "--dask", "10.0.0.5:8786", "c"]
+    assert dask_argv(["screens", "c", "--dask", "--no-progress"]) == ["screens", "c", "--dask", "local",
+                                                                       "--no-progress"]
+
+
+def test_buckets_route_fired_alarms_to_their_part(cohort):
+    _, screens, _ = cohort
+    b = bucket_of(screens["stay_id"], 6)
+    assert (pd.Series(b).groupby(screens["stay_id"].to_numpy()).nunique() == 1).all()
+
+
+def test_gbdt_cut_where_early_stopping_stops(cohort):
+    """The Dask GBDT trains every round, then is cut where fit()'s early stopping would have stopped."""
+    from ehr.splits import holdout_groups
+    from gbdt import GBDTClassifier
+    from sepsiscope.scale.gbdt_fit import _early_stopping_iteration
+
+    _, screens, _ = cohort
+    stopped = GBDTClassifier(n_estimators=80, early_stopping_rounds=5, random_state=2).fit(screens)
+    assert stopped.n_estimators_ < 80
+    tr, va = holdout_groups(screens["stay_id"].to_numpy(), 0.1, y=screens["label"].to_numpy(), random_state=2)
+    full = GBDTClassifier(n_estimators=80, early_stopping_rounds=None, random_state=2).fit(screens.iloc[tr])
+    X_va = full.features_.transform(screens.iloc[va])[full.feature_names_].to_numpy(dtype="float32")
+    assert _early_stopping_iteration(stopped, full.booster_, X_va, screens["label"].to_numpy()[va]) == \
+        stopped.n_estimators_
+
+
+@pytest.mark.slow
+def test_partitioned_main_job_reports_what_the_single_process_job_reports(tmp_path):
+    """Up to one generator chunk the partitioned source is generate_cohort's cohort: same run, same tables."""
+    from sepsiscope.pipeline import RunConfig, run_main_job
+    from sepsiscope.scale.pipeline import run_partitioned
+
+    kw = dict(n_stays=200, seed=4, n_boot=20, cpn_half_lives="prior", cpn_max_iter=3, models=("cpn",),
+              partitions=3)
+    run_main_job(tmp_path / "single", RunConfig(**kw))
+    run_partitioned(tmp_path / "parts", RunConfig(**kw), SerialMapper())
+    a, b = (pd.read_csv(tmp_path / d / "main_table.csv") for d in ("single", "parts"))
+    pd.testing.assert_frame_equal(a, b)
+    pa, pb = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("single", "parts"))
+    assert (pa[["stay_id", "screen_time", "model", "split"]] == pb[["stay_id", "screen_time", "model", "split"]]).all().all()
+    np.testing.assert_allclose(pa["risk"], pb["risk"], rtol=0, atol=1e-12)
+    assert (tmp_path / "parts" / "test_screens.parquet").exists()
+    assert json.loads((tmp_path / "parts" / "run.json").read_text())["complete"] is True
