@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 200_000])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--partitions", type=int, default=64)
+    ap.add_argument("--stays-per-partition", type=int, default=None,
+                    help="parts of a fixed size instead (ceil(size / N) parts): flat memory per worker")
     ap.add_argument("--single-up-to", type=int, default=50_000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--worker-memory", default="4GB")
@@ -179,10 +181,11 @@ def main() -> None:
         cohort = args.out / f"cohort_{size}"
         shutil.rmtree(cohort, ignore_errors=True)
         t = time.perf_counter()
-        write_synthetic(cohort, size, args.seed, partitions=args.partitions)
+        parts = -(-size // args.stays_per_partition) if args.stays_per_partition else args.partitions
+        write_synthetic(cohort, size, args.seed, partitions=parts)
         simulate_s = time.perf_counter() - t
         print(f"{size:>7} simulate: {simulate_s:.1f} s ({size / simulate_s:,.0f} stays/s), "
-              f"{args.partitions} partitions", flush=True)
+              f"{parts} partitions", flush=True)
         runs = [run_dask(cohort, args.out / "work", w, args) for w in args.workers]
         if size <= args.single_up_to:
             runs.append(run_single(cohort, args.out / "work", args))

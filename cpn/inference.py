@@ -1,5 +1,9 @@
 """Fast exact inference: a compiled, batched variable-elimination engine over numpy.
 
+(Longer than our 400-line guide on purpose: planning, the forward pass, the adjoint sweep and
+the cavity/explanation passes share one plan and one set of private invariants; split apart,
+each piece would need the others' internals.)
+
 The elimination order and every contraction are planned once (:class:`InferenceEngine`), then a
 whole table of soft (virtual) evidence is pushed through as a batch: every evidence factor carries
 a leading row axis, every CPD does not. Evidence leaves are absorbed first (one GEMM per leaf,

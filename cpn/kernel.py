@@ -1,5 +1,6 @@
 """A compiled (numba) kernel for the engine's plan: explains screens several times faster than the
-numpy plan, which stays as the fallback where numba is missing.
+numpy plan, which stays as the fallback where numba is missing. (One cohesive compiler from the
+plan to a term program, hence over the 400-line guide.)
 
 Why a kernel: the numpy plan runs about 3,000 elementary array operations per explained screen,
 each a separate pass over memory, and numpy cannot fuse them. Here the plan -- forward pass,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ehr.artefacts import ModelFormatError, read_model_meta
 
-__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "load_model", "screen_to_explain"]
+__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "model_name_of", "load_model", "screen_to_explain"]
 
 #: ``model.json`` kind -> the class that reads it back (a :class:`ehr.estimator.SepsisEstimator`)
 MODEL_CLASSES: dict[str, str] = {
@@ -47,6 +47,14 @@ def model_class(kind: str) -> type:
 def model_kind(path) -> str:
     """The ``kind`` recorded in ``path/model.json`` (:class:`~ehr.artefacts.ModelFormatError` if none)."""
     return read_model_meta(path)["kind"]
+
+
+def model_name_of(path) -> str:
+    """The name a saved model gives its rows in predictions and operating points (``model_name``:
+    the kind, or what its parameters make it, e.g. ``lightgbm`` for a GBDT), without loading its files."""
+    meta = read_model_meta(path)
+    cls = model_class(meta["kind"])
+    return cls(**cls._config_from_json(meta.get("config", {}))).model_name
 
 
 def load_model(path):

@@ -8,6 +8,9 @@ charted under the first MIMIC-IV item id that ``ehr/mimic_items.toml`` maps to i
 concept's canonical unit (vital signs in ``chartevents``, labs in ``labevents``); concepts
 without such an item (ACVPU, oxygen flags) are not written. Each ICU stay is its own hospital
 admission (``hadm_id = stay_id``); ``anchor_year`` is the admission year, so age comes back whole.
+No cultures or prescriptions are written, so the reader needs
+``allow_missing=("microbiologyevents", "prescriptions")`` and finds no Sepsis-3 onsets: the tables
+test the reader's streaming and scale, not the labels.
 
 Examples
 --------

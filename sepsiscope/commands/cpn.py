@@ -71,12 +71,12 @@ def _explain_sources(run, model, screens):
         if ops.exists():
             import json
 
-            from ehr.artefacts import read_model_meta
+            from sepsiscope.models import model_name_of
 
-            kind = read_model_meta(existing_dir(model, "--model", "model folder"))["kind"]
+            name = model_name_of(existing_dir(model, "--model", "model folder"))
             with data_errors(ops):
                 records = [r for r in json.loads(ops.read_text()) if r.get("operating_point") == "news2>=5"
-                           and r.get("model") in (kind, "lightgbm" if kind == "gbdt" else kind)]
+                           and r.get("model") == name]
                 threshold = float(records[0]["threshold"]) if records else None
     if model is None:
         raise typer.BadParameter("give --run RUN, or --model DIR")

@@ -178,7 +178,12 @@ def screens(
     from ehr.cohort import Cohort, cohort_partitions
 
     existing_dir(cohort, "COHORT", "cohort directory")
-    if dask is not None or cohort_partitions(cohort) is not None:
+    with data_errors(cohort):
+        parts = cohort_partitions(cohort)
+    if dask is not None and parts is None:  # refused before a cluster starts
+        raise UsageError(f"{cohort}: this cohort is one file per table; --dask needs the partitioned layout "
+                         "(write it with `sepsiscope simulate|ingest ... --partitions N`)")
+    if dask is not None or parts is not None:
         from sepsiscope.scale import build_screens_partitioned
 
         out = out or Path(cohort) / "screens"

@@ -126,9 +126,12 @@ def run(
     if partitioned:
         if source == "cohort" and cohort_partitions(path) is None:
             raise UsageError(f"--cohort {path}: --dask runs on a partitioned cohort (write it with --partitions N)")
+        from sepsiscope.scale.pipeline import PARTITIONED_FIT
+
+        per_partition = [n for n in names if PIPELINE_MODELS[n].kind not in PARTITIONED_FIT]
         unsupported = [flag for flag, given in (("--external-*", ext_source), ("--exclusions", exclusions),
                                                 ("--site", site != "A"), ("--oof-folds", oof_folds),
-                                                ("stack in --models", "stack" in names)) if given]
+                                                (f"{', '.join(per_partition)} in --models", per_partition)) if given]
         if unsupported:
             raise UsageError(f"the partitioned (--dask) main job does not support {', '.join(unsupported)} yet; "
                              "run without --dask")
@@ -203,6 +206,12 @@ def predict(
     check_output(out, inputs={"--screens": screens, "--predictions": member_predictions}, model_dirs=[model_dir])
     with data_errors(model_dir):
         model = load_model(model_dir)
+    if getattr(model, "reads_predictions", False):  # a stack: scored from its members' predictions
+        if oof:
+            raise UsageError(f"--oof: a {model.kind} model is fitted on its members' out-of-fold predictions "
+                             "(`sepsiscope train stack`); it has none of its own")
+        if member_predictions is None:
+            raise UsageError(f"a {model.kind} model scores its members' predictions: pass --predictions")
     what = f"{oof}-fold out-of-fold predictions" if oof else "scoring"
     with step(f"{what} of {len(table):,} screens with {model.kind}", progress), data_errors(screens):
         pred = predict_table(model, table, name=name, oof=oof, seed=seed, member_predictions=member_predictions)

@@ -103,7 +103,7 @@ def dask_client(address: str | None = None, *, n_workers: int | None = None, mem
 
     ``n_workers`` (default: one per core) and ``memory_limit`` (per worker, default 80 % of the
     machine's memory split evenly) size the local cluster; ``processes=False`` runs its workers as
-    threads of this process (tests).
+    threads of this process (tests), with no memory limit of their own.
     """
     distributed = require_dask()
     if address:
@@ -114,6 +114,10 @@ def dask_client(address: str | None = None, *, n_workers: int | None = None, mem
     # one thread per worker process for the CPN kernel and BLAS too, so n workers use n cores
     if processes:  # worker processes only: threads of this process take no environment of their own
         size["env"] = {"SEPSISCOPE_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    else:
+        # threaded workers would measure this whole process against their own limit (a test
+        # session passes 2 GB on its own) and pause at 80 %, so their tasks would never run
+        size["memory_limit"] = 0
     with distributed.LocalCluster(processes=processes, dashboard_address=None, **size) as cluster, \
             distributed.Client(cluster) as client:
         yield client

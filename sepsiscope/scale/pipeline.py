@@ -135,11 +135,25 @@ def _stays_part(k: int, cohort_dir: str) -> pd.DataFrame:
     return Cohort.load_partition(cohort_dir, k).stays
 
 
-def run_partitioned(out, cfg: RunConfig, mapper, *, progress: bool = False) -> Path:
-    """The main job per partition (see the module docstring); returns the report's path."""
+def _fit_cpn(model, parts, mapper, cfg):
     from cpn.partitioned import fit_partitioned
+
+    fit_partitioned(model, parts, mapper)
+
+
+def _fit_gbdt(model, parts, mapper, cfg):
     from sepsiscope.scale.gbdt_fit import fit_gbdt_partitioned
 
+    fit_gbdt_partitioned(model, parts, mapper, horizon_h=cfg.horizon_h)
+
+
+#: model kind -> how it trains on the training screens of every partition (map-reduce EM for the
+#: CPN, Dask LightGBM/XGBoost for the GBDT); the partitioned run offers exactly these kinds
+PARTITIONED_FIT = {"cpn": _fit_cpn, "gbdt": _fit_gbdt}
+
+
+def run_partitioned(out, cfg: RunConfig, mapper, *, progress: bool = False) -> Path:
+    """The main job per partition (see the module docstring); returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timed = partial(step, enabled=progress, timings=cfg.timings)
@@ -167,10 +181,7 @@ def run_partitioned(out, cfg: RunConfig, mapper, *, progress: bool = False) -> P
     model_dirs, fitted_info = {}, {}
     for name, model in estimators.items():
         with timed(f"train {name.upper()}"):
-            if model.kind == "cpn":
-                fit_partitioned(model, train, mapper)
-            else:
-                fit_gbdt_partitioned(model, train, mapper, horizon_h=cfg.horizon_h)
+            PARTITIONED_FIT[model.kind](model, train, mapper, cfg)
         model_dirs[model.model_name] = str(model.save(out / "models" / name))
         fitted_info.update(PIPELINE_MODELS[name].run_info(model))
     with timed("score dev and test per partition"):

@@ -133,7 +133,8 @@ def test_interrupt_during_the_swap_is_held_until_the_new_folder_is_in(tmp_path, 
 
 # ---------------------------------------------------------------------------- subprocesses
 def _cli(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SEPSISCOPE_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SEPSISCOPE_THREADS="1",
+               PYTHONUNBUFFERED="1")  # the markers must arrive as they are printed
     return subprocess.Popen([sys.executable, "-m", "sepsiscope.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -157,9 +158,15 @@ def test_sigint_during_run_leaves_the_old_run_or_the_new_one_whole(tmp_path, mar
     _old_run(tmp_path / "r")
     proc = _cli(["run", "--out", "r", "--overwrite", *RUN_ARGS], tmp_path)
     out = _sigint_when(proc, marker)
-    # seconds of work follow either marker (training, evaluation, the report): the signal lands mid-run
-    assert proc.returncode == 130 and "error: interrupted" in out, out
-    assert (tmp_path / "r" / "old.txt").read_text() == "the previous run"
+    # seconds of work follow either marker (training, evaluation, the report), so the signal
+    # usually lands mid-run; on a loaded machine the run may finish first, and then the new run
+    # must be whole (the property is "old or new, whole", not "interrupted")
+    assert proc.returncode in (0, 130), out
+    if proc.returncode == 130:
+        assert "error: interrupted" in out, out
+        assert (tmp_path / "r" / "old.txt").read_text() == "the previous run"
+    else:
+        assert _is_new_run(tmp_path / "r"), out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 

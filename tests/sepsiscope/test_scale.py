@@ -38,7 +38,7 @@ def cohort(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def threads_client():
-    with dask_client(n_workers=2, processes=False, memory_limit="2GB") as client:
+    with dask_client(n_workers=2, processes=False) as client:
         yield client
 
 

@@ -70,8 +70,9 @@ def test_the_stack_is_fitted_on_out_of_fold_rows_and_scores_dev_and_test(stack_r
 def test_the_stack_is_evaluated_and_reported_like_its_members(stack_run):
     main = pd.read_csv(stack_run / "main_table.csv")
     assert set(main.model) == {"cpn", "lightgbm", "news2", "stack"}
-    diffs = pd.read_csv(stack_run / "tables" / "differences_vs_news2.csv")
-    assert "stack" in set(diffs.model)
+    diffs = pd.read_csv(stack_run / "paired_differences.csv")  # every pair, the stack's included
+    assert {("stack", m) for m in ("cpn", "lightgbm", "news2")} <= set(zip(diffs.model_a, diffs.model_b)) | \
+        set(zip(diffs.model_b, diffs.model_a))
     coefs = pd.read_csv(stack_run / "tables" / "stack_coefficients.csv")
     assert list(coefs.member) == ["cpn", "lightgbm", "news2"] and coefs["share"].sum() == pytest.approx(1)
     info = json.loads((stack_run / "run.json").read_text())
