@@ -20,7 +20,7 @@ from sklearn.base import clone
 
 from ehr.artefacts import ModelFormatError
 from ehr.schema import SchemaError, validate
-from sepsiscope.models import MODEL_CLASSES, load_model, model_class
+from sepsiscope.models import MODEL_CLASSES, load_model, model_class, model_name_of
 
 
 @dataclass
@@ -137,6 +137,11 @@ def test_save_load_predicts_identically(case, saved):
     assert type(back) is type(case.model) and back.get_params() == case.model.get_params()
     assert back.features_in_ == case.model.features_in_
     np.testing.assert_array_equal(back.predict_proba(case.data), case.model.predict_proba(case.data))
+
+
+def test_model_name_without_loading_the_files(case, saved):
+    """The name in predictions and operating points (e.g. ``lightgbm`` for a GBDT), from model.json alone."""
+    assert model_name_of(saved) == case.model.model_name
 
 
 def test_another_kind_is_refused(case, saved):
