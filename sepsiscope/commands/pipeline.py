@@ -162,6 +162,8 @@ def predict(
     seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed of the --oof fold assignment."),
     member_predictions: Path = typer.Option(None, "--predictions", help="A stack: its members' predictions "
                                             "parquet on the screens."),
+    embeddings: Path = typer.Option(None, "--embeddings", help="CXR embeddings parquet to attach to the screens "
+                                    "(a fusion model reads them; `sepsiscope train fusion --embeddings`)."),
     explain_out: Path = typer.Option(None, "--explain-out", help="Partitioned screens: also write the "
                                      "explanations of screens at or above --explain-above here."),
     explain_above: float = typer.Option(0.5, "--explain-above", min=0.0, max=1.0,
@@ -183,8 +185,9 @@ def predict(
         if not is_partitioned(screens):
             raise UsageError(f"--screens {screens}: --dask scores a partitioned screens folder (build it with "
                              "`sepsiscope screens COHORT` on a partitioned cohort)")
-        if oof or member_predictions is not None:
-            raise UsageError("--oof and --predictions score one screens table; run them without --dask")
+        if oof or member_predictions is not None or embeddings is not None:
+            raise UsageError("--oof, --predictions and --embeddings score one screens table; run them without "
+                             "--dask")
         with mapper_for(dask) as mapper, step(f"scoring {screens} per partition", progress), data_errors(screens):
             counts = predict_partitioned(model_dir, screens, out, mapper, name=name, explain_out=explain_out,
                                          explain_threshold=explain_above)
@@ -200,7 +203,12 @@ def predict(
     if oof == 1:
         raise typer.BadParameter("out-of-fold predictions need at least 2 folds", param_hint="--oof")
     table = read_screens(screens)
-    check_output(out, inputs={"--screens": screens, "--predictions": member_predictions}, model_dirs=[model_dir])
+    check_output(out, inputs={"--screens": screens, "--predictions": member_predictions, "--embeddings": embeddings},
+                 model_dirs=[model_dir])
+    if embeddings is not None:
+        from sepsiscope.commands.fusion import attach_embeddings_file
+
+        table = attach_embeddings_file(table, embeddings)
     with data_errors(model_dir):
         model = load_model(model_dir)
     what = f"{oof}-fold out-of-fold predictions" if oof else "scoring"
