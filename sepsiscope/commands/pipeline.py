@@ -64,8 +64,18 @@ def run(
     gbdt_n_estimators: int = typer.Option(300, "--gbdt-n-estimators", min=1, max=100_000, help="Boosting rounds "
                                           "(early stopping may use fewer)."),
     cpn_max_iter: int = typer.Option(30, "--cpn-max-iter", min=1, max=10_000, help="CPN EM iterations."),
-    models: str = typer.Option("cpn,gbdt", "--models", help="Comma-separated: cpn, gbdt, stack (NEWS2 always "
-                               "runs; stack is fitted on the others' out-of-fold predictions on train)."),
+    models: str = typer.Option("cpn,gbdt", "--models", help="Comma-separated: cpn, gbdt, sequence (LSTM over the "
+                               "hourly screens), fusion (EHR + chest X-ray; sources with CXR studies: the "
+                               "synthetic cohort), stack (fitted on the others' out-of-fold predictions on "
+                               "train). NEWS2 always runs."),
+    deep_epochs: int = typer.Option(10, "--deep-epochs", min=1, max=10_000, help="sequence, fusion: most training "
+                                    "epochs (early stopping may use fewer)."),
+    deep_hidden: int = typer.Option(32, "--deep-hidden", min=1, max=4096, help="sequence, fusion: recurrent "
+                                    "encoder and head size."),
+    fusion_strategy: str = typer.Option("mid", "--fusion-strategy", help="fusion: mid (attention) | early | late "
+                                        "| medfuse."),
+    cxr_encoder_epochs: int = typer.Option(4, "--cxr-encoder-epochs", min=1, max=10_000, help="fusion: epochs of "
+                                           "the small CXR encoder (trained on train-split films only)."),
     oof_folds: int = typer.Option(0, "--oof-folds", min=0, max=100, help="Also write K-fold patient-grouped "
                                   "out-of-fold predictions on train for every model (0: only when stacking, then 5)."),
     stack_meta: str = typer.Option("logistic", "--stack-meta", help="Stack meta-learner: logistic | lightgbm."),
@@ -75,7 +85,7 @@ def run(
     dask: str = DASK,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
-    """The main job: source -> screens -> split -> CPN, GBDT, NEWS2 -> evaluation -> HTML report.
+    """The main job: source -> screens -> split -> models (CPN, GBDT; sequence, fusion, stack), NEWS2 -> report.
 
     Synthetic linked cohort by default; --physionet, --mimic or --cohort for real or ingested data.
     With --external-physionet / --external-mimic / --external-cohort, models and thresholds come from
@@ -93,6 +103,14 @@ def run(
     names = model_names(models, tuple(PIPELINE_MODELS))
     choice(gbdt_backend, ("lightgbm", "xgboost"), "--gbdt-backend")
     choice(stack_meta, tuple(META_LEARNERS), "--stack-meta")
+    if "fusion" in names:
+        from fusion.models import STRATEGIES
+        from sepsiscope.cxr_embeddings import cxr_source_problem
+
+        choice(fusion_strategy, STRATEGIES, "--fusion-strategy")
+        problem = cxr_source_problem(source or "synthetic", path, ext_source)
+        if problem:
+            raise UsageError(f"--models fusion: {problem}")
     if oof_folds == 1:
         raise typer.BadParameter("out-of-fold predictions need at least 2 folds", param_hint="--oof-folds")
     choice(site, tuple(SITES), "--site")
@@ -128,7 +146,9 @@ def run(
             raise UsageError(f"--cohort {path}: --dask runs on a partitioned cohort (write it with --partitions N)")
         unsupported = [flag for flag, given in (("--external-*", ext_source), ("--exclusions", exclusions),
                                                 ("--site", site != "A"), ("--oof-folds", oof_folds),
-                                                ("stack in --models", "stack" in names)) if given]
+                                                ("stack in --models", "stack" in names),
+                                                ("sequence in --models", "sequence" in names),
+                                                ("fusion in --models", "fusion" in names)) if given]
         if unsupported:
             raise UsageError(f"the partitioned (--dask) main job does not support {', '.join(unsupported)} yet; "
                              "run without --dask")
@@ -138,7 +158,8 @@ def run(
                     gbdt_n_estimators=gbdt_n_estimators, cpn_max_iter=cpn_max_iter,
                     allow_missing=tuple(allow_missing or ()), external_source=ext_source, external_path=ext_path,
                     exclusions=exclusions, oof_folds=oof_folds, stack_meta=stack_meta, partitions=partitions,
-                    cpn_max_rows=cpn_max_rows)
+                    cpn_max_rows=cpn_max_rows, deep_epochs=deep_epochs, deep_hidden=deep_hidden,
+                    fusion_strategy=fusion_strategy, cxr_encoder_epochs=cxr_encoder_epochs)
     with data_errors(path or "the synthetic cohort"):
         if partitioned:
             from sepsiscope.scale.pipeline import run_partitioned
