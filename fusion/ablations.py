@@ -104,7 +104,7 @@ def fit_ablation_models(train: pd.DataFrame, names=ABLATION_MODELS, *, save_dir=
 
 def pneumonia_groups(stays: pd.DataFrame) -> dict:
     """``{"all": stays, "pneumonia-associated": non-septic stays and septic stays whose source is pneumonia}``."""
-    pneumonia = stays["pneumonia"].fillna(False).astype(bool)
+    pneumonia = stays["pneumonia"].eq(True).to_numpy()  # missing: not pneumonia
     return {"all": stays, "pneumonia-associated": stays[~stays["sepsis"].astype(bool) | pneumonia]}
 
 
