@@ -113,3 +113,23 @@ def test_bad_options_are_usage_errors(files, tmp_path, bad):
     assert res.exit_code == 2, res.output
     assert bad[0] in _text(res)
     assert not (tmp_path / "m").exists()
+
+
+def test_explain_reads_a_deep_models_screen_within_the_stays_history(tmp_path):
+    import re
+
+    screens = demo_screens(n_stays=24, seed=0, hours=8, images=True)
+    screens.to_parquet(tmp_path / "screens.parquet")
+    model = SequenceModel(hidden=8, head_hidden=8, epochs=10, patience=10, lr=1e-2, random_state=0).fit(screens)
+    model.save(tmp_path / "m")
+    stay = 3                                       # septic: risk rises along the stay
+    res = runner.invoke(app, ["explain", str(stay), "--model", str(tmp_path / "m"), "--screens",
+                              str(tmp_path / "screens.parquet"), "--at", "6"])
+    assert res.exit_code == 0, res.output
+    printed = float(re.search(r"P\(sepsis within 48 h\) = ([0-9.]+)", res.output).group(1))
+    rows = screens[screens.stay_id == stay].reset_index(drop=True)
+    k = int(np.flatnonzero(rows["hours_since_admit"] == 6)[0])
+    in_history = model.predict_proba(rows)[k, 1]
+    alone = model.predict_proba(rows.iloc[[k]])[0, 1]        # what scoring the one row would say
+    assert printed == pytest.approx(in_history, abs=6e-4) and abs(in_history - alone) > 5e-3
+    assert "hr" in res.output or "Heart rate" in res.output
