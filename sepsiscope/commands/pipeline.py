@@ -91,6 +91,7 @@ def run(
     With --external-physionet / --external-mimic / --external-cohort, models and thresholds come from
     the first source and are evaluated unchanged on the second, next to the internal test split.
     """
+    from ehr.cohort import cohort_partitions
     from ehr.exclusions import EXCLUSIONS
     from ehr.labels import definition_params
     from ehr.synthetic.plan import SITES

@@ -1,4 +1,4 @@
-"""The main job with ``--models sequence,fusion,stack`` on a tiny synthetic cohort: CXR embeddings from an
+"""The main job with ``--models sequence,fusion,stack`` on a tiny synthetic cohort folder: CXR embeddings from an
 encoder trained on train-split films only, every member predicted, stacked, explained and reported; fusion
 refused on a source without chest X-rays."""
 
@@ -24,8 +24,12 @@ def _text(result) -> str:
 
 @pytest.fixture(scope="module")
 def deep_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("deeprun") / "run"
-    res = runner.invoke(app, ["run", "--out", str(out), "--n-stays", "150", "--seed", "3", "--n-boot", "10",
+    """A simulated (synthetic) cohort folder, run with the deep members and a stack of them."""
+    d = tmp_path_factory.mktemp("deeprun")
+    res = runner.invoke(app, ["simulate", "--n-stays", "150", "--seed", "3", "--out", str(d / "cohort")])
+    assert res.exit_code == 0, res.output
+    out = d / "run"
+    res = runner.invoke(app, ["run", "--out", str(out), "--cohort", str(d / "cohort"), "--seed", "3", "--n-boot", "10",
                               "--subgroup-n-boot", "5", "--models", "sequence,fusion,stack", "--deep-epochs", "1",
                               "--deep-hidden", "4", "--fusion-strategy", "late", "--cxr-encoder-epochs", "1",
                               "--oof-folds", "2", "--no-progress"])
@@ -100,6 +104,18 @@ def test_fusion_on_a_source_without_chest_xrays_is_a_usage_error(tmp_path, sourc
                               "gbdt,fusion", "--no-progress"])
     assert res.exit_code == 2 and "no chest X-ray studies" in _text(res), res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_fusion_on_a_cohort_without_chest_xrays_or_with_dask_is_a_usage_error(tmp_path):
+    res = runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "cohort")])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "cohort" / "cxr.parquet").unlink()
+    res = runner.invoke(app, ["run", "--out", str(tmp_path / "run"), "--cohort", str(tmp_path / "cohort"),
+                              "--models", "fusion", "--no-progress"])
+    assert res.exit_code == 2 and "has no chest X-ray studies" in _text(res), res.output
+    res = runner.invoke(app, ["run", "--out", str(tmp_path / "run"), "--dask", "local", "--models", "sequence",
+                              "--no-progress"])
+    assert res.exit_code == 2 and "sequence in --models" in _text(res), res.output
 
 
 def test_fusion_with_an_external_source_or_a_bad_strategy_is_a_usage_error(tmp_path):
