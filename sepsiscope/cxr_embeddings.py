@@ -7,6 +7,11 @@ study's embedding is attached to every screen under the leakage rule
 (:func:`fusion.embeddings.synthetic_cxr_embeddings`, :func:`fusion.embeddings.attach_embeddings`).
 The run directory keeps the films, the encoder and ``cxr/cxr_embeddings.parquet``.
 
+One encoder serves the whole run: the out-of-fold fits inside train (for a stack) read embeddings
+from an encoder that also saw the held-out fold's films. It learned finding labels, never the
+sepsis label, so the stack's out-of-fold inputs are not fitted on their own outcomes; an encoder
+per fold would remove even that.
+
 A source without CXR studies (PhysioNet, MIMIC without MIMIC-CXR) cannot train a fusion model:
 :func:`cxr_source_problem` says why before anything runs.
 

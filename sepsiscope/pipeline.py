@@ -47,10 +47,11 @@ import pandas as pd
 
 from ehr.estimator import Labels
 from ehr.splits import split_patients
+from sepsiscope.alarm_explanations import explain_alarms
 from sepsiscope.progress import step
 from sepsiscope.runinfo import write_run_json
 from sepsiscope.sources import cohort_source_name, exclude, external_split, read_source, screen_rows, utility_tables
-from sepsiscope.stacking import fit_stackers, oof_member_predictions, stacker_explanations, stacker_predictions
+from sepsiscope.stacking import fit_stackers, oof_member_predictions, stacker_predictions
 from sepsiscope.stay_screens import write_stay_screens
 
 __all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job", "finish_run"]
@@ -286,7 +287,7 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
 
     finish_run(out, cfg, predictions=predictions, screens=screens, stays=stays,
                n_split={k: len(v) for k, v in parts.items()}, utility_tables=utility,
-               explain=lambda alarms: _explain_alarms(models, alarms, explain_screens, stackers, predictions),
+               explain=lambda alarms: explain_alarms(models, alarms, explain_screens, stackers, predictions),
                source_info=source_info, fitted_info=fitted_info, test_screens=lambda: parts["test"],
                model_columns=[c for m in models.values() for c in m.required_columns], flow=_flow_table(flows),
                evaluated=evaluated, progress=progress)
@@ -363,36 +364,6 @@ def _flow_table(flows: dict) -> pd.DataFrame:
     if len(flows) == 1:
         return next(iter(flows.values()))
     return pd.concat([f.assign(source=k)[["source", *f.columns]] for k, f in flows.items()], ignore_index=True)
-
-
-def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFrame, stackers: dict | None = None,
-                    predictions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Explanations of every model at every fired test alarm of any model.
-
-    Each model explains the union of alarm screens, so an alarm view can show the CPN's Bayes
-    factors next to the GBDT's contributions for the same screen (and a stack's trust in each).
-    """
-    fired = alarms[alarms["fired"]][["stay_id", "screen_time"]].drop_duplicates()
-    if fired.empty:
-        return None
-    rows = fired.merge(test_screens, on=["stay_id", "screen_time"], how="inner")
-    parts = [_explain_at(m, name, rows, test_screens) for name, m in models.items()]
-    for split in ("test", "external") if stackers else ():
-        keys = rows.loc[rows["split"] == split, ["stay_id", "screen_time"]]
-        if len(keys):
-            parts += stacker_explanations(stackers, predictions, keys, split)
-    return pd.concat(parts, ignore_index=True) if parts else None
-
-
-def _explain_at(model, name: str, rows: pd.DataFrame, screens: pd.DataFrame) -> pd.DataFrame:
-    """``model``'s explanations of ``rows``; a model that reads each stay's history (``reads_history``,
-    the sequence and fusion models) gets the alarmed stays' every screen, and explains only ``rows``."""
-    if not getattr(model, "reads_history", False):
-        return model.explain(rows, model_name=name)
-    history = screens[screens["stay_id"].isin(rows["stay_id"].unique())].reset_index(drop=True)
-    at = pd.MultiIndex.from_frame(history[["stay_id", "screen_time"]]).isin(
-        pd.MultiIndex.from_frame(rows[["stay_id", "screen_time"]]))
-    return model.explain(history, rows=at.nonzero()[0], model_name=name)
 
 
 def _oof_and_stack(cfg: RunConfig, members: dict, stackers: dict, parts: dict, labels: Labels, scored: list,
