@@ -5,6 +5,10 @@ Both read a screens table; ``train fusion`` also the CXR embeddings of the studi
 :func:`fusion.embeddings.embed_cxr_table` or :func:`fusion.embeddings.synthetic_cxr_embeddings`),
 attached to the screens under the leakage rule (:func:`fusion.embeddings.attach_embeddings`).
 Screens that already carry ``emb_cxr_*`` columns need no ``--embeddings``.
+
+``embed-cxr COHORT`` writes that table: with ``--encoder`` (a fitted imaging model) from the
+studies' images; without, for a synthetic cohort, from procedural films and a small encoder
+trained on the training split's films only.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from sepsiscope.errors import DataError, UsageError, data_errors
 from sepsiscope.options import choice, fraction, learning_rate, positive_hours, seed as seed_value
 from sepsiscope.outputs import MODEL_MARKER, check_output_dir, existing_file, read_screens
 
-__all__ = ["attach_embeddings_file", "train_sequence", "train_fusion"]
+__all__ = ["attach_embeddings_file", "embed_cxr", "train_fusion", "train_sequence"]
 
 _DEVICES = ("auto", "cpu", "cuda")
 _CELLS = ("lstm", "gru")
@@ -158,7 +162,85 @@ def train_fusion(
                   inputs={k: v for k, v in (("screens", screens), ("embeddings", embeddings)) if v is not None})
 
 
+def embed_cxr(
+    cohort: Path = typer.Argument(..., help="Cohort directory holding cxr.parquet (`sepsiscope simulate`, ingest)."),
+    out: Path = typer.Option(..., "--out", help="Folder: cxr_embeddings.parquet (+ cxr_embeddings.json; without "
+                             "--encoder also the rendered films, the encoder and encoder_split.csv)."),
+    encoder: Path = typer.Option(None, "--encoder", help="A fitted imaging model (`sepsiscope train imaging`): "
+                                 "embed every study's image (cxr.parquet image_path, relative to COHORT). "
+                                 "Without it: a synthetic cohort's procedural films and a small encoder trained "
+                                 "on its training-split stays."),
+    image_size: int = typer.Option(64, "--image-size", min=8, max=1024, help="Without --encoder: film size."),
+    encoder_epochs: int = typer.Option(8, "--encoder-epochs", min=1, max=10_000, help="Without --encoder: epochs "
+                                       "of the small encoder."),
+    device: str = _DEVICE, seed: int = _SEED, progress: bool = _PROGRESS,
+) -> None:
+    """Embed a cohort's chest X-ray studies for `train fusion --embeddings` and `predict --embeddings`.
+
+    Without --encoder the encoder learns only from the films of the training split that `sepsiscope run`
+    uses with the same --seed (split by patient; written to encoder_split.csv): fit fusion models on those
+    stays and evaluate on the others.
+    """
+    from ehr.artefacts import atomic_file
+    from ehr.schema import CXR_FINDINGS
+    from ehr.splits import split_patients
+    from ehr.tables import read_table
+    from fusion.sequences import embedding_columns
+    from sepsiscope.outputs import existing_dir
+    from sepsiscope.progress import console, step
+    from sepsiscope.runinfo import write_run_json
+
+    choice(device, _DEVICES, "--device")
+    torch_device = None if device == "auto" else device   # None: CUDA when available
+    cxr_path = existing_dir(cohort, "COHORT", "cohort directory") / "cxr.parquet"
+    if not cxr_path.is_file():
+        raise UsageError(f"COHORT {cohort}: has no cxr.parquet (no chest X-ray studies to embed)")
+    if encoder is not None:
+        existing_dir(encoder, "--encoder", "model folder")
+    check_output_dir(out, marker="cxr_embeddings.parquet", inputs={"COHORT": cohort, "--encoder": encoder})
+    cxr = read_table(cxr_path, "cxr")
+    if cxr.empty:
+        raise DataError(f"{cxr_path}: no chest X-ray studies to embed")
+    out.mkdir(parents=True, exist_ok=True)
+    if encoder is None:
+        from ehr.cohort import Cohort
+        from fusion.embeddings import synthetic_cxr_embeddings
+
+        if not all(f"truth_{f}" in cxr.columns for f in CXR_FINDINGS):
+            raise UsageError(f"{cxr_path}: no procedural ground truth (truth_<finding>) to render films from; "
+                             "embed real films with --encoder MODEL_DIR (`sepsiscope train imaging`)")
+        split = split_patients(Cohort.load(cohort).stays, seed=seed)
+        with atomic_file(out / "encoder_split.csv") as tmp:
+            split.rename("split").rename_axis("stay_id").reset_index().to_csv(tmp, index=False)
+        with step(f"rendering {len(cxr):,} films, training the encoder on the training split", progress), \
+                data_errors(cxr_path):
+            table = synthetic_cxr_embeddings(cxr, split.index[split == "train"].to_numpy(), out, seed=seed,
+                                             image_size=image_size, epochs=encoder_epochs, device=torch_device)
+    else:
+        from fusion.embeddings import embed_cxr_table
+        from sepsiscope.models import load_model
+
+        with data_errors(encoder):
+            model = load_model(encoder)
+        if model.kind != "imaging":
+            raise UsageError(f"--encoder {encoder}: a {model.kind} model; expected an imaging model")
+        if cxr["image_path"].isna().all():
+            raise DataError(f"{cxr_path}: no study has an image (image_path); give them images first "
+                            "(`sepsiscope cxr-images COHORT`)")
+        with step(f"embedding {int(cxr['image_path'].notna().sum()):,} films", progress), data_errors(cxr_path):
+            table = embed_cxr_table(model, cxr, cohort, device=torch_device)
+        with atomic_file(out / "cxr_embeddings.parquet") as tmp:
+            table.to_parquet(tmp)
+    write_run_json(out, {"command": "embed-cxr", "encoder": None if encoder is None else str(encoder),
+                         "image_size": image_size, "encoder_epochs": encoder_epochs},
+                   inputs={"cxr": cxr_path}, seeds={"split": seed, "encoder": seed},
+                   extra={"studies": int(len(table)), "complete": True})
+    console.print(f"{len(table):,} studies embedded ({len(embedding_columns(table.columns))} dimensions) -> "
+                  f"{out / 'cxr_embeddings.parquet'}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Attach this area's commands to the CLI."""
     train_app.command("sequence")(train_sequence)
     train_app.command("fusion")(train_fusion)
+    app.command("embed-cxr")(embed_cxr)
