@@ -141,9 +141,11 @@ def run(
             raise UsageError(f"{flag} {given}: no such file or folder")
         inputs[flag] = Path(given)
     check_output_dir(out, marker=RUN_MARKER, inputs=inputs, overwrite=overwrite)
-    partitioned = dask is not None or (source == "cohort" and cohort_partitions(path) is not None)
+    with data_errors(path or "the synthetic cohort"):   # an unreadable cohort.json is a data error
+        cohort_parts = cohort_partitions(path) if source == "cohort" else None
+    partitioned = dask is not None or cohort_parts is not None
     if partitioned:
-        if source == "cohort" and cohort_partitions(path) is None:
+        if source == "cohort" and cohort_parts is None:
             raise UsageError(f"--cohort {path}: --dask runs on a partitioned cohort (write it with --partitions N)")
         unsupported = [flag for flag, given in (("--external-*", ext_source), ("--exclusions", exclusions),
                                                 ("--site", site != "A"), ("--oof-folds", oof_folds),

@@ -106,7 +106,7 @@ def test_fusion_on_a_source_without_chest_xrays_is_a_usage_error(tmp_path, sourc
     assert not (tmp_path / "run").exists()
 
 
-def test_fusion_on_a_cohort_without_chest_xrays_or_with_dask_is_a_usage_error(tmp_path):
+def test_fusion_on_a_cohort_without_chest_xrays_or_with_dask_and_a_bad_cohort_are_refused(tmp_path):
     res = runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "cohort")])
     assert res.exit_code == 0, res.output
     (tmp_path / "cohort" / "cxr.parquet").unlink()
@@ -116,6 +116,10 @@ def test_fusion_on_a_cohort_without_chest_xrays_or_with_dask_is_a_usage_error(tm
     res = runner.invoke(app, ["run", "--out", str(tmp_path / "run"), "--dask", "local", "--models", "sequence",
                               "--no-progress"])
     assert res.exit_code == 2 and "sequence in --models" in _text(res), res.output
+    (tmp_path / "cohort" / "cohort.json").write_text("{")
+    res = runner.invoke(app, ["run", "--out", str(tmp_path / "run"), "--cohort", str(tmp_path / "cohort"),
+                              "--no-progress"])
+    assert res.exit_code == 1 and "cohort.json: not valid JSON" in _text(res), res.output
 
 
 def test_fusion_with_an_external_source_or_a_bad_strategy_is_a_usage_error(tmp_path):
