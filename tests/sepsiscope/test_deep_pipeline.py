@@ -29,10 +29,11 @@ def deep_run(tmp_path_factory):
     res = runner.invoke(app, ["simulate", "--n-stays", "150", "--seed", "3", "--out", str(d / "cohort")])
     assert res.exit_code == 0, res.output
     out = d / "run"
-    res = runner.invoke(app, ["run", "--out", str(out), "--cohort", str(d / "cohort"), "--seed", "3", "--n-boot", "10",
-                              "--subgroup-n-boot", "5", "--models", "sequence,fusion,stack", "--deep-epochs", "1",
-                              "--deep-hidden", "4", "--fusion-strategy", "late", "--cxr-encoder-epochs", "1",
-                              "--oof-folds", "2", "--no-progress"])
+    res = runner.invoke(app, ["run", "--out", str(out), "--cohort", str(d / "cohort"), "--seed", "3",
+                              "--n-boot", "10", "--subgroup-n-boot", "5", "--models", "cpn,sequence,fusion,stack",
+                              "--cpn-max-iter", "2", "--deep-epochs", "1", "--deep-hidden", "4",
+                              "--fusion-strategy", "late", "--cxr-encoder-epochs", "1", "--oof-folds", "2",
+                              "--no-progress"])
     assert res.exit_code == 0, res.output
     return out
 
@@ -49,9 +50,9 @@ def test_every_member_is_predicted_stacked_and_reported(deep_run):
         rows = pred[(pred.model == model) & (pred.split == "train")]
         assert len(rows) == (screens.split == "train").sum() and sorted(rows["fold"].unique()) == [0, 1]
     coefs = pd.read_csv(deep_run / "tables" / "stack_coefficients.csv")
-    assert list(coefs.member) == ["sequence", "fusion_late", "news2"]
+    assert list(coefs.member) == ["cpn", "sequence", "fusion_late", "news2"]
     main = pd.read_csv(deep_run / "main_table.csv")
-    assert {"sequence", "fusion_late", "stack", "news2"} <= set(main.model)
+    assert {"cpn", "sequence", "fusion_late", "stack", "news2"} <= set(main.model)   # the CPN ignores the films
     report = (deep_run / "report.html").read_text()
     assert "fusion_late" in report and "sequence" in report
     info = json.loads((deep_run / "run.json").read_text())
