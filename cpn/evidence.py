@@ -74,7 +74,8 @@ def check_screens(screens: pd.DataFrame) -> None:
     concepts = load_concepts()
     for col in screens.columns:
         m = re.fullmatch(r"(.+)_age_h", col)
-        if m and m.group(1) != "cxr" and m.group(1) not in concepts:
+        # emb_cxr_age_h: the age of the CXR embedding the fusion models read (fusion.sequences.EMB_AGE)
+        if m and m.group(1) not in ("cxr", "emb_cxr") and m.group(1) not in concepts:
             raise ValueError(f"screens: column '{col}' names unknown concept '{m.group(1)}' "
                              "(not in ehr/concepts.toml)")
         if col.startswith("cxr_") and col != "cxr_age_h" and col[4:] not in CXR_FINDINGS:

@@ -42,10 +42,11 @@ from scipy.special import expit
 
 from ehr.artefacts import model_file
 from ehr.estimator import Labels, SepsisEstimator
+from ehr.schema import SchemaError
 from ehr.splits import holdout_groups
 from evaluation.calibration import fit_temperature
 from fusion.networks import build_net
-from fusion.sequences import SequenceInputs, Sequences
+from fusion.sequences import EMB_AGE, EMB_PREFIX, SequenceInputs, Sequences
 from fusion.training import fit_network, network_outputs, resolve_device
 
 __all__ = ["SequenceModel", "FusionModel", "STRATEGIES"]
@@ -84,6 +85,8 @@ class SequenceModel(SepsisEstimator):
     """
 
     kind: ClassVar[str] = "sequence"
+    #: reads each stay's history from the screens: score and explain every screen hour of a stay
+    reads_history: ClassVar[bool] = True
     _max_images: ClassVar[int | None] = None
 
     def __init__(self, *, hidden: int = 64, layers: int = 2, cell: str = "lstm", dropout: float = 0.2,
@@ -201,13 +204,18 @@ class SequenceModel(SepsisEstimator):
         risk[seq.order] = expit(self._outputs(seq)["logits"])
         return np.column_stack([1.0 - risk, risk])
 
-    def explain(self, screens: pd.DataFrame, rows=None) -> pd.DataFrame:
-        """Occlusion explanations (see :mod:`fusion.explain`) of ``rows`` (default: every screen)."""
+    def explain(self, screens: pd.DataFrame, rows=None, *, model_name: str | None = None) -> pd.DataFrame:
+        """Occlusion explanations (see :mod:`fusion.explain`) of ``rows`` (default: every screen).
+
+        ``screens`` holds every screen hour of each stay (:attr:`reads_history`); ``rows`` picks the
+        ones to explain. ``model_name`` names the model in the table (default :attr:`model_name`).
+        """
         from fusion.explain import occlusion_explanations
 
         self._check_fitted("net_")
         self.check_screens(screens)
-        return occlusion_explanations(self, screens, rows)
+        out = occlusion_explanations(self, screens, rows)
+        return out if model_name is None else out.assign(model=model_name)
 
     # -- persistence --------------------------------------------------------------------------
     def _write_files(self, directory: Path) -> None:
@@ -273,6 +281,16 @@ class FusionModel(SequenceModel):
     @property
     def model_name(self) -> str:
         return f"fusion_{self.strategy}"
+
+    def check_screens(self, screens: pd.DataFrame, where: str = "screens") -> None:
+        """As :meth:`SequenceModel.check_screens`, naming the CXR embeddings when they are what is missing."""
+        self._check_fitted("features_in_")
+        lacking = [c for c in self.inputs_.columns_ if c.startswith(EMB_PREFIX) and c not in screens.columns]
+        if lacking:
+            raise SchemaError(f"{where}: no CXR embeddings ({lacking[0]} ... {EMB_AGE}) that this {self.model_name} "
+                              "model reads; attach the studies' embeddings first (fusion.attach_embeddings; on "
+                              "the command line --embeddings cxr_embeddings.parquet)")
+        super().check_screens(screens, where)
 
     def _images(self) -> int:
         self.strategy_  # noqa: B018 - validates before any work

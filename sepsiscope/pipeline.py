@@ -1,4 +1,4 @@
-"""The main job: source -> screens -> patient split -> CPN, GBDT, NEWS2 -> evaluation -> report.
+"""The main job: source -> screens -> patient split -> every model, NEWS2 -> evaluation -> report.
 
 The models come from :data:`PIPELINE_MODELS` (a ``--models`` name -> its kind and the
 :class:`RunConfig` fields it takes); the job fits, saves, scores and explains each one through
@@ -27,7 +27,10 @@ Run directory layout (what :func:`evaluation.report.write_report` reads):
 ``cohort_flow.csv``      where every stay went (:mod:`ehr.flow`): read, excluded, screened, split
 ``main_table.csv``       the headline table, and every table of :mod:`evaluation.summary`
 ``operating_points.json`` thresholds chosen on dev, applied unchanged to test
-``models/cpn``, ``models/gbdt``  saved models (``models/stack`` for ``--models ...,stack``)
+``models/cpn``, ``models/gbdt``  saved models (``models/<name>`` for every other ``--models`` name)
+``cxr/``                 with ``--models ...,fusion`` (synthetic source): the rendered films, the encoder
+                         trained on train-split films only, ``cxr_embeddings.parquet`` (see
+                         :mod:`sepsiscope.cxr_embeddings`)
 ``tables/stack_coefficients.csv`` the meta-learner's coefficients (shown under "Further tables")
 ``report.html``          the self-contained report
 """
@@ -44,10 +47,11 @@ import pandas as pd
 
 from ehr.estimator import Labels
 from ehr.splits import split_patients
+from sepsiscope.alarm_explanations import explain_alarms
 from sepsiscope.progress import step
 from sepsiscope.runinfo import write_run_json
 from sepsiscope.sources import cohort_source_name, exclude, external_split, read_source, screen_rows, utility_tables
-from sepsiscope.stacking import fit_stackers, oof_member_predictions, stacker_explanations, stacker_predictions
+from sepsiscope.stacking import fit_stackers, oof_member_predictions, stacker_predictions
 from sepsiscope.stay_screens import write_stay_screens
 
 __all__ = ["RunConfig", "PipelineModel", "PIPELINE_MODELS", "load_source", "run_main_job", "finish_run"]
@@ -88,6 +92,11 @@ class RunConfig:
     models: tuple = ("cpn", "gbdt")
     oof_folds: int = 0                 # K-fold out-of-fold predictions on train (0: only for stacking, 5)
     stack_meta: str = "logistic"       # logistic | lightgbm
+    deep_epochs: int = 10              # sequence and fusion models: most training epochs (early stopping)
+    deep_hidden: int = 32              # sequence and fusion models: recurrent encoder size (CPU-sized)
+    fusion_strategy: str = "mid"       # mid | early | late | medfuse (fusion.models.STRATEGIES)
+    cxr_image_size: int = 64           # synthetic films: rendered size and the small encoder's input
+    cxr_encoder_epochs: int = 4        # synthetic films: epochs of the small encoder (train-split films only)
     explain_alarms: bool = True
     partitions: int = 16               # --dask: parts of the cohort written from the source
     timings: dict = field(default_factory=dict)
@@ -120,6 +129,8 @@ class PipelineModel:
     run_info: Callable[[object], dict] = _no_run_info
     #: fitted on the other models' out-of-fold predictions on train, not on screens (the stack)
     stacks: bool = False
+    #: reads CXR study embeddings (``emb_cxr_*``) attached to the screens (:mod:`sepsiscope.cxr_embeddings`)
+    reads_cxr_embeddings: bool = False
 
 
 def _cpn_params(cfg: RunConfig) -> dict:
@@ -138,6 +149,19 @@ def _stack_params(cfg: RunConfig) -> dict:
     return {"meta": cfg.stack_meta, "random_state": cfg.seed}
 
 
+def _deep_params(cfg: RunConfig) -> dict:
+    return {"epochs": cfg.deep_epochs, "hidden": cfg.deep_hidden, "head_hidden": cfg.deep_hidden,
+            "random_state": cfg.seed}
+
+
+def _fusion_params(cfg: RunConfig) -> dict:
+    return {"strategy": cfg.fusion_strategy, **_deep_params(cfg)}
+
+
+def _deep_info(model) -> dict:
+    return {f"{model.model_name}_epochs": len(model.history_), f"{model.model_name}_temperature": model.temperature_}
+
+
 def _stack_info(model) -> dict:
     return {"stack_coefficients": model.coefficients_.round(4).to_dict(orient="records")}
 
@@ -147,6 +171,9 @@ PIPELINE_MODELS: dict[str, PipelineModel] = {
     "cpn": PipelineModel("cpn", _cpn_params, run_info=lambda m: {"cpn_half_lives_h": m.half_lives_}),
     # early stopping holds out whole patients
     "gbdt": PipelineModel("gbdt", _gbdt_params, fit_params=lambda train: {"groups": train["subject_id"]}),
+    "sequence": PipelineModel("sequence", _deep_params, run_info=_deep_info),
+    # only where the source has chest X-ray studies (embedded by an encoder trained on train-split films)
+    "fusion": PipelineModel("fusion", _fusion_params, run_info=_deep_info, reads_cxr_embeddings=True),
     "stack": PipelineModel("stack", _stack_params, run_info=_stack_info, stacks=True),
 }
 
@@ -185,6 +212,13 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     timed = partial(step, enabled=progress, timings=cfg.timings)
     estimators = _make_models(cfg)
+    fitted_info: dict = {}
+    if any(PIPELINE_MODELS[n].reads_cxr_embeddings for n in estimators):
+        from sepsiscope.cxr_embeddings import cxr_source_problem
+
+        problem = cxr_source_problem(cfg.source, cfg.path, cfg.external_source)
+        if problem:
+            raise ValueError(problem)
 
     with timed("load source"):
         events, stays_read, cxr, source_info = load_source(cfg)
@@ -194,6 +228,11 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
         all_rows, screens = screen_rows(events, stays, cxr, cfg.horizon_h)
     split = split_patients(stays, seed=cfg.seed, dev_fraction=cfg.dev_fraction, test_fraction=cfg.test_fraction)
     stays = stays.assign(split=split.reindex(stays["stay_id"]).to_numpy())
+    if any(PIPELINE_MODELS[n].reads_cxr_embeddings for n in estimators):
+        from sepsiscope.cxr_embeddings import run_cxr_embeddings
+
+        with timed("embed chest X-rays (encoder trained on train-split films)"):
+            all_rows, screens = run_cxr_embeddings(cfg, cxr, split, out / "cxr", all_rows, screens, fitted_info)
     screens["split"] = split.reindex(screens["stay_id"]).to_numpy()
     all_rows["split"] = split.reindex(all_rows["stay_id"]).to_numpy()
     parts = {s: screens[screens["split"] == s] for s in ("train", "dev", "test")}
@@ -201,7 +240,7 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
         raise ValueError("the training split has a single class; use more stays")
     flows = {"internal": _cohort_flow(stays_read, all_rows, excluded, split, source_info)}
 
-    models, fitted_info, member_fit_params = {}, {}, {}
+    models, member_fit_params = {}, {}
     labels = Labels.from_screens(parts["train"], horizon_h=cfg.horizon_h)
     stackers = {n: m for n, m in estimators.items() if PIPELINE_MODELS[n].stacks}
     for name, model in estimators.items():
@@ -248,7 +287,7 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
 
     finish_run(out, cfg, predictions=predictions, screens=screens, stays=stays,
                n_split={k: len(v) for k, v in parts.items()}, utility_tables=utility,
-               explain=lambda alarms: _explain_alarms(models, alarms, explain_screens, stackers, predictions),
+               explain=lambda alarms: explain_alarms(models, alarms, explain_screens, stackers, predictions),
                source_info=source_info, fitted_info=fitted_info, test_screens=lambda: parts["test"],
                model_columns=[c for m in models.values() for c in m.required_columns], flow=_flow_table(flows),
                evaluated=evaluated, progress=progress)
@@ -325,25 +364,6 @@ def _flow_table(flows: dict) -> pd.DataFrame:
     if len(flows) == 1:
         return next(iter(flows.values()))
     return pd.concat([f.assign(source=k)[["source", *f.columns]] for k, f in flows.items()], ignore_index=True)
-
-
-def _explain_alarms(models: dict, alarms: pd.DataFrame, test_screens: pd.DataFrame, stackers: dict | None = None,
-                    predictions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Explanations of every model at every fired test alarm of any model.
-
-    Each model explains the union of alarm screens, so an alarm view can show the CPN's Bayes
-    factors next to the GBDT's contributions for the same screen (and a stack's trust in each).
-    """
-    fired = alarms[alarms["fired"]][["stay_id", "screen_time"]].drop_duplicates()
-    if fired.empty:
-        return None
-    rows = fired.merge(test_screens, on=["stay_id", "screen_time"], how="inner")
-    parts = [m.explain(rows, model_name=name) for name, m in models.items()]
-    for split in ("test", "external") if stackers else ():
-        keys = rows.loc[rows["split"] == split, ["stay_id", "screen_time"]]
-        if len(keys):
-            parts += stacker_explanations(stackers, predictions, keys, split)
-    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def _oof_and_stack(cfg: RunConfig, members: dict, stackers: dict, parts: dict, labels: Labels, scored: list,

@@ -64,8 +64,18 @@ def run(
     gbdt_n_estimators: int = typer.Option(300, "--gbdt-n-estimators", min=1, max=100_000, help="Boosting rounds "
                                           "(early stopping may use fewer)."),
     cpn_max_iter: int = typer.Option(30, "--cpn-max-iter", min=1, max=10_000, help="CPN EM iterations."),
-    models: str = typer.Option("cpn,gbdt", "--models", help="Comma-separated: cpn, gbdt, stack (NEWS2 always "
-                               "runs; stack is fitted on the others' out-of-fold predictions on train)."),
+    models: str = typer.Option("cpn,gbdt", "--models", help="Comma-separated: cpn, gbdt, sequence (LSTM over the "
+                               "hourly screens), fusion (EHR + chest X-ray; sources with CXR studies: the "
+                               "synthetic cohort), stack (fitted on the others' out-of-fold predictions on "
+                               "train). NEWS2 always runs."),
+    deep_epochs: int = typer.Option(10, "--deep-epochs", min=1, max=10_000, help="sequence, fusion: most training "
+                                    "epochs (early stopping may use fewer)."),
+    deep_hidden: int = typer.Option(32, "--deep-hidden", min=1, max=4096, help="sequence, fusion: recurrent "
+                                    "encoder and head size."),
+    fusion_strategy: str = typer.Option("mid", "--fusion-strategy", help="fusion: mid (attention) | early | late "
+                                        "| medfuse."),
+    cxr_encoder_epochs: int = typer.Option(4, "--cxr-encoder-epochs", min=1, max=10_000, help="fusion: epochs of "
+                                           "the small CXR encoder (trained on train-split films only)."),
     oof_folds: int = typer.Option(0, "--oof-folds", min=0, max=100, help="Also write K-fold patient-grouped "
                                   "out-of-fold predictions on train for every model (0: only when stacking, then 5)."),
     stack_meta: str = typer.Option("logistic", "--stack-meta", help="Stack meta-learner: logistic | lightgbm."),
@@ -75,12 +85,13 @@ def run(
     dask: str = DASK,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
-    """The main job: source -> screens -> split -> CPN, GBDT, NEWS2 -> evaluation -> HTML report.
+    """The main job: source -> screens -> split -> models (CPN, GBDT; sequence, fusion, stack), NEWS2 -> report.
 
     Synthetic linked cohort by default; --physionet, --mimic or --cohort for real or ingested data.
     With --external-physionet / --external-mimic / --external-cohort, models and thresholds come from
     the first source and are evaluated unchanged on the second, next to the internal test split.
     """
+    from ehr.cohort import cohort_partitions
     from ehr.exclusions import EXCLUSIONS
     from ehr.labels import definition_params
     from ehr.synthetic.plan import SITES
@@ -93,6 +104,14 @@ def run(
     names = model_names(models, tuple(PIPELINE_MODELS))
     choice(gbdt_backend, ("lightgbm", "xgboost"), "--gbdt-backend")
     choice(stack_meta, tuple(META_LEARNERS), "--stack-meta")
+    if "fusion" in names:
+        from fusion.models import STRATEGIES
+        from sepsiscope.cxr_embeddings import cxr_source_problem
+
+        choice(fusion_strategy, STRATEGIES, "--fusion-strategy")
+        problem = cxr_source_problem(source or "synthetic", path, ext_source)
+        if problem:
+            raise UsageError(f"--models fusion: {problem}")
     if oof_folds == 1:
         raise typer.BadParameter("out-of-fold predictions need at least 2 folds", param_hint="--oof-folds")
     choice(site, tuple(SITES), "--site")
@@ -122,9 +141,11 @@ def run(
             raise UsageError(f"{flag} {given}: no such file or folder")
         inputs[flag] = Path(given)
     check_output_dir(out, marker=RUN_MARKER, inputs=inputs, overwrite=overwrite)
-    partitioned = dask is not None or (source == "cohort" and cohort_partitions(path) is not None)
+    with data_errors(path or "the synthetic cohort"):   # an unreadable cohort.json is a data error
+        cohort_parts = cohort_partitions(path) if source == "cohort" else None
+    partitioned = dask is not None or cohort_parts is not None
     if partitioned:
-        if source == "cohort" and cohort_partitions(path) is None:
+        if source == "cohort" and cohort_parts is None:
             raise UsageError(f"--cohort {path}: --dask runs on a partitioned cohort (write it with --partitions N)")
         from sepsiscope.scale.pipeline import PARTITIONED_FIT
 
@@ -141,7 +162,8 @@ def run(
                     gbdt_n_estimators=gbdt_n_estimators, cpn_max_iter=cpn_max_iter,
                     allow_missing=tuple(allow_missing or ()), external_source=ext_source, external_path=ext_path,
                     exclusions=exclusions, oof_folds=oof_folds, stack_meta=stack_meta, partitions=partitions,
-                    cpn_max_rows=cpn_max_rows)
+                    cpn_max_rows=cpn_max_rows, deep_epochs=deep_epochs, deep_hidden=deep_hidden,
+                    fusion_strategy=fusion_strategy, cxr_encoder_epochs=cxr_encoder_epochs)
     with data_errors(path or "the synthetic cohort"):
         if partitioned:
             from sepsiscope.scale.pipeline import run_partitioned
@@ -165,6 +187,8 @@ def predict(
     seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed of the --oof fold assignment."),
     member_predictions: Path = typer.Option(None, "--predictions", help="A stack: its members' predictions "
                                             "parquet on the screens."),
+    embeddings: Path = typer.Option(None, "--embeddings", help="CXR embeddings parquet to attach to the screens "
+                                    "(a fusion model reads them; `sepsiscope train fusion --embeddings`)."),
     explain_out: Path = typer.Option(None, "--explain-out", help="Partitioned screens: also write the "
                                      "explanations of screens at or above --explain-above here."),
     explain_above: float = typer.Option(0.5, "--explain-above", min=0.0, max=1.0,
@@ -186,8 +210,9 @@ def predict(
         if not is_partitioned(screens):
             raise UsageError(f"--screens {screens}: --dask scores a partitioned screens folder (build it with "
                              "`sepsiscope screens COHORT` on a partitioned cohort)")
-        if oof or member_predictions is not None:
-            raise UsageError("--oof and --predictions score one screens table; run them without --dask")
+        if oof or member_predictions is not None or embeddings is not None:
+            raise UsageError("--oof, --predictions and --embeddings score one screens table; run them without "
+                             "--dask")
         with mapper_for(dask) as mapper, step(f"scoring {screens} per partition", progress), data_errors(screens):
             counts = predict_partitioned(model_dir, screens, out, mapper, name=name, explain_out=explain_out,
                                          explain_threshold=explain_above)
@@ -203,7 +228,12 @@ def predict(
     if oof == 1:
         raise typer.BadParameter("out-of-fold predictions need at least 2 folds", param_hint="--oof")
     table = read_screens(screens)
-    check_output(out, inputs={"--screens": screens, "--predictions": member_predictions}, model_dirs=[model_dir])
+    check_output(out, inputs={"--screens": screens, "--predictions": member_predictions, "--embeddings": embeddings},
+                 model_dirs=[model_dir])
+    if embeddings is not None:
+        from sepsiscope.commands.fusion import attach_embeddings_file
+
+        table = attach_embeddings_file(table, embeddings)
     with data_errors(model_dir):
         model = load_model(model_dir)
     if getattr(model, "reads_predictions", False):  # a stack: scored from its members' predictions

@@ -4,7 +4,7 @@ import importlib
 import pytest
 
 MODULES = ["fusion.sequences", "fusion.embeddings", "fusion.networks", "fusion.training", "fusion.models",
-           "fusion.explain", "fusion.robustness", "fusion._demo"]
+           "fusion.explain", "fusion.robustness", "fusion._demo", "fusion.ablations"]
 
 
 @pytest.mark.parametrize("name", MODULES)
