@@ -146,3 +146,25 @@ def test_the_counts_program_follows_the_cpds():
     ref, ll_ref = eng.expected_counts(ev, backend="numpy")
     _same_counts(got, ref)
     assert ll == pytest.approx(ll_ref, rel=1e-12)
+
+
+def test_counts_of_constant_tables_reach_their_cpds():
+    """Where only CPDs meet (A and B above the target carry no evidence) the plan multiplies them
+    into a constant table once; its counts are passed down to P(A) and P(B | A)."""
+    rng = np.random.default_rng(4)
+    cards = {"A": 3, "B": 2, "T": 3, "E": 2, "F": 3}
+    parents = {"A": [], "B": ["A"], "T": ["B"], "E": ["T"], "F": ["T", "B"]}
+    cpds = {}
+    for v, ps in parents.items():
+        a = rng.random([cards[v]] + [cards[p] for p in ps])
+        cpds[v] = a / a.sum(axis=0, keepdims=True)
+    eng = InferenceEngine(list(cards), cards, parents, cpds, "T", ["E", "F", "T"])
+    from cpn.counts import CountsProgram
+
+    assert CountsProgram(eng).const_steps  # the case under test
+    ev = {"E": rng.random((500, 2)), "F": rng.random((500, 3)), "T": np.eye(3)[rng.integers(0, 3, 500)]}
+    ev["F"][::3] = np.nan
+    ref, ll_ref = eng.expected_counts(ev, backend="numpy")
+    got, ll = eng.expected_counts(ev, backend="numba")
+    _same_counts(got, ref)
+    assert ll == pytest.approx(ll_ref, rel=1e-12)
