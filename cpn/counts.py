@@ -30,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections import defaultdict
 
 import numpy as np
@@ -46,11 +47,8 @@ class CountsProgram:
     """The term program of the E-step for an engine's plan (structure only; see the module)."""
 
     def __init__(self, eng):
-        from .inference import _einsum_vars  # noqa: F401  (inference imports this module lazily)
-
         cards = eng.cards
         f = eng._factors
-        self.eng = eng
         self.n = 0  # slots so far
         instrs = []  # (kind, slot, src (nt,), inputs (nt, m), cells: list of K-index arrays or None)
         prov = []  # per forward term: its K indices (array)
@@ -262,32 +260,30 @@ class CountsProgram:
         self.seed = int(phys[self.seed])
 
     # ------------------------------------------------------------------ per call
-    def constants(self):
+    def constants(self, eng):
         """The constant tables for the engine's current CPDs: factor index -> array."""
         from .inference import _einsum_vars
 
-        eng = self.eng
         const = {k: eng.cpds[v] for k, v in enumerate(eng._core_nodes)}
         for ins, out in self.const_steps:
             const[out] = _einsum_vars([(const[i], self.layout[i]) for i in ins], self.layout[out],
                                       eng.cards)
         return const
 
-    def coefficients(self, const):
+    def coefficients(self, eng, const):
         """Every term's coefficient: the product of its CPD entries (1 for none)."""
         k = np.ones(self.k_size + 1)
         for i, off in self.k_fac.items():
             k[off:off + const[i].size] = np.asarray(const[i]).ravel()
         for v, scope, off in self.k_leaf:
-            a = self.eng._leaf_matrix(v, scope)
+            a = eng._leaf_matrix(v, scope)
             k[off:off + a.size] = a.ravel()
         return np.prod(k[self.prov_mat], axis=1)[self.src]
 
-    def to_cpds(self, cnt, const):
+    def to_cpds(self, eng, cnt, const):
         """Counts per K entry -> counts per CPD (constant tables passed down to their CPDs)."""
         from .inference import _einsum_vars
 
-        eng = self.eng
         c = {i: cnt[off:off + const[i].size].reshape(np.shape(const[i])) for i, off in self.k_fac.items()}
         for ins, out in reversed(self.const_steps):
             t = np.asarray(const[out])
@@ -316,8 +312,8 @@ def expected_counts(eng, evidence, *, weights=None, threads: int | None = None):
     prog = eng.__dict__.get("_counts_program")
     if prog is None:
         prog = eng._counts_program = CountsProgram(eng)
-    const = prog.constants()
-    coef = prog.coefficients(const)
+    const = prog.constants(eng)
+    coef = prog.coefficients(eng, const)
     w = np.ones(n) if weights is None else np.ascontiguousarray(weights, dtype=float)
     if w.shape != (n,):
         raise ValueError(f"weights must have shape ({n},), got {w.shape}")
@@ -350,9 +346,7 @@ def expected_counts(eng, evidence, *, weights=None, threads: int | None = None):
     if code:
         kernel._raise(code, prog)
     skipped = int(stats[:, 1].sum())
-    if skipped:
-        import logging
-
+    if skipped:  # logged as the reference path logs it
         logging.getLogger("cpn.inference").warning(
             "expected_counts: %d row(s) with zero-probability evidence skipped", skipped)
-    return prog.to_cpds(cnts.sum(axis=0), const), float(stats[:, 0].sum())
+    return prog.to_cpds(eng, cnts.sum(axis=0), const), float(stats[:, 0].sum())
