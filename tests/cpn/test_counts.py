@@ -7,6 +7,7 @@ evidence."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -195,3 +196,30 @@ def test_kernel_family_posteriors_match_pgmpy(net_name, request):
         np.testing.assert_allclose(counts[v], ref, rtol=0, atol=1e-9, err_msg=v)
         checked += 1
     assert checked >= 8 and len(latent) >= 4
+
+
+def test_em_without_numba_runs_on_the_reference():
+    """SEPSISCOPE_NO_NUMBA=1 stands for a machine without numba: EM's E-step takes the einsum
+    adjoint, with the same counts."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json\n"
+        "import numpy as np\n"
+        "from cpn import kernel\n"
+        "from cpn.inference import InferenceEngine\n"
+        "assert not kernel.available()\n"
+        "eng = InferenceEngine(['T', 'B'], {'T': 2, 'B': 2}, {'T': [], 'B': ['T']},\n"
+        "    {'T': np.array([.2, .8]), 'B': np.array([[.9, .3], [.1, .7]])}, 'T', ['B'])\n"
+        "c, ll = eng.expected_counts({'B': np.array([[1.0, 0.0], [0.2, 1.0]])})\n"
+        "print(json.dumps([c['T'].tolist(), ll]))\n")
+    env = dict(os.environ, SEPSISCOPE_NO_NUMBA="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    eng = InferenceEngine(["T", "B"], {"T": 2, "B": 2}, {"T": [], "B": ["T"]},
+                          {"T": np.array([.2, .8]), "B": np.array([[.9, .3], [.1, .7]])}, "T", ["B"])
+    c, ll = eng.expected_counts({"B": np.array([[1.0, 0.0], [0.2, 1.0]])}, backend="numba")
+    got_c, got_ll = json.loads(out.stdout)
+    np.testing.assert_allclose(got_c, c["T"], rtol=1e-12)
+    assert float(got_ll) == pytest.approx(ll, rel=1e-12)
