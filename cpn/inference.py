@@ -570,8 +570,14 @@ class InferenceEngine:
             plan.marginals = {v: gev[v][:, 0, :].copy() for v in self.evidence_nodes}
         return {v: m.copy() for v, m in plan.marginals.items()}
 
-    def expected_counts(self, evidence, *, weights=None, batch_size: int = 2048):
+    def expected_counts(self, evidence, *, weights=None, batch_size: int = 2048, backend: str = "auto",
+                        threads: int | None = None):
         """Expected family counts ``sum_n w_n P(X_v, Pa_v | E_n)`` per node (the EM E-step).
+
+        ``backend``: the compiled kernel's counts program (:mod:`cpn.counts`; "numba", or "auto"
+        where numba is installed) or the einsum adjoint in chunks of ``batch_size`` rows
+        ("numpy"; also where a node is listed twice among the evidence nodes); ``threads``: see
+        :meth:`joint`.
 
         Returns
         -------
@@ -579,6 +585,14 @@ class InferenceEngine:
         loglik : float
             ``sum_n w_n log P(E_n)`` (rows with impossible evidence are skipped and counted in the log).
         """
+        if self._use_kernel(backend) and len(set(self.evidence_nodes)) == len(self.evidence_nodes):
+            from .counts import expected_counts
+
+            return expected_counts(self, evidence, weights=weights, threads=threads)
+        return self._expected_counts_reference(evidence, weights=weights, batch_size=batch_size)
+
+    def _expected_counts_reference(self, evidence, *, weights=None, batch_size: int = 2048):
+        """:meth:`expected_counts` through the general :meth:`backward` (the reference)."""
         ev, n = self._evidence_arrays(evidence)
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
         counts = {v: np.zeros_like(self.cpds[v]) for v in self.nodes}

@@ -2,9 +2,10 @@
 
 Every CPD is re-estimated as ``(expected counts + pseudo_count) / column sum`` (the MAP estimate
 under a symmetric Dirichlet prior). For families whose variables are all observed the expected
-counts are plain counts; for latent families they come from the engine's adjoint sweep
-(:meth:`cpn.inference.InferenceEngine.expected_counts`), so one EM iteration costs about three
-batched inference passes.
+counts are plain counts; for latent families they come from an adjoint sweep
+(:meth:`cpn.inference.InferenceEngine.expected_counts`: the compiled counts program of
+:mod:`cpn.counts` where numba is installed, the einsum adjoint otherwise), so one EM iteration
+costs a few batched inference passes.
 
 The seam for data that does not sit in one process: :func:`run_em` takes the E-step as a
 function ``e_step() -> (summed expected counts, summed log-likelihood)`` of the engine's current
@@ -47,7 +48,8 @@ def map_cpds(counts: dict, pseudo_count: float) -> dict:
 
 
 def fit_em(engine, evidence: dict, *, pseudo_count: float = 1.0, max_iter: int = 30,
-           tol: float = 1e-5, fixed=(), batch_size: int = 2048, progress=None) -> list[float]:
+           tol: float = 1e-5, fixed=(), batch_size: int = 2048, progress=None,
+           backend: str = "auto") -> list[float]:
     """Run EM on ``engine`` (its CPDs are the starting point and are updated in place).
 
     Parameters
@@ -62,6 +64,8 @@ def fit_em(engine, evidence: dict, *, pseudo_count: float = 1.0, max_iter: int =
         Nodes whose CPDs are kept as they are.
     progress : callable or None
         Called as ``progress(iteration, mean_loglik)`` after each iteration.
+    backend : {"auto", "numba", "numpy"}
+        The E-step's (:meth:`~cpn.inference.InferenceEngine.expected_counts`).
 
     Returns
     -------
@@ -69,7 +73,7 @@ def fit_em(engine, evidence: dict, *, pseudo_count: float = 1.0, max_iter: int =
         Mean log-likelihood per row at each iteration (non-decreasing up to the prior's effect).
     """
     n = len(next(iter(evidence.values()))) if evidence else 1
-    return run_em(engine, lambda: engine.expected_counts(evidence, batch_size=batch_size), n,
+    return run_em(engine, lambda: engine.expected_counts(evidence, batch_size=batch_size, backend=backend), n,
                   pseudo_count=pseudo_count, max_iter=max_iter, tol=tol, fixed=fixed, progress=progress)
 
 

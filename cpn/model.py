@@ -84,7 +84,9 @@ class SepsisCPN(SepsisEstimator):
     max_iter, tol : int, float
         EM stopping rule.
     max_rows : int or None
-        Fit on a random subset of at most this many screens (sampled by stay) to bound time.
+        Fit on a random subset of at most this many screens (sampled by stay) to bound time;
+        ``None`` (the default): every screen (EM on all 783,819 screens of PhysioNet set A runs on the
+        compiled kernel, :mod:`cpn.counts`). ``n_train_rows_`` says how many were used.
     cxr_prior : float or "auto"
         Finding prevalence at which the CXR probabilities were calibrated. ``"auto"``: per finding,
         the mean probability over the training screens that carry it (a calibrated model's mean
@@ -112,6 +114,8 @@ class SepsisCPN(SepsisEstimator):
     features_in_ : list of str
         Screen columns the evidence was built from at fit time; screens to score must have them.
     em_history_ : list of float
+    n_train_rows_ : int
+        Screens EM was fitted on (all of them unless ``max_rows`` drew a subset).
     """
 
     kind = "cpn"
@@ -119,7 +123,7 @@ class SepsisCPN(SepsisEstimator):
 
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
-                 tol=1e-5, max_rows=300_000, cxr_prior="auto", validation_fraction=0.2,
+                 tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10):
         self.network = network
         self.half_lives = half_lives

@@ -82,7 +82,7 @@ class RunConfig:
     n_boot: int = 200
     subgroup_n_boot: int = 200         # bootstrap resamples per subgroup level
     cpn_network: str = "auto"          # auto: full for synthetic, physionet for PhysioNet/MIMIC
-    cpn_max_rows: int = 200_000
+    cpn_max_rows: int | None = None    # CPN: fit on at most this many screens (None: every training screen)
     cpn_half_lives: str = "learn"      # learn | prior
     cpn_max_iter: int = 30
     gbdt_backend: str = "lightgbm"
@@ -168,7 +168,8 @@ def _stack_info(model) -> dict:
 
 #: ``--models`` name -> how the main job makes that model
 PIPELINE_MODELS: dict[str, PipelineModel] = {
-    "cpn": PipelineModel("cpn", _cpn_params, run_info=lambda m: {"cpn_half_lives_h": m.half_lives_}),
+    "cpn": PipelineModel("cpn", _cpn_params, run_info=lambda m: {"cpn_half_lives_h": m.half_lives_,
+                                                                 "cpn_n_train_rows": m.n_train_rows_}),
     # early stopping holds out whole patients
     "gbdt": PipelineModel("gbdt", _gbdt_params, fit_params=lambda train: {"groups": train["subject_id"]}),
     "sequence": PipelineModel("sequence", _deep_params, run_info=_deep_info),

@@ -93,7 +93,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="model directory to write (replaced as a whole)"),
         network: str = typer.Option("physionet", help="'physionet', 'full' or an XMLBIF path"),
         max_iter: int = typer.Option(30, min=1, max=10_000, help="EM iterations"),
-        max_rows: int = typer.Option(300_000, min=1, help="fit on at most this many screens (by stay)"),
+        max_rows: Optional[int] = typer.Option(None, min=1, help="fit on at most this many screens, drawn by "
+                                               "stay (default: every screen)"),
         seed: int = typer.Option(0, callback=seed_value, help="random seed"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ):
@@ -117,9 +118,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise ValueError(f"every screen has label {y[0]} (onset within 48 h): the CPN needs septic and "
                                  "non-septic screens")
             model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed).fit(df)
+        used = {"n_train_rows": model.n_train_rows_, "n_screens": len(df)}
         run = run_json_text({"command": "train cpn", "params": model.get_params()}, inputs={"screens": screens},
-                            seeds={"model": seed}, extra={"complete": True})
+                            seeds={"model": seed}, extra={"complete": True, **used})
         model.save(out, attachments={"run.json": run})
+        typer.echo(f"trained on {model.n_train_rows_:,} of {len(df):,} screens"
+                   + ("" if model.n_train_rows_ == len(df) else f" (--max-rows {max_rows:,}, drawn by stay)"))
         typer.echo(f"wrote {out} (EM log-likelihood {model.em_history_[-1]:.4f}, "
                    f"{len(model.em_history_)} iterations)")
         _print_half_lives(model)

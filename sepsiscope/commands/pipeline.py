@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -81,7 +82,8 @@ def run(
     stack_meta: str = typer.Option("logistic", "--stack-meta", help="Stack meta-learner: logistic | lightgbm."),
     partitions: int = typer.Option(16, "--partitions", min=1, max=100_000, help="With --dask: parts to write the "
                                    "source in."),
-    cpn_max_rows: int = typer.Option(200_000, "--cpn-max-rows", min=100, help="CPN: fit on at most this many screens."),
+    cpn_max_rows: Optional[int] = typer.Option(None, "--cpn-max-rows", min=100, help="CPN: fit on at most this many "
+                                               "screens, drawn by stay (default: every training screen)."),
     dask: str = DASK,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:

@@ -15,7 +15,8 @@ Steps (what :func:`sepsiscope.pipeline.run_main_job` does on one table):
 
 Loaders (``functools.partial`` of :func:`_load_screens`) carry a part's number and its stays' splits
 to the worker, which reads the part from disk: no worker holds more than a part's screens at a time,
-plus the CPN's selected training rows (``cpn_max_rows``) and the GBDT feature matrix.
+plus the part's CPN training rows (all of them, or the stays drawn for ``cpn_max_rows``) and the GBDT
+feature matrix.
 """
 
 from __future__ import annotations

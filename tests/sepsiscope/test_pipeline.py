@@ -46,6 +46,10 @@ def test_main_job_writes_a_complete_run_directory(tiny_run):
     info = json.loads((out / "run.json").read_text())
     assert info["config"]["seed"] == 3 and info["seeds"]["split"] == 3
     assert info["versions"]["numpy"] and "results" in info and info["cpn_half_lives_h"]
+    # the CPN trains on every training screen by default
+    assert info["config"]["cpn_max_rows"] is None
+    split = pd.read_parquet(out / "screens.parquet", columns=["split"]).split
+    assert info["cpn_n_train_rows"] == int((split == "train").sum()) > 0
     html = report.read_text()
     assert "http://" not in html and "https://" not in html
 
