@@ -23,7 +23,7 @@ import pandas as pd
 
 from ehr.artefacts import ModelFormatError, read_model_meta
 
-__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "model_name_of", "load_model", "screen_to_explain"]
+__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "model_name_of", "scores_one_screen", "load_model", "screen_to_explain"]
 
 #: ``model.json`` kind -> the class that reads it back (a :class:`ehr.estimator.SepsisEstimator`)
 MODEL_CLASSES: dict[str, str] = {
@@ -55,6 +55,14 @@ def model_name_of(path) -> str:
     meta = read_model_meta(path)
     cls = model_class(meta["kind"])
     return cls(**cls._config_from_json(meta.get("config", {}))).model_name
+
+
+def scores_one_screen(path) -> bool:
+    """Whether a saved model scores a screen from that screen's own columns: not from its members'
+    predictions (a stack) or the stay's whole history (sequence and fusion models), which a
+    service posting one screen at a time cannot give it."""
+    cls = model_class(model_kind(path))
+    return not (getattr(cls, "reads_predictions", False) or getattr(cls, "reads_history", False))
 
 
 def load_model(path):

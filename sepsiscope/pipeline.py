@@ -281,7 +281,7 @@ def _run_into(out: Path, cfg: RunConfig, progress: bool) -> None:
             (predictions, ext.predictions.astype({"fold": "Int64"})), (screens, ext.screens), (stays, ext.stays)))
         utility["external"] = ext.utility_tables
         evaluated["external"] = {"source": ext.info["source"], "path": cfg.external_path}
-        flows["external"] = _cohort_flow(ext.stays, ext.all_rows, ext.reasons, None, ext.info)
+        flows["external"] = _cohort_flow(ext.stays_read, ext.all_rows, ext.reasons, None, ext.info)
         source_info = {"internal": source_info, "external": ext.info}
         explain_screens = pd.concat([explain_screens, ext.screens], ignore_index=True)
         del ext
@@ -380,7 +380,8 @@ def _oof_and_stack(cfg: RunConfig, members: dict, stackers: dict, parts: dict, l
     if not stackers:
         return found
     with timed(f"train {', '.join(stackers).upper()} on out-of-fold predictions"):
-        fitted = fit_stackers(stackers, pd.concat(found, ignore_index=True), parts["train"])
+        fitted = fit_stackers(stackers, pd.concat(found, ignore_index=True), parts["train"],
+                              horizon_h=labels.horizon_h)
     for name, model in fitted.items():
         model.save(out / "models" / name)
         fitted_info.update(PIPELINE_MODELS[name].run_info(model))

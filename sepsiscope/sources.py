@@ -140,6 +140,8 @@ class ExternalSplit:
     reasons: pd.Series | None
     info: dict
     utility_tables: tuple | None = None
+    #: the stays as read, before the exclusions (ids shifted like the rest): the cohort flow's first row
+    stays_read: pd.DataFrame | None = None
 
 
 def external_split(source: str, path, models: dict, taken_stays: pd.DataFrame, *, horizon_h: float,
@@ -153,13 +155,13 @@ def external_split(source: str, path, models: dict, taken_stays: pd.DataFrame, *
     """
     from evaluation.news2 import news2_predictions
 
-    events, stays, cxr, info = read_source(source, path, definition=definition)
-    events, stays, cxr, reasons = exclude(events, stays, cxr, exclusions, info)
-    offset = _id_offset(taken_stays, stays)
+    events, stays_read, cxr, info = read_source(source, path, definition=definition)
+    events, stays, cxr, reasons = exclude(events, stays_read, cxr, exclusions, info)
+    offset = _id_offset(taken_stays, stays_read)
     if offset:
         shift = {"stay_id": offset, "subject_id": offset}
-        events, stays = events.assign(**{c: events[c] + k for c, k in shift.items()}), \
-            stays.assign(**{c: stays[c] + k for c, k in shift.items()})
+        events, stays, stays_read = (t.assign(**{c: t[c] + k for c, k in shift.items()})
+                                     for t in (events, stays, stays_read))
         cxr = cxr.assign(**{c: cxr[c] + k for c, k in shift.items()}) if cxr is not None else None
         reasons = reasons.set_axis(reasons.index + offset) if reasons is not None else None
     info["id_offset"] = offset
@@ -174,4 +176,5 @@ def external_split(source: str, path, models: dict, taken_stays: pd.DataFrame, *
         preds += stacker_predictions(stackers, pd.concat(preds, ignore_index=True), screens, "external")
     utility = utility_tables(models, events, stays, all_rows, "external", stackers)
     return ExternalSplit(predictions=pd.concat(preds, ignore_index=True), screens=screens, stays=stays,
-                         events=events, all_rows=all_rows, reasons=reasons, info=info, utility_tables=utility)
+                         events=events, all_rows=all_rows, reasons=reasons, info=info, utility_tables=utility,
+                         stays_read=stays_read)

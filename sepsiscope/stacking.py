@@ -48,9 +48,11 @@ def oof_member_predictions(members: dict, train: pd.DataFrame, labels: Labels | 
     return pd.concat(out, ignore_index=True)
 
 
-def fit_stackers(stackers: dict, predictions: pd.DataFrame, train: pd.DataFrame) -> dict:
-    """Fit each stacking model on the out-of-fold ``train`` rows of ``predictions``; ``{name: model}``."""
-    return {name: model.fit_predictions(predictions, train, split="train") for name, model in stackers.items()}
+def fit_stackers(stackers: dict, predictions: pd.DataFrame, train: pd.DataFrame, *, horizon_h: float) -> dict:
+    """Fit each stacking model on the out-of-fold ``train`` rows of ``predictions``, labelled with the
+    members' horizon (onset within ``horizon_h``); ``{name: model}``."""
+    return {name: model.fit_predictions(predictions, train, split="train", horizon_h=horizon_h)
+            for name, model in stackers.items()}
 
 
 def stacker_predictions(stackers: dict, predictions: pd.DataFrame, screens: pd.DataFrame, split: str) -> list:

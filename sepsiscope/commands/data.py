@@ -184,10 +184,11 @@ def screens(
         raise UsageError(f"{cohort}: this cohort is one file per table; --dask needs the partitioned layout "
                          "(write it with `sepsiscope simulate|ingest ... --partitions N`)")
     if dask is not None or parts is not None:
+        from ehr.partitions import LAYOUT_FILE
         from sepsiscope.scale import build_screens_partitioned
 
         out = out or Path(cohort) / "screens"
-        check_output_dir(out, marker="_parts.json", option="--out", inputs={"COHORT": cohort})
+        check_output_dir(out, marker=LAYOUT_FILE, option="--out", inputs={"COHORT": cohort})
         with mapper_for(dask) as mapper, step("building hourly screens per partition", progress), \
                 data_errors(cohort):
             out, rep = build_screens_partitioned(cohort, out, mapper, horizon_h=horizon_h, until_onset=until_onset)

@@ -178,10 +178,11 @@ def embed_cxr(
     """Embed a cohort's chest X-ray studies for `train fusion --embeddings` and `predict --embeddings`.
 
     Without --encoder the encoder learns only from the films of the training split that `sepsiscope run`
-    uses with the same --seed (split by patient; written to encoder_split.csv): fit fusion models on those
+    uses with the same --seed, default split fractions and no --exclusions (split by patient; written to
+    encoder_split.csv): fit fusion models on those
     stays and evaluate on the others.
     """
-    from ehr.artefacts import atomic_file
+    from ehr.artefacts import atomic_dir, atomic_file
     from ehr.schema import CXR_FINDINGS
     from ehr.splits import split_patients
     from ehr.tables import read_table
@@ -201,40 +202,42 @@ def embed_cxr(
     cxr = read_table(cxr_path, "cxr")
     if cxr.empty:
         raise DataError(f"{cxr_path}: no chest X-ray studies to embed")
-    out.mkdir(parents=True, exist_ok=True)
-    if encoder is None:
-        from ehr.cohort import Cohort
-        from fusion.embeddings import synthetic_cxr_embeddings
+    # written under a temporary name and renamed when complete: an interrupted re-run leaves the old
+    # embeddings whole, never mixed with a new encoder or split
+    with atomic_dir(out, keep_name=True) as stage:
+        if encoder is None:
+            from ehr.cohort import Cohort
+            from fusion.embeddings import synthetic_cxr_embeddings
 
-        if not all(f"truth_{f}" in cxr.columns for f in CXR_FINDINGS):
-            raise UsageError(f"{cxr_path}: no procedural ground truth (truth_<finding>) to render films from; "
-                             "embed real films with --encoder MODEL_DIR (`sepsiscope train imaging`)")
-        split = split_patients(Cohort.load(cohort).stays, seed=seed)
-        with atomic_file(out / "encoder_split.csv") as tmp:
-            split.rename("split").rename_axis("stay_id").reset_index().to_csv(tmp, index=False)
-        with step(f"rendering {len(cxr):,} films, training the encoder on the training split", progress), \
-                data_errors(cxr_path):
-            table = synthetic_cxr_embeddings(cxr, split.index[split == "train"].to_numpy(), out, seed=seed,
-                                             image_size=image_size, epochs=encoder_epochs, device=torch_device)
-    else:
-        from fusion.embeddings import embed_cxr_table
-        from sepsiscope.models import load_model
+            if not all(f"truth_{f}" in cxr.columns for f in CXR_FINDINGS):
+                raise UsageError(f"{cxr_path}: no procedural ground truth (truth_<finding>) to render films from; "
+                                 "embed real films with --encoder MODEL_DIR (`sepsiscope train imaging`)")
+            split = split_patients(Cohort.load(cohort).stays, seed=seed)
+            with atomic_file(stage / "encoder_split.csv") as tmp:
+                split.rename("split").rename_axis("stay_id").reset_index().to_csv(tmp, index=False)
+            with step(f"rendering {len(cxr):,} films, training the encoder on the training split", progress), \
+                    data_errors(cxr_path):
+                table = synthetic_cxr_embeddings(cxr, split.index[split == "train"].to_numpy(), stage, seed=seed,
+                                                 image_size=image_size, epochs=encoder_epochs, device=torch_device)
+        else:
+            from fusion.embeddings import embed_cxr_table
+            from sepsiscope.models import load_model
 
-        with data_errors(encoder):
-            model = load_model(encoder)
-        if model.kind != "imaging":
-            raise UsageError(f"--encoder {encoder}: a {model.kind} model; expected an imaging model")
-        if cxr["image_path"].isna().all():
-            raise DataError(f"{cxr_path}: no study has an image (image_path); give them images first "
-                            "(`sepsiscope cxr-images COHORT`)")
-        with step(f"embedding {int(cxr['image_path'].notna().sum()):,} films", progress), data_errors(cxr_path):
-            table = embed_cxr_table(model, cxr, cohort, device=torch_device)
-        with atomic_file(out / "cxr_embeddings.parquet") as tmp:
-            table.to_parquet(tmp)
-    write_run_json(out, {"command": "embed-cxr", "encoder": None if encoder is None else str(encoder),
-                         "image_size": image_size, "encoder_epochs": encoder_epochs},
-                   inputs={"cxr": cxr_path}, seeds={"split": seed, "encoder": seed},
-                   extra={"studies": int(len(table)), "complete": True})
+            with data_errors(encoder):
+                model = load_model(encoder)
+            if model.kind != "imaging":
+                raise UsageError(f"--encoder {encoder}: a {model.kind} model; expected an imaging model")
+            if cxr["image_path"].isna().all():
+                raise DataError(f"{cxr_path}: no study has an image (image_path); give them images first "
+                                "(`sepsiscope cxr-images COHORT`)")
+            with step(f"embedding {int(cxr['image_path'].notna().sum()):,} films", progress), data_errors(cxr_path):
+                table = embed_cxr_table(model, cxr, cohort, device=torch_device)
+            with atomic_file(stage / "cxr_embeddings.parquet") as tmp:
+                table.to_parquet(tmp)
+        write_run_json(stage, {"command": "embed-cxr", "encoder": None if encoder is None else str(encoder),
+                               "image_size": image_size, "encoder_epochs": encoder_epochs},
+                       inputs={"cxr": cxr_path}, seeds={"split": seed, "encoder": seed},
+                       extra={"studies": int(len(table)), "complete": True})
     console.print(f"{len(table):,} studies embedded ({len(embedding_columns(table.columns))} dimensions) -> "
                   f"{out / 'cxr_embeddings.parquet'}")
 

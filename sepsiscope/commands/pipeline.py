@@ -104,6 +104,10 @@ def run(
     ext_source, ext_path = _one_source({"physionet": external_physionet, "mimic": external_mimic,
                                         "cohort": external_cohort}, "external")
     names = model_names(models, tuple(PIPELINE_MODELS))
+    stackers = [n for n in names if PIPELINE_MODELS[n].stacks]
+    if stackers and len(stackers) == len(names):
+        raise UsageError(f"--models {models}: {', '.join(stackers)} combines other models; name at least one "
+                         "of them too (e.g. --models cpn,gbdt,stack)")
     choice(gbdt_backend, ("lightgbm", "xgboost"), "--gbdt-backend")
     choice(stack_meta, tuple(META_LEARNERS), "--stack-meta")
     if "fusion" in names:
@@ -185,7 +189,8 @@ def predict(
                              "partitioned folder when the screens are partitioned)."),
     name: str = typer.Option(None, "--name", help="Model name in the predictions (default: its kind/backend)."),
     oof: int = typer.Option(0, "--oof", min=0, help="K >= 2: refit the model's settings on K-1 patient-grouped "
-                            "folds of the screens and predict the held-out fold (fold filled, split=train)."),
+                            "folds of the screens and predict the held-out fold (fold filled, split=train; labels: onset "
+                            "within 48 h)."),
     seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed of the --oof fold assignment."),
     member_predictions: Path = typer.Option(None, "--predictions", help="A stack: its members' predictions "
                                             "parquet on the screens."),
@@ -215,6 +220,15 @@ def predict(
         if oof or member_predictions is not None or embeddings is not None:
             raise UsageError("--oof, --predictions and --embeddings score one screens table; run them without "
                              "--dask")
+        if name is not None and not name.strip():
+            raise typer.BadParameter("must not be empty", param_hint="--name")
+        from ehr.partitions import LAYOUT_FILE
+
+        # each is replaced as a whole: only a partitioned table of its own, never a folder of inputs
+        for option, folder in (("--out", out), ("--explain-out", explain_out)):
+            if folder is not None:
+                check_output_dir(folder, marker=LAYOUT_FILE, option=option,
+                                 inputs={"--screens": screens, "MODEL_DIR": model_dir})
         with mapper_for(dask) as mapper, step(f"scoring {screens} per partition", progress), data_errors(screens):
             counts = predict_partitioned(model_dir, screens, out, mapper, name=name, explain_out=explain_out,
                                          explain_threshold=explain_above)

@@ -12,6 +12,16 @@ from sepsiscope.outputs import require_complete_run
 from sepsiscope.progress import console, styled
 
 
+def _serves(path) -> bool:
+    from ehr.artefacts import ModelFormatError
+    from sepsiscope.models import scores_one_screen
+
+    try:
+        return scores_one_screen(path)
+    except (ModelFormatError, ValueError, OSError):
+        return True  # an unreadable folder is reported by build_engine, with its reason
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -57,7 +67,12 @@ def serve(
     threadpool_limits(threads)
     model = model or run / "models" / "cpn"
     if not compare and run is not None:
-        compare = [d for d in sorted((run / "models").iterdir()) if d.is_dir() and d.resolve() != model.resolve()]
+        compare = [d for d in sorted((run / "models").iterdir()) if d.is_dir() and d.resolve() != model.resolve()
+                   and _serves(d)]
+    for option, path in [("--model", model), *(("--compare", c) for c in compare or ())]:
+        if (Path(path) / "model.json").is_file() and not _serves(path):
+            raise typer.BadParameter(f"{path}: this model scores from its members' predictions or the stay's whole "
+                                     "history; the service scores one screen at a time", param_hint=option)
     try:
         token = load_token(token_file=token_file)
         shown = None

@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from sepsiscope.progress import console
+from sepsiscope.errors import UsageError, data_errors
+from sepsiscope.options import positive_hours, seed as seed_value
+from sepsiscope.outputs import MODEL_MARKER, check_output_dir, read_screens
 
 
 def coefficient_text(model) -> str:
@@ -61,8 +63,9 @@ def train_stack(
     scores: str = typer.Option("news2", "--scores", help="Members that are scores, not probabilities (may be "
                                "missing on some screens)."),
     split: str = typer.Option("train", "--split", help="The split whose out-of-fold rows the stack learns from."),
-    horizon_h: float = typer.Option(48.0, "--horizon-h", help="Label horizon: onset within this many hours."),
-    seed: int = typer.Option(0, "--seed", help="Seed (LightGBM meta-learner)."),
+    horizon_h: float = typer.Option(48.0, "--horizon-h", callback=positive_hours,
+                                    help="Label horizon: onset within this many hours (the members' horizon)."),
+    seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed (LightGBM meta-learner)."),
 ) -> None:
     """Fit a stack on its members' out-of-fold predictions; prints which member it trusts."""
     from fusion.stacking import META_LEARNERS, StackClassifier
@@ -73,15 +76,18 @@ def train_stack(
     for path, hint in ((predictions, "--predictions"), (screens, "--screens")):
         if not path.is_file():
             raise typer.BadParameter(f"{path}: file not found", param_hint=hint)
+    # never replace a folder that is not a model (a run directory holding the inputs, say)
+    check_output_dir(out, marker=MODEL_MARKER, inputs={"--predictions": predictions, "--screens": screens})
     names = tuple(m.strip() for m in members.split(",") if m.strip()) if members else None
     stack = StackClassifier(names, scores=tuple(s.strip() for s in scores.split(",") if s.strip()), meta=meta,
                             random_state=seed)
+    with data_errors(predictions):
+        member_rows = pd.read_parquet(predictions)
+    table = read_screens(screens)
     try:
-        stack.fit_predictions(pd.read_parquet(predictions), pd.read_parquet(screens), split=split,
-                              horizon_h=horizon_h)
+        stack.fit_predictions(member_rows, table, split=split, horizon_h=horizon_h)
     except ValueError as exc:   # SchemaError too: a member missing, screens not shared, not out-of-fold
-        console.print(f"[red]error:[/] {predictions}: {exc}")
-        raise typer.Exit(2) from exc
+        raise UsageError(f"{predictions}: {exc}") from exc
     run = run_json_text({"command": "train stack", "params": stack.get_params(), "split": split,
                          "horizon_h": horizon_h}, inputs={"predictions": predictions, "screens": screens},
                         seeds={"meta": seed}, extra={"complete": True})

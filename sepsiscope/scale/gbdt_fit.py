@@ -47,7 +47,9 @@ def _matrix(part, features, horizon_h: float, held_stays, held: bool = False) ->
 def _positives_by_stay(part, horizon_h: float) -> pd.DataFrame:
     part = resolve_part(part)
     y = Labels.from_screens(part, horizon_h).y
-    return pd.DataFrame({"stay_id": part["stay_id"].to_numpy(), "y": y}).groupby("stay_id")["y"].max().reset_index()
+    subject = part["subject_id" if "subject_id" in part.columns else "stay_id"].to_numpy()
+    return (pd.DataFrame({"stay_id": part["stay_id"].to_numpy(), "subject_id": subject, "y": y})
+            .groupby(["stay_id", "subject_id"])["y"].max().reset_index())
 
 
 def _not_nan(Xy: tuple) -> np.ndarray:
@@ -71,7 +73,8 @@ def fit_gbdt_partitioned(model, parts: list, mapper, *, horizon_h: float = 48.0)
     client = getattr(mapper, "client", None)
     if client is None:
         screens = pd.concat([resolve_part(p) for p in mapper.gather(parts)], ignore_index=True)
-        return model.fit(screens, Labels.from_screens(screens, horizon_h), groups=screens["stay_id"].to_numpy())
+        groups = screens["subject_id" if "subject_id" in screens.columns else "stay_id"].to_numpy()
+        return model.fit(screens, Labels.from_screens(screens, horizon_h), groups=groups)
     import dask
     import dask.array as da
 
@@ -83,10 +86,12 @@ def fit_gbdt_partitioned(model, parts: list, mapper, *, horizon_h: float = 48.0)
     held = np.array([], dtype=np.int64)
     if model.early_stopping_rounds and model.validation_fraction > 0:
         pos = pd.concat(mapper.gather(mapper.map(_positives_by_stay, parts, horizon_h=horizon_h)))
-        pos = pos.sort_values("stay_id")
-        idx = held_out_groups(len(pos), model.validation_fraction, has_pos=pos["y"].to_numpy() > 0,
+        # early stopping holds out whole patients, as the single-process fit does (a patient's stays
+        # may sit in different parts: their labels meet here)
+        by_subject = pos.groupby("subject_id")["y"].max().sort_index()
+        idx = held_out_groups(len(by_subject), model.validation_fraction, has_pos=by_subject.to_numpy() > 0,
                               random_state=model.random_state)
-        held = pos["stay_id"].to_numpy()[idx]
+        held = np.sort(pos.loc[pos["subject_id"].isin(by_subject.index[idx]), "stay_id"].to_numpy())
     Xy = mapper.map(_matrix, parts, features=mapper.share(features), horizon_h=horizon_h,
                     held_stays=mapper.share(held))
     not_nan = np.logical_or.reduce(mapper.gather(mapper.map(_not_nan, Xy)))

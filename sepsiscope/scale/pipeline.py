@@ -38,6 +38,13 @@ from sepsiscope.stay_screens import KEY_COLUMNS
 __all__ = ["run_partitioned", "partitioned_cohort"]
 
 
+def _has_challenge_rows(cfg: RunConfig) -> bool:
+    """PhysioNet 2019 data, read now or ingested earlier: the challenge utility can be scored."""
+    from sepsiscope.sources import cohort_source_name
+
+    return cfg.source == "physionet" or (cfg.source == "cohort" and cohort_source_name(cfg.path) == "physionet2019")
+
+
 def partitioned_cohort(cfg: RunConfig, out: Path) -> tuple[Path, dict]:
     """The partitioned cohort of a run: a ``cohort`` source as it is, or the source written under ``RUN/parts``."""
     if cfg.source == "cohort":
@@ -154,9 +161,21 @@ PARTITIONED_FIT = {"cpn": _fit_cpn, "gbdt": _fit_gbdt}
 
 
 def run_partitioned(out, cfg: RunConfig, mapper, *, progress: bool = False) -> Path:
-    """The main job per partition (see the module docstring); returns the report's path."""
+    """The main job per partition (see the module docstring); returns the report's path.
+
+    As in :func:`sepsiscope.pipeline.run_main_job`, the run directory is written under a temporary
+    name and replaces ``out`` as a whole when everything is written: never mixed with an old run.
+    """
+    from ehr.artefacts import atomic_dir
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, keep_name=True) as stage:
+        _run_partitioned_into(stage, cfg, mapper, progress)
+    return out / "report.html"
+
+
+def _run_partitioned_into(out: Path, cfg: RunConfig, mapper, progress: bool) -> None:
+    """The partitioned main job, writing into the (staging) directory ``out``."""
     timed = partial(step, enabled=progress, timings=cfg.timings)
     estimators = _make_models(cfg)
     with timed("load source"):
@@ -188,7 +207,7 @@ def run_partitioned(out, cfg: RunConfig, mapper, *, progress: bool = False) -> P
     with timed("score dev and test per partition"):
         jobs = [partial(_score_part, k, split=split_of[k]) for k in range(n)]
         scored = mapper.gather(mapper.map(_call, jobs, screens_dir=str(screens_dir), cohort_dir=str(cohort_dir),
-                                          model_dirs=model_dirs, utility=cfg.source == "physionet"))
+                                          model_dirs=model_dirs, utility=_has_challenge_rows(cfg)))
     order = [*model_dirs, "news2"]
     predictions = _in_order(pd.concat([s["predictions"] for s in scored], ignore_index=True), order)
     utility_tables = None

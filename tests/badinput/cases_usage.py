@@ -102,6 +102,16 @@ CASES = [
     Case("run-models-empty", f"run {OUT} --models ,", 2, "name at least one"),
     Case("run-models-twice", f"run {OUT} --models cpn,cpn", 2, "named twice"),
     Case("run-models-news2", f"run {OUT} --models news2", 2, "unknown model(s) 'news2'"),
+    Case("run-models-stack-alone", f"run {OUT} --models stack", 2, "combines other models"),
+    # -- train stack: its --out is replaced as a whole, so a run folder holding its inputs is refused
+    Case("stack-out-holds-predictions", f"train stack --predictions {{fx}}/run/predictions.parquet {S} "
+         "--out {fx}/run", 2, "holds the input --predictions"),
+    Case("stack-out-foreign-folder", f"train stack --predictions {{fx}}/run/predictions.parquet {S} {OUT}", 2,
+         "holds no model.json", lambda fx, tmp: _foreign_dir(tmp)),
+    Case("stack-horizon-nan", f"train stack --predictions {{fx}}/run/predictions.parquet {S} {OUT} --horizon-h nan",
+         2, "positive, finite"),
+    Case("stack-seed-negative", f"train stack --predictions {{fx}}/run/predictions.parquet {S} {OUT} --seed -1",
+         2, "--seed"),
     Case("run-horizon-negative", f"run {OUT} --horizon-h -5", 2, "--horizon-h"),
     Case("run-horizon-nan", f"run {OUT} --horizon-h nan", 2, "positive, finite"),
     Case("run-window-zero", f"run {OUT} --window-h 0", 2, "--window-h"),

@@ -100,3 +100,22 @@ def test_cli_simulate_site_b(tmp_path):
     assert set(c.stays["source"]) == {"synthetic-B"} and c.meta["site"] == "B"
     r = runner.invoke(app, ["simulate", "--site", "C", "--out", str(tmp_path / "c"), "--no-progress"])
     assert r.exit_code == 2 and "--site" in r.output and "A, B" in r.output
+
+
+def test_external_cohort_flow_counts_the_stays_read_before_exclusions(tmp_path):
+    """The external flow starts from every stay read, so the exclusions show as rows of their own."""
+    from sepsiscope.pipeline import _cohort_flow
+    from sepsiscope.sources import external_split
+
+    cohort = generate_cohort(60, seed=5)
+    children = cohort.stays["stay_id"].iloc[:5]
+    cohort.stays.loc[cohort.stays["stay_id"].isin(children), "age"] = 10.0
+    cohort.save(tmp_path / "site_b")
+    taken = generate_cohort(20, seed=6).stays
+    ext = external_split("cohort", str(tmp_path / "site_b"), {}, taken, horizon_h=48.0, exclusions="johnson2018")
+    assert len(ext.stays_read) == 60 and len(ext.stays) < 60
+    assert set(children + ext.info["id_offset"]) <= set(ext.reasons.index)
+    flow = _cohort_flow(ext.stays_read, ext.all_rows, ext.reasons, None, ext.info)
+    assert flow.loc[flow["stage"] == "read", "n_stays"].iloc[0] == 60
+    excluded = flow[flow["stage"].str.startswith("excluded")]
+    assert excluded["n_stays"].sum() == 60 - len(ext.stays)

@@ -20,7 +20,7 @@ from sklearn.base import clone
 
 from ehr.artefacts import ModelFormatError
 from ehr.schema import SchemaError, validate
-from sepsiscope.models import MODEL_CLASSES, load_model, model_class, model_name_of
+from sepsiscope.models import MODEL_CLASSES, load_model, model_class, model_name_of, scores_one_screen
 
 
 @dataclass
@@ -142,6 +142,11 @@ def test_save_load_predicts_identically(case, saved):
 def test_model_name_without_loading_the_files(case, saved):
     """The name in predictions and operating points (e.g. ``lightgbm`` for a GBDT), from model.json alone."""
     assert model_name_of(saved) == case.model.model_name
+
+
+def test_which_models_score_one_screen_alone(case, saved):
+    """The service scores one posted screen: stacks (members' predictions) and deep models (history) cannot."""
+    assert scores_one_screen(saved) == (case.model.kind not in ("stack", "sequence", "fusion"))
 
 
 def test_another_kind_is_refused(case, saved):

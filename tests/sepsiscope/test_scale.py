@@ -126,6 +126,14 @@ def test_cli_partitioned_simulate_screens_and_predict(cohort, tmp_path):
                             "--out", str(tmp_path / "p"), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert PartitionedTable(tmp_path / "p", "predictions").rows == PartitionedTable(tmp_path / "c" / "screens").rows
+    # screens again (a new horizon): the partitioned table of the first build is replaced
+    r = runner.invoke(app, ["screens", str(tmp_path / "c"), "--horizon-h", "24", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    # a partitioned --out replaces a folder as a whole: never the cohort that holds the screens
+    r = runner.invoke(app, ["predict", str(d / "cpn"), "--screens", str(tmp_path / "c" / "screens"),
+                            "--out", str(tmp_path / "c"), "--no-progress"])
+    assert r.exit_code == 2 and "holds the input --screens" in " ".join(r.output.split()), r.output
+    assert PartitionedTable(tmp_path / "c" / "screens").partitions == 3
     runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "u"), "--no-progress"])
     r = runner.invoke(app, ["screens", str(tmp_path / "u"), "--dask", "local", "--no-progress"])
     assert r.exit_code == 2 and "--partitions N" in r.output
@@ -169,7 +177,11 @@ def test_partitioned_main_job_reports_what_the_single_process_job_reports(tmp_pa
     kw = dict(n_stays=200, seed=4, n_boot=20, cpn_half_lives="prior", cpn_max_iter=3, models=("cpn",),
               partitions=3)
     run_main_job(tmp_path / "single", RunConfig(**kw))
+    (tmp_path / "parts" / "models" / "stack").mkdir(parents=True)  # an older run's model: replaced, not kept
+    (tmp_path / "parts" / "models" / "stack" / "model.json").write_text("{}")
     run_partitioned(tmp_path / "parts", RunConfig(**kw), SerialMapper())
+    assert not (tmp_path / "parts" / "models" / "stack").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "single"]
     a, b = (pd.read_csv(tmp_path / d / "main_table.csv") for d in ("single", "parts"))
     pd.testing.assert_frame_equal(a, b)
     pa, pb = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("single", "parts"))

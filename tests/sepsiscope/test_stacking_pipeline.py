@@ -17,6 +17,7 @@ from sepsiscope.models import load_model
 from sepsiscope.pipeline import RunConfig, run_main_job
 
 runner = CliRunner()
+HORIZON_H = 24.0
 
 
 def _text(result) -> str:
@@ -27,8 +28,9 @@ def _text(result) -> str:
 @pytest.fixture(scope="module")
 def stack_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("stackrun")
+    # a horizon other than the default: the stack must learn the members' label, not 48 h
     cfg = RunConfig(n_stays=300, seed=3, n_boot=20, cpn_half_lives="prior", cpn_max_iter=5, gbdt_n_estimators=40,
-                    models=("cpn", "gbdt", "stack"), oof_folds=3)
+                    models=("cpn", "gbdt", "stack"), oof_folds=3, horizon_h=HORIZON_H)
     run_main_job(out, cfg)
     return out
 
@@ -57,7 +59,9 @@ def test_the_stack_is_fitted_on_out_of_fold_rows_and_scores_dev_and_test(stack_r
     screens = pd.read_parquet(stack_run / "screens.parquet")
     saved = load_model(stack_run / "models" / "stack")
     # refitting on the train split's out-of-fold rows alone gives the saved stack: dev never entered it
-    again = StackClassifier(random_state=3).fit_predictions(pred[pred.split == "train"], screens)
+    again = StackClassifier(random_state=3).fit_predictions(pred[pred.split == "train"], screens, horizon_h=HORIZON_H)
+    at_48 = StackClassifier(random_state=3).fit_predictions(pred[pred.split == "train"], screens, horizon_h=48.0)
+    assert not np.allclose(at_48.coef_, saved.coef_)
     assert np.allclose(again.coef_, saved.coef_) and again.intercept_ == pytest.approx(saved.intercept_)
     for split in ("dev", "test"):
         mine = pred[(pred.model == "stack") & (pred.split == split)].reset_index(drop=True)
@@ -90,6 +94,7 @@ def test_cli_train_stack_explain_and_predict(stack_run, tmp_path):
     pred, screens = stack_run / "predictions.parquet", stack_run / "screens.parquet"
     out = tmp_path / "stack"
     r = runner.invoke(app, ["train", "stack", "--predictions", str(pred), "--screens", str(screens), "--out", str(out),
+                            "--horizon-h", str(HORIZON_H),
                             "--seed", "3"])
     assert r.exit_code == 0, r.output
     assert "lightgbm" in r.output and "share" in r.output
