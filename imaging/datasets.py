@@ -164,15 +164,21 @@ def cached_image_folder(data_dir: str | PathLike, image_size: int, cache: str | 
                         split: str | None = None, progress: bool = False) -> ImageSet:
     """:func:`read_image_folder`, kept as one ``.npz`` (uint8 images) so that later runs decode no image.
 
-    The cache is reused only when it was made from the same ``labels.csv`` (sha256), size,
-    findings and split; otherwise it is rebuilt (written to a temporary name, then renamed).
+    The cache is reused only when it was made from the same folder, ``labels.csv`` (sha256), image
+    files (names, sizes and modification times), size, findings and split; otherwise it is rebuilt
+    (written to a temporary name, then renamed).
     """
     import hashlib
     import json
     import os
 
     data_dir, cache = Path(data_dir), Path(cache)
+    files = hashlib.sha256()  # another folder with the same labels.csv, or an image edited in place
+    for p in sorted(q for q in data_dir.rglob("*") if q.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        st = p.stat()
+        files.update(f"{p.relative_to(data_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     key = json.dumps({"labels_sha256": hashlib.sha256((data_dir / "labels.csv").read_bytes()).hexdigest(),
+                      "data_dir": str(data_dir.resolve()), "images": files.hexdigest(),
                       "image_size": int(image_size), "findings": list(findings) if findings else None,
                       "split": split}, sort_keys=True)
     if cache.is_file():

@@ -130,7 +130,10 @@ def test_internal_splits_are_group_safe_and_fixed():
     assert all(np.array_equal(parts[k], again[k]) for k in parts)
 
 
-def test_class_folders_and_cache(tmp_path):
+def test_class_folders_and_cache(tmp_path, monkeypatch):
+    import os
+
+    import imaging.datasets
     from imaging.datasets import cached_image_folder, read_class_folders, read_labelled
 
     for cls, n in (("NORMAL", 2), ("PNEUMONIA", 3)):
@@ -154,9 +157,20 @@ def test_class_folders_and_cache(tmp_path):
     pd.DataFrame({"image": [f"{i}.png" for i in range(4)], "pneumonia": [0, 1, 0, 1]}).to_csv(root / "labels.csv",
                                                                                              index=False)
     first = cached_image_folder(root, 16, tmp_path / "c.npz")
-    (root / "0.png").unlink()  # the cache answers without reading images again
-    again = cached_image_folder(root, 16, tmp_path / "c.npz")
+    real = imaging.datasets.read_image_folder
+    with monkeypatch.context() as m:  # the cache answers without reading images again
+        m.setattr(imaging.datasets, "read_image_folder", lambda *a, **k: pytest.fail("images read again"))
+        again = cached_image_folder(root, 16, tmp_path / "c.npz")
     assert np.array_equal(first.images, again.images) and again.findings == ("pneumonia",)
+    # an image edited in place (same name, same labels.csv): rebuilt, never the stale pixels
+    Image.fromarray(np.tile(np.arange(0, 200, 10, dtype=np.uint8), (20, 1))).save(root / "0.png")
+    st = (root / "0.png").stat()
+    os.utime(root / "0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    edited = cached_image_folder(root, 16, tmp_path / "c.npz")
+    assert not np.array_equal(edited.images[0], first.images[0])
+    assert np.array_equal(edited.images[1:], first.images[1:])
+    assert imaging.datasets.read_image_folder is real
+    (root / "0.png").unlink()
     pd.DataFrame({"image": [f"{i}.png" for i in range(1, 4)], "pneumonia": [1, 0, 1]}).to_csv(root / "labels.csv",
                                                                                              index=False)
     assert len(cached_image_folder(root, 16, tmp_path / "c.npz")) == 3  # labels changed: rebuilt
