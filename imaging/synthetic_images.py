@@ -185,9 +185,10 @@ def render_cohort_images(cxr_table: pd.DataFrame, out_dir: str | PathLike, seed:
     return out
 
 
-def _anatomy_seed(seed: int, stay_id: int, anatomy_study_id) -> int:
+def _anatomy_seed(seed: int, stay_id: int, hour: float, anatomy_study_id) -> int:
     if anatomy_study_id is None or pd.isna(anatomy_study_id):
-        return int(np.random.SeedSequence([int(seed), int(stay_id), 1]).generate_state(1)[0])
+        minute = int(round(float(hour) * 60))
+        return int(np.random.SeedSequence([int(seed), int(stay_id), 1, minute + 10**7]).generate_state(1)[0])
     return _study_seed(seed, int(anatomy_study_id))
 
 
@@ -197,14 +198,15 @@ def render_truth_films(lung_state: pd.DataFrame, seed: int, *, size: int = 128, 
 
     ``lung_state`` is :meth:`ehr.synthetic.lung.LungState.at`'s table. Each film has the chest of
     its ``anatomy_study_id`` (the latest study: a film rendered at a study's own time is that
-    study's film, with the same ``seed`` as :func:`render_cohort_images`) or, before any study, one
-    drawn from ``(seed, stay_id)``. Identical (chest, findings) are rendered once.
+    study's film, with the same ``seed`` as :func:`render_cohort_images`) or, where that is <NA>, a
+    chest of its own drawn from ``(seed, stay_id, hour)``. Identical (chest, findings) are rendered once.
     """
     truth_cols = [f"truth_{f}" for f in CXR_FINDINGS]
-    missing = [c for c in ("stay_id", "anatomy_study_id", *truth_cols) if c not in lung_state.columns]
+    missing = [c for c in ("stay_id", "hour", "anatomy_study_id", *truth_cols) if c not in lung_state.columns]
     if missing:
         raise KeyError(f"lung state table lacks {missing} (expected ehr.synthetic.lung.LungState.at's columns)")
-    seeds = [_anatomy_seed(seed, s, a) for s, a in zip(lung_state["stay_id"], lung_state["anatomy_study_id"])]
+    seeds = [_anatomy_seed(seed, s, h, a) for s, h, a in
+             zip(lung_state["stay_id"], lung_state["hour"], lung_state["anatomy_study_id"])]
     truth = lung_state[truth_cols].to_numpy(dtype=np.int64)
     films = np.empty((len(seeds), size, size), dtype=np.uint8)
     cache: dict = {}

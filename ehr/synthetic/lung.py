@@ -5,13 +5,20 @@ module replays the generator (same ``n_stays``, ``seed``, ``site``, ``start``: i
 to recover the plan, and evaluates each finding's probability
 (:func:`ehr.synthetic.cxr.finding_probabilities`) at the hours asked for.
 
-How a probability becomes a 0/1 finding that is coherent in time and agrees with the recorded
-studies: each (stay, finding) carries a latent uniform ``u``; the finding is present while
-``u < p(t)``. Before the first study ``u`` is drawn from ``(seed, stay_id)``; each study
-*refreshes* it, drawn from ``(seed, study_id)`` conditionally on what the study showed (uniform
-on ``(0, p)`` if present, on ``[p, 1)`` if absent, ``p`` at the study's time). So at a study's
-own time the state is exactly that study's truth, and between studies findings come and go only
-as the trajectory moves ``p``. Used to evaluate generated films, never as a model input.
+How a probability becomes a 0/1 finding (``draw``): a finding is present while ``u < p(t)``.
+
+``"study"`` (default): what a *new study* taken then would show, drawn as the generator draws
+    every study: ``u`` fresh for each (stay, time), from ``(seed, stay_id, time)``, and a chest
+    of its own (``anatomy_study_id`` <NA>). Films of one patient are conditionally independent
+    given the trajectory, in the cohort as here, so this is the target a model trained on
+    consecutive films can be fairly asked to hit.
+``"persistent"``: a lung state coherent in time: ``u`` is drawn from ``(seed, stay_id)`` before
+    the first study and *refreshed* by each study, from ``(seed, study_id)`` conditionally on what
+    it showed (uniform on ``(0, p)`` if present, on ``[p, 1)`` if absent); the chest is the last
+    study's. Findings then come and go only as the trajectory moves ``p``.
+
+Either way a query at a study's own time returns exactly that study (truth and chest). Used to
+evaluate generated films, never as a model input.
 
 Examples
 --------
@@ -80,13 +87,16 @@ class LungState:
         p = finding_probabilities(self.plan["plan"], k, hours, self.plan["onset_h"], self.plan["septic"])
         return np.column_stack([p[f] for f in CXR_FINDINGS])
 
-    def at(self, queries: pd.DataFrame) -> pd.DataFrame:
-        """The lung state at each query row (``stay_id``, ``time``).
+    def at(self, queries: pd.DataFrame, *, draw: str = "study") -> pd.DataFrame:
+        """The lung state at each query row (``stay_id``, ``time``); ``draw`` as in the module notes.
 
         Returns one row per query, in order: ``stay_id, time, hour`` (since admission),
-        ``truth_<finding>`` (0/1), ``p_<finding>`` and ``anatomy_study_id``: the latest study at or
-        before ``time`` (<NA> before the first), whose chest a film then would show.
+        ``truth_<finding>`` (0/1), ``p_<finding>`` and ``anatomy_study_id``: the study whose chest a
+        film then would show (the study at that very time; with ``"persistent"`` the latest study at
+        or before it), <NA> for a chest of its own.
         """
+        if draw not in ("study", "persistent"):
+            raise ValueError(f"draw must be 'study' or 'persistent', got {draw!r}")
         require_columns(queries, ["stay_id", "time"], table="lung-state queries")
         sid = queries["stay_id"].to_numpy(dtype=np.int64)
         when = pd.to_datetime(queries["time"]).to_numpy(dtype="datetime64[ns]")
@@ -104,7 +114,13 @@ class LungState:
         hit = pd.merge_asof(left, right, on="time", by="stay_id", direction="backward").sort_values("_pos")
         row = hit["_row"].to_numpy()
         seen = ~np.isnan(row)
-        u = _uniforms(self.seed, sid, stream=3)
+        if draw == "study":  # only a study at this very time counts; any other hour is a new study
+            exact = np.zeros(len(sid), bool)
+            exact[seen] = cxr["time"].to_numpy(dtype="datetime64[ns]")[row[seen].astype(np.int64)] == when[seen]
+            seen &= exact
+            u = _uniforms(self.seed, sid * 10**10 + when.astype("datetime64[s]").astype(np.int64), stream=4)
+        else:
+            u = _uniforms(self.seed, sid, stream=3)
         if seen.any():
             r = row[seen].astype(np.int64)
             study = cxr.iloc[r]

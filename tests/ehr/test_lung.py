@@ -21,9 +21,10 @@ def test_replay_gives_the_generated_cohort(lungs):
     pd.testing.assert_frame_equal(lungs.cohort.cxr, generate_cohort(150, seed=4).cxr)
 
 
-def test_state_at_a_study_time_is_that_study(lungs):
+@pytest.mark.parametrize("draw", ["study", "persistent"])
+def test_state_at_a_study_time_is_that_study(lungs, draw):
     cxr = lungs.cohort.cxr
-    at = lungs.at(cxr[["stay_id", "time"]])
+    at = lungs.at(cxr[["stay_id", "time"]], draw=draw)
     for f in CXR_FINDINGS:
         np.testing.assert_array_equal(at[f"truth_{f}"].to_numpy(), cxr[f"truth_{f}"].to_numpy())
     np.testing.assert_array_equal(at["anatomy_study_id"].to_numpy(dtype=np.int64), cxr["study_id"].to_numpy())
@@ -35,6 +36,21 @@ def test_before_the_first_study_there_is_no_anatomy_study(lungs):
     sid = first.index[first > stays.loc[first.index, "admit_time"] + pd.Timedelta("2h")][:5]
     at = lungs.at(pd.DataFrame({"stay_id": sid, "time": stays.loc[sid, "admit_time"] + pd.Timedelta("1h")}))
     assert len(at) == len(sid) > 0 and at["anatomy_study_id"].isna().all()
+
+
+def test_persistent_state_keeps_the_last_film_a_new_study_redraws(lungs):
+    cxr = lungs.cohort.cxr
+    later = cxr[["stay_id", "time"]].assign(time=cxr["time"] + pd.Timedelta("1min"))
+    truth = cxr[[f"truth_{f}" for f in CXR_FINDINGS]].to_numpy()
+    kept = lungs.at(later, draw="persistent")
+    fresh = lungs.at(later, draw="study")
+    same_kept = (kept[[f"truth_{f}" for f in CXR_FINDINGS]].to_numpy() == truth).all(axis=1).mean()
+    same_fresh = (fresh[[f"truth_{f}" for f in CXR_FINDINGS]].to_numpy() == truth).all(axis=1).mean()
+    assert same_kept > 0.97 and same_fresh < 0.9
+    np.testing.assert_array_equal(kept["anatomy_study_id"].to_numpy(dtype=np.int64), cxr["study_id"].to_numpy())
+    assert fresh["anatomy_study_id"].isna().all()
+    with pytest.raises(ValueError, match="draw must be 'study' or 'persistent'"):
+        lungs.at(later, draw="sometimes")
 
 
 def test_findings_follow_the_trajectory(lungs):
