@@ -103,8 +103,8 @@ class CXRLatentGenerator:
         """``screens`` (observed films attached) where every screen with a film sees the generated film of its hour."""
         return attach_embeddings(screens, self.generated_films(screens, seed=seed))
 
-    def save(self, directory) -> Path:
-        """Write ``model.json``, ``latent_space/`` and ``generator/`` atomically."""
+    def save(self, directory, *, attachments: dict | None = None) -> Path:
+        """Write ``model.json``, ``latent_space/`` and ``generator/`` (and ``attachments``) atomically."""
         if not hasattr(self, "model_"):
             raise ValueError("CXRLatentGenerator is not fitted; call fit first")
 
@@ -116,7 +116,8 @@ class CXRLatentGenerator:
                   "ddl_params": self.ddl_params}
         return write_model_dir(directory, kind=self.kind, format_version=self.format_version, config=config,
                                features=self.inputs_.columns_, write_files=write,
-                               state={"inputs": self.inputs_.state(), "embedding_dim": self.embedding_dim_})
+                               state={"inputs": self.inputs_.state(), "embedding_dim": self.embedding_dim_},
+                               attachments=attachments)
 
     @classmethod
     def load(cls, directory) -> "CXRLatentGenerator":
