@@ -117,11 +117,19 @@ def test_conditions(setup: DDLSetup) -> tuple[Conditions, pd.DataFrame]:
     return cond, truth
 
 
-def generate_latents(models: dict, cond: Conditions, *, seed: int = 0) -> dict:
-    """``{"copy_last": previous latents, name: generated latents, ...}`` at the conditions."""
+def generate_latents(models: dict, cond: Conditions, *, seed: int = 0, mean_of: int = 8) -> dict:
+    """``{"copy_last": previous latents, name: generated latents, ...}`` at the conditions.
+
+    With ``mean_of`` > 1 also ``"ddl_mean<k>"``: the mean of ``k`` samples of the ``"ddl"`` model
+    (seeds ``seed .. seed + k - 1``), an estimate of the conditional mean rather than one draw.
+    """
     out = {"copy_last": cond.previous}
     for name, model in models.items():
         out[name] = model.sample(cond.previous, cond.ehr, cond.gap_h, cond.lengths, seed=seed)
+    if mean_of > 1 and "ddl" in models:
+        draws = [models["ddl"].sample(cond.previous, cond.ehr, cond.gap_h, cond.lengths, seed=seed + k)
+                 for k in range(int(mean_of))]
+        out[f"ddl_mean{int(mean_of)}"] = np.mean(draws, axis=0)
     return out
 
 

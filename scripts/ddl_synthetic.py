@@ -35,12 +35,13 @@ from fusion.ddl_eval import (downstream_predictions, fit_ddl_variants, generate_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-stays", type=int, default=1000)
+    ap.add_argument("--n-stays", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/ddl_synthetic")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--encoder-epochs", type=int, default=6)
-    ap.add_argument("--ddl-epochs", type=int, default=60)
+    ap.add_argument("--components", type=float, default=0.99, help="latent dimension, or share of variance kept")
+    ap.add_argument("--ddl-epochs", type=int, default=300)
     ap.add_argument("--fusion-epochs", type=int, default=8)
     ap.add_argument("--strategy", default="late")
     ap.add_argument("--n-boot", type=int, default=300)
@@ -53,7 +54,8 @@ def main() -> None:
     def say(text):
         print(f"{text} [{time.time() - t0:.0f} s]", flush=True)
 
-    setup = prepare_ddl(a.n_stays, out / "cxr", seed=a.seed, encoder_epochs=a.encoder_epochs)
+    components = int(a.components) if a.components >= 1 else a.components
+    setup = prepare_ddl(a.n_stays, out / "cxr", seed=a.seed, encoder_epochs=a.encoder_epochs, n_components=components)
     say(f"{len(setup.data.embeddings):,} films; latent space keeps {setup.space.explained_variance_ratio_:.1%} of "
         f"the embedding variance; {len(setup.pairs.gap_h):,} training pairs")
     models = fit_ddl_variants(setup, epochs=a.ddl_epochs, progress=say)

@@ -97,6 +97,10 @@ def test_latent_space_round_trip_and_probes(tmp_path):
     emb = rng.normal(0, 0.3, (300, 10)) + np.column_stack([y, y[:, :2], rng.normal(0, 0.3, (300, 4))])
     space = CXRLatentSpace(n_components=10).fit(emb, y)
     np.testing.assert_allclose(space.decode(space.encode(emb)), emb, atol=1e-8)  # all components: exact
+    assert CXRLatentSpace(n_components=0.999999).fit(emb, y).dim_ == 10
+    assert CXRLatentSpace(n_components=0.5).fit(emb, y).dim_ < 5
+    with pytest.raises(ValueError, match="n_components must be"):
+        CXRLatentSpace(n_components=1.5).fit(emb, y)
     small = CXRLatentSpace(n_components=5).fit(emb, y)
     assert 0.3 < small.explained_variance_ratio_ < 1.0
     from sklearn.metrics import roc_auc_score
