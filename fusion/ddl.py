@@ -281,7 +281,8 @@ class LatentDiffusion:
             raise ValueError("LatentDiffusion is not fitted; call fit first")
 
         def write(tmp: Path) -> None:
-            save_file({k: v.contiguous() for k, v in self.network_.state_dict().items()}, str(tmp / "model.safetensors"))
+            weights = {k: v.contiguous() for k, v in self.network_.state_dict().items()}
+            save_file(weights, str(tmp / "model.safetensors"))
 
         state = {"latent_dim": self.latent_dim_, "n_channels": self.n_channels_, "history": self.history_}
         return write_model_dir(directory, kind=self.kind, format_version=self.format_version,

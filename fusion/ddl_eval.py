@@ -7,8 +7,8 @@ Shared by ``scripts/ddl_synthetic.py`` and ``notebooks/05_ddl_cxr.ipynb``:
                           sequence inputs; the training pairs (consecutive films of training stays)
 :func:`fit_ddl_variants`  the DDL model, the regression baseline and the ablations (no EHR, no
                           previous film, no contrastive term), same settings
-:func:`test_conditions`   every test screen with a film: conditions, and the truth: the latent of
-                          the film the lung state would have shown then (:mod:`ehr.synthetic.lung`)
+:func:`conditions_at_test_screens`  every test screen with a film: conditions, and the truth: the
+                          latent of the film a new study would have shown then (:mod:`ehr.synthetic.lung`)
 :func:`generation_table`  distance to the true current latent and AUROC of decoded findings against
                           the true findings, for copying the last film and each model
 :func:`downstream_predictions`  a fusion model scored on the test split with the last film, each
@@ -33,8 +33,8 @@ from fusion.latent import CXRLatentSpace
 from fusion.robustness import without_images
 from fusion.sequences import SequenceInputs
 
-__all__ = ["DDLSetup", "VARIANTS", "prepare_ddl", "fit_ddl_variants", "test_conditions", "generate_latents",
-           "generation_table", "downstream_predictions"]
+__all__ = ["DDLSetup", "VARIANTS", "prepare_ddl", "fit_ddl_variants", "conditions_at_test_screens",
+           "generate_latents", "generation_table", "downstream_predictions"]
 
 #: model name -> LatentDiffusion parameters that differ from the full model
 VARIANTS = {"ddl": {}, "regression": {"method": "regression"}, "ddl_no_ehr": {"use_ehr": False},
@@ -92,7 +92,7 @@ def fit_ddl_variants(setup: DDLSetup, variants=None, *, progress=None, **params)
     return models
 
 
-def test_conditions(setup: DDLSetup) -> tuple[Conditions, pd.DataFrame]:
+def conditions_at_test_screens(setup: DDLSetup) -> tuple[Conditions, pd.DataFrame]:
     """Conditions at every test screen with a film (previous latents), and the truth at those screens.
 
     The truth table has the lung state (``truth_<finding>``), ``latent_<k>`` of the film it would
@@ -110,7 +110,7 @@ def test_conditions(setup: DDLSetup) -> tuple[Conditions, pd.DataFrame]:
                                  device="cpu")[inverse.ravel()]
     latent = setup.space.encode(emb)
     truth = state[["stay_id", "time", *_TRUTH]].copy()
-    for j, f in enumerate(CXR_FINDINGS):
+    for f in CXR_FINDINGS:
         truth[f"last_truth_{f}"] = last[f"truth_{f}"].to_numpy()
     truth["changed"] = (state[_TRUTH].to_numpy() != last[_TRUTH].to_numpy()).any(axis=1)
     truth = pd.concat([truth, pd.DataFrame(latent, columns=[f"latent_{k}" for k in range(latent.shape[1])])], axis=1)

@@ -89,7 +89,8 @@ class CXRLatentSpace:
         elif int(self.n_components) >= 1 and float(self.n_components) == int(self.n_components):
             k = int(min(int(self.n_components), len(s)))
         else:
-            raise ValueError(f"n_components must be an int >= 1 or a share of variance in (0, 1), got {self.n_components}")
+            raise ValueError("n_components must be an int >= 1 or a share of variance in (0, 1), "
+                             f"got {self.n_components}")
         self.components_ = vt[:k]
         self.scale_ = np.maximum(s[:k] / np.sqrt(len(x) - 1), 1e-12)
         self.explained_variance_ratio_ = float((s[:k] ** 2).sum() / max((s ** 2).sum(), 1e-300))

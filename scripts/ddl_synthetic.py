@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 
 from fusion.ablations import fit_ablation_models, fusion_table, pneumonia_groups
-from fusion.ddl_eval import (downstream_predictions, fit_ddl_variants, generate_latents, generation_table,
-                             prepare_ddl, test_conditions)
+from fusion.ddl_eval import (conditions_at_test_screens, downstream_predictions, fit_ddl_variants, generate_latents,
+                             generation_table, prepare_ddl)
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
     say(f"{len(setup.data.embeddings):,} films; latent space keeps {setup.space.explained_variance_ratio_:.1%} of "
         f"the embedding variance; {len(setup.pairs.gap_h):,} training pairs")
     models = fit_ddl_variants(setup, epochs=a.ddl_epochs, progress=say)
-    cond, truth = test_conditions(setup)
+    cond, truth = conditions_at_test_screens(setup)
     say(f"{len(truth):,} test screens with a film; true current films rendered and embedded")
     latents = generate_latents(models, cond, seed=a.seed)
     gen = generation_table(setup, latents, truth, cond)

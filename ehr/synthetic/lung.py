@@ -156,7 +156,8 @@ def sample_screen_times(stays: pd.DataFrame, n: int, seed: int = 0, *, min_hour:
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(stays), int(n))
     admit = pd.to_datetime(stays["admit_time"]).to_numpy(dtype="datetime64[ns]")[pick]
-    los = (pd.to_datetime(stays["discharge_time"]).to_numpy(dtype="datetime64[ns]")[pick] - admit) / np.timedelta64(1, "h")
+    discharge = pd.to_datetime(stays["discharge_time"]).to_numpy(dtype="datetime64[ns]")[pick]
+    los = (discharge - admit) / np.timedelta64(1, "h")
     last = np.maximum(np.floor(los - 1e-9).astype(np.int64), min_hour)
     hour = min_hour + np.floor(rng.random(int(n)) * (last - min_hour + 1)).astype(np.int64)
     out = pd.DataFrame({"stay_id": stays["stay_id"].to_numpy(np.int64)[pick],

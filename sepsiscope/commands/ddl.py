@@ -45,7 +45,8 @@ def train_ddl(
     embeddings: Path = typer.Option(..., "--embeddings", help="CXR embeddings parquet (study_id, stay_id, time, "
                                     "emb_cxr_*; `sepsiscope embed-cxr`)."),
     cxr: Path = typer.Option(..., "--cxr", help="The cohort's cxr.parquet: the films' findings for the probes."),
-    out: Path = typer.Option(..., "--out", help="Generator directory (model.json, latent_space/, generator/, run.json)."),
+    out: Path = typer.Option(..., "--out", help="Generator directory (model.json, latent_space/, generator/, "
+                             "run.json)."),
     method: str = typer.Option("diffusion", "--method", help="diffusion | regression (the no-diffusion baseline)."),
     components: int = typer.Option(32, "--components", min=1, max=1024, help="Latent dimension (PCA)."),
     window_h: int = typer.Option(48, "--window-h", min=1, max=10_000, help="Hours of EHR since the previous film."),

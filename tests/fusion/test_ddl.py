@@ -61,7 +61,8 @@ def test_save_load_round_trip_gives_identical_samples(toy_fit, tmp_path):
     toy_fit.save(tmp_path / "ddl")
     back = LatentDiffusion.load(tmp_path / "ddl")
     assert back.get_params() == toy_fit.get_params()
-    np.testing.assert_array_equal(back.sample(prev, ehr, gap, lens, seed=5), toy_fit.sample(prev, ehr, gap, lens, seed=5))
+    np.testing.assert_array_equal(back.sample(prev, ehr, gap, lens, seed=5),
+                                  toy_fit.sample(prev, ehr, gap, lens, seed=5))
     assert not list((tmp_path / "ddl").glob("*.pkl"))
 
 
@@ -113,3 +114,31 @@ def test_latent_space_round_trip_and_probes(tmp_path):
         small.decode(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="'edema' is never present"):
         CXRLatentSpace().fit(emb, np.column_stack([y[:, :2], np.zeros(300), y[:, 3]]))
+
+
+def test_condition_windows_hold_only_the_hours_between_the_films():
+    import pandas as pd
+
+    from fusion._demo import demo_embeddings, demo_screens
+    from fusion.ddl_data import film_pairs, screen_conditions
+    from fusion.embeddings import attach_embeddings
+    from fusion.sequences import SequenceInputs
+
+    screens = demo_screens(n_stays=24, seed=0, hours=12)
+    emb = demo_embeddings(n_stays=24, seed=0, hours=12)
+    inputs = SequenceInputs().fit(screens)
+    week = inputs.channels_.index("hours_since_admit:week")
+    admit = screens.groupby("stay_id")["screen_time"].min() - pd.Timedelta("1h")
+    pairs = film_pairs(screens, emb, inputs, window_h=5)
+    assert len(pairs.gap_h) > 0 and pairs.ehr.shape[1:] == (5, len(inputs.channels_))
+    t0 = (pairs.keys["previous_time"] - admit.loc[pairs.keys["stay_id"]].to_numpy()) / pd.Timedelta(hours=1)
+    t1 = (pairs.keys["time"] - admit.loc[pairs.keys["stay_id"]].to_numpy()) / pd.Timedelta(hours=1)
+    for r in range(len(pairs.gap_h)):
+        hours = pairs.ehr[r, :pairs.lengths[r], week] * 168.0
+        assert (hours <= t1.iloc[r] + 1e-6).all() and np.all(np.diff(hours) > 0)
+        # rows after the earlier film, unless none: then only the latest row at or before the later one
+        assert (hours > t0.iloc[r] - 1e-6).all() or pairs.lengths[r] == 1
+    at = screen_conditions(attach_embeddings(screens, emb), inputs, window_h=5)
+    assert (at.gap_h >= 0).all() and (at.lengths >= 1).all() and (at.lengths <= 5).all()
+    with pytest.raises(ValueError, match="window_h must be >= 1"):
+        film_pairs(screens, emb, inputs, window_h=0)
