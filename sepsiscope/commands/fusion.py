@@ -21,7 +21,7 @@ from sepsiscope.errors import DataError, UsageError, data_errors
 from sepsiscope.options import choice, fraction, learning_rate, positive_hours, seed as seed_value
 from sepsiscope.outputs import MODEL_MARKER, check_output_dir, existing_file, read_screens
 
-__all__ = ["attach_embeddings_file", "embed_cxr", "train_fusion", "train_sequence"]
+__all__ = ["attach_embeddings_file", "attach_generated_films", "embed_cxr", "train_fusion", "train_sequence"]
 
 _DEVICES = ("auto", "cpu", "cuda")
 _CELLS = ("lstm", "gru")
@@ -62,6 +62,21 @@ def attach_embeddings_file(table, path: Path, option: str = "--embeddings"):
         raise DataError(f"{p}: not a readable parquet table ({exc})") from None
     with data_errors(p):
         return attach_embeddings(table, emb)
+
+
+def attach_generated_films(table, generator: Path, screens: Path):
+    """``table`` where every screen with a film sees the film of its own hour from the DDL-CXR ``generator``.
+
+    Generated with seed 0, so ``train fusion`` and ``predict`` give a screen the same film.
+    """
+    from fusion.ddl_model import CXRLatentGenerator
+    from sepsiscope.outputs import existing_dir
+
+    existing_dir(generator, "--generator", "generator folder")
+    with data_errors(generator):
+        gen = CXRLatentGenerator.load(generator)
+    with data_errors(screens):
+        return gen.attach(table, seed=0)
 
 
 def _shared(epochs, hidden, layers, cell, head_hidden, batch_size, lr, patience, validation_fraction, device,
@@ -167,14 +182,7 @@ def train_fusion(
         raise DataError(f"{embeddings or screens}: no screen sees a CXR study (no study of these stays at or "
                         "before their screens); check that the embeddings belong to these screens")
     if generator is not None:
-        from fusion.ddl_model import CXRLatentGenerator
-        from sepsiscope.outputs import existing_dir
-
-        existing_dir(generator, "--generator", "generator folder")
-        with data_errors(generator):
-            gen = CXRLatentGenerator.load(generator)
-        with data_errors(screens):
-            table = gen.attach(table, seed=seed)
+        table = attach_generated_films(table, generator, screens)
     model = FusionModel(strategy, max_images=max_images, image_proj=image_proj, **params)
     _fit_and_save(model, table, screens, out, horizon_h=horizon_h, seed=seed, progress=progress,
                   command=f"train fusion --cxr-latent {cxr_latent}",

@@ -52,6 +52,20 @@ def test_train_ddl_then_fusion_on_generated_films(files, tmp_path):
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "fusion" / "run.json").read_text())
     assert run["config"]["command"] == "train fusion --cxr-latent generated"
+    pred_path = tmp_path / "p.parquet"
+    res = runner.invoke(app, ["predict", str(tmp_path / "fusion"), "--screens", str(files / "screens.parquet"),
+                              "--embeddings", str(files / "emb.parquet"), "--generator", str(tmp_path / "gen"),
+                              "--out", str(pred_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    from fusion.embeddings import attach_embeddings
+    from sepsiscope.models import load_model
+
+    observed = attach_embeddings(pd.read_parquet(files / "screens.parquet"), pd.read_parquet(files / "emb.parquet"))
+    generated = gen.attach(observed, seed=0)
+    model = load_model(tmp_path / "fusion")
+    risk = pd.read_parquet(pred_path)["risk"].to_numpy()
+    assert np.allclose(risk, model.predict_proba(generated)[:, 1])
+    assert not np.allclose(risk, model.predict_proba(observed)[:, 1])
 
 
 def test_generator_round_trip_gives_the_same_films(files, tmp_path):
