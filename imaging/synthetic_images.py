@@ -39,7 +39,7 @@ from scipy.ndimage import gaussian_filter
 
 from ehr.schema import CXR_FINDINGS
 
-__all__ = ["render_study", "render_cohort_images", "sample_real_images"]
+__all__ = ["render_study", "render_cohort_images", "render_truth_films", "sample_real_images"]
 
 
 def _truth(truth: dict) -> dict[str, bool]:
@@ -183,6 +183,40 @@ def render_cohort_images(cxr_table: pd.DataFrame, out_dir: str | PathLike, seed:
         paths.append(rel)
     out["image_path"] = pd.Series(paths, index=out.index, dtype=object)
     return out
+
+
+def _anatomy_seed(seed: int, stay_id: int, hour: float, anatomy_study_id) -> int:
+    if anatomy_study_id is None or pd.isna(anatomy_study_id):
+        minute = int(round(float(hour) * 60))
+        return int(np.random.SeedSequence([int(seed), int(stay_id), 1, minute + 10**7]).generate_state(1)[0])
+    return _study_seed(seed, int(anatomy_study_id))
+
+
+def render_truth_films(lung_state: pd.DataFrame, seed: int, *, size: int = 128, conspicuity: float = 1.0,
+                       noise: float = 0.03) -> np.ndarray:
+    """The films the lung state would have shown: ``uint8 (n, size, size)``, one per row.
+
+    ``lung_state`` is :meth:`ehr.synthetic.lung.LungState.at`'s table. Each film has the chest of
+    its ``anatomy_study_id`` (the latest study: a film rendered at a study's own time is that
+    study's film, with the same ``seed`` as :func:`render_cohort_images`) or, where that is <NA>, a
+    chest of its own drawn from ``(seed, stay_id, hour)``. Identical (chest, findings) are rendered once.
+    """
+    truth_cols = [f"truth_{f}" for f in CXR_FINDINGS]
+    missing = [c for c in ("stay_id", "hour", "anatomy_study_id", *truth_cols) if c not in lung_state.columns]
+    if missing:
+        raise KeyError(f"lung state table lacks {missing} (expected ehr.synthetic.lung.LungState.at's columns)")
+    seeds = [_anatomy_seed(seed, s, h, a) for s, h, a in
+             zip(lung_state["stay_id"], lung_state["hour"], lung_state["anatomy_study_id"])]
+    truth = lung_state[truth_cols].to_numpy(dtype=np.int64)
+    films = np.empty((len(seeds), size, size), dtype=np.uint8)
+    cache: dict = {}
+    for r, s in enumerate(seeds):
+        key = (s, *truth[r])
+        if key not in cache:
+            cache[key] = render_study(dict(zip(truth_cols, truth[r])), s, size=size, conspicuity=conspicuity,
+                                      noise=noise)
+        films[r] = cache[key]
+    return films
 
 
 def sample_real_images(cxr_table: pd.DataFrame, data_dir: str | PathLike, *, seed: int = 0,

@@ -25,10 +25,10 @@ logging.basicConfig(level=os.environ.get("SEPSISCOPE_LOG_LEVEL", "WARNING").uppe
 app = typer.Typer(cls=SepsisGroup, help="SepsisScope: open, explainable early sepsis warning.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.callback()(debug_option)
-train_app = typer.Typer(help="Train a model (cpn, gbdt, imaging, stack, sequence, fusion).", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model (cpn, gbdt, imaging, stack, sequence, fusion, ddl).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-_AREAS = ("data", "cpn", "gbdt", "imaging", "mimic", "pipeline", "service", "stack", "fusion")
+_AREAS = ("data", "cpn", "gbdt", "imaging", "mimic", "pipeline", "service", "stack", "fusion", "ddl")
 
 for _area in _AREAS:
     importlib.import_module(f"sepsiscope.commands.{_area}").register(app, train_app)

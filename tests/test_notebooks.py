@@ -18,7 +18,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 def test_the_notebooks_are_there():
     names = [p.stem for p in NOTEBOOKS]
-    assert names[:4] == ["01_quickstart", "02_stacking_experiments", "03_alarm_explanations", "04_fusion_ablations"]
+    assert names[:5] == ["01_quickstart", "02_stacking_experiments", "03_alarm_explanations", "04_fusion_ablations",
+                         "05_ddl_cxr"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

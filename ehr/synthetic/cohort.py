@@ -88,8 +88,12 @@ def generate_cohort(n_stays: int = 2000, seed: int = 0, *, start="2024-01-01", s
 
 
 def _generate(n: int, rng: np.random.Generator, start_ts: pd.Timestamp, first_stay: int = 0,
-              first_study: int = 0, site: str = "A") -> Cohort:
-    """``n`` stays of ``site`` drawn from ``rng``; stay k gets ids ``first_stay + k``, studies ``first_study + ...``."""
+              first_study: int = 0, site: str = "A", plan_out: dict | None = None) -> Cohort:
+    """``n`` stays of ``site`` drawn from ``rng``; stay k gets ids ``first_stay + k``, studies ``first_study + ...``.
+
+    ``plan_out``: a dict that receives the latent plan (``plan``, ``onset_h``, ``septic``) for
+    :mod:`ehr.synthetic.lung`; the tables do not depend on it.
+    """
     P = plan_stays(n, rng, SITES[site])
     admit_min = np.sort(rng.integers(0, 365 * 24 * 60, n))
     admit = np.datetime64(start_ts.to_datetime64(), "ns") + admit_min * np.timedelta64(60, "s")
@@ -167,6 +171,8 @@ def _generate(n: int, rng: np.random.Generator, start_ts: pd.Timestamp, first_st
         "hypercapnic": P["copd"].astype(bool),
     })
 
+    if plan_out is not None:
+        plan_out.update(plan=P, onset_h=onset, septic=septic)
     ci_, ct, truth, model = simulate_cxr(P, onset, septic, rng)
     cxr = pd.DataFrame({
         "study_id": _STUDY0 + first_study + np.arange(ci_.size, dtype=np.int64),

@@ -22,7 +22,7 @@ import numpy as np
 from ehr.schema import CXR_FINDINGS
 from ehr.synthetic.physiology import trends
 
-__all__ = ["simulate_cxr", "MODEL_SEPARATION"]
+__all__ = ["simulate_cxr", "finding_probabilities", "MODEL_SEPARATION"]
 
 #: logit separation between positive and negative studies in the simulated model output
 MODEL_SEPARATION = {"consolidation": 1.6, "effusion": 2.1, "edema": 2.0, "atelectasis": 1.3}
@@ -71,21 +71,8 @@ def simulate_cxr(P, onset_h: np.ndarray, septic: np.ndarray, rng: np.random.Gene
     order = np.lexsort((t, i))
     i, t, f = i[order], t[order], f[order]
 
-    x = trends(t, i, P, wander=False)
     u = rng.random((4, i.size))
-    with np.errstate(invalid="ignore"):
-        pneu_active = P["pneumonia"][i] & (t >= P["infection_h"][i]) & (t < P["infection_h"][i] + 336.0)
-        after_onset = septic[i] & (t >= onset_h[i])
-        post_surg = (t >= P["surgery_h"][i]) & (t < P["surgery_h"][i] + 72.0)
-    icu_i = dept[i] == 2
-    p_true = {
-        "consolidation": np.where(pneu_active, 0.95, 0.03 + 0.05 * P["copd"][i]),
-        "effusion": np.clip(0.04 + 0.55 * x["overload"] + 0.3 * pneu_active + 0.2 * after_onset
-                            + 0.1 * post_surg, 0, 0.95),
-        "edema": np.clip(0.02 + 0.65 * x["overload"] + 0.25 * (after_onset & (t >= onset_h[i] + 12.0)),
-                         0, 0.95),
-        "atelectasis": np.clip(0.06 + 0.45 * post_surg + 0.1 * icu_i + 0.1 * P["copd"][i], 0, 0.95),
-    }
+    p_true = finding_probabilities(P, i, t, onset_h, septic)
     truth = {k: (u[j] < p_true[k]).astype(np.int64) for j, k in enumerate(CXR_FINDINGS)}
     truth["consolidation"] = np.where(f, 1, truth["consolidation"])
     # the model confuses look-alike opacities (consolidation vs atelectasis / effusion, oedema vs effusion)
@@ -101,3 +88,30 @@ def simulate_cxr(P, onset_h: np.ndarray, septic: np.ndarray, rng: np.random.Gene
         logit = _BASE_LOGIT + MODEL_SEPARATION[k] * truth[k] + cross[k] + subject + rng.normal(0, 1, i.size)
         model[k] = np.round(1.0 / (1.0 + np.exp(-logit)), 4)
     return i, t, truth, model
+
+
+def finding_probabilities(P, i, t, onset_h: np.ndarray, septic: np.ndarray) -> dict[str, np.ndarray]:
+    """Probability that a film of stay ``i`` (plan index) at hour ``t`` shows each finding.
+
+    The lung state of the latent trajectory (pneumonia activity, fluid overload, time after
+    onset and after surgery, ICU); :func:`simulate_cxr` draws each study's truth from it and
+    :mod:`ehr.synthetic.lung` evaluates it at any hour.
+    """
+    i = np.asarray(i, dtype=np.int64)
+    t = np.asarray(t, dtype="float64")
+    dept = P["dept"]
+    x = trends(t, i, P, wander=False)
+    with np.errstate(invalid="ignore"):
+        pneu_active = P["pneumonia"][i] & (t >= P["infection_h"][i]) & (t < P["infection_h"][i] + 336.0)
+        after_onset = septic[i] & (t >= onset_h[i])
+        post_surg = (t >= P["surgery_h"][i]) & (t < P["surgery_h"][i] + 72.0)
+    icu_i = dept[i] == 2
+    p_true = {
+        "consolidation": np.where(pneu_active, 0.95, 0.03 + 0.05 * P["copd"][i]),
+        "effusion": np.clip(0.04 + 0.55 * x["overload"] + 0.3 * pneu_active + 0.2 * after_onset
+                            + 0.1 * post_surg, 0, 0.95),
+        "edema": np.clip(0.02 + 0.65 * x["overload"] + 0.25 * (after_onset & (t >= onset_h[i] + 12.0)),
+                         0, 0.95),
+        "atelectasis": np.clip(0.06 + 0.45 * post_surg + 0.1 * icu_i + 0.1 * P["copd"][i], 0, 0.95),
+    }
+    return p_true

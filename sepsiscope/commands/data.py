@@ -72,6 +72,9 @@ def simulate(
     render_images: bool = typer.Option(False, "--render-images", help="Render a procedural radiograph per CXR study."),
     cxr_images: Path = typer.Option(None, "--cxr-images", help="Draw real images by finding from this labelled "
                                     "folder (e.g. ../shared/data/cxr/kermany_pediatric_224): a semi-synthetic cohort."),
+    truth_films: int = typer.Option(None, "--truth-films", min=1, max=100_000, help="Also render the film the "
+                                    "lung state would have shown at N sampled screen hours (truth_films/, "
+                                    "truth_films.parquet): ground truth for evaluating generated films only."),
     partitions: int = _PARTITIONS,
     chunk_stays: int = typer.Option(None, "--chunk-stays", min=1, help="With --partitions: stays generated "
                                     "at a time (default 5000; part of the cohort's definition)."),
@@ -85,9 +88,9 @@ def simulate(
 
     choice(site, tuple(SITES), "--site")
     if partitions is not None:
-        if render_images or cxr_images is not None or site != "A":
-            raise typer.BadParameter("--partitions streams site A's cohort; it cannot add CXR images or "
-                                     "another site", param_hint="--partitions")
+        if render_images or cxr_images is not None or site != "A" or truth_films is not None:
+            raise typer.BadParameter("--partitions streams site A's cohort; it cannot add CXR images, truth "
+                                     "films or another site", param_hint="--partitions")
         _simulate_partitioned(out, n_stays, seed, partitions, chunk_stays, progress)
         return
     if chunk_stays is not None:
@@ -109,10 +112,30 @@ def simulate(
             with step("rendering procedural CXR images", progress):
                 cohort.cxr = render_cohort_images(cohort.cxr, stage, seed)
             write_table(cohort.cxr, stage / "cxr.parquet", "cxr")
-        write_run_json(stage, {"command": "simulate", "n_stays": n_stays, "site": site,
+        if truth_films is not None:
+            with step(f"rendering {truth_films} truth films", progress):
+                _write_truth_films(stage, n_stays, seed, site, truth_films)
+        write_run_json(stage, {"command": "simulate", "n_stays": n_stays, "site": site, "truth_films": truth_films,
                                "render_images": render_images, "cxr_images": str(cxr_images) if cxr_images else None}, seeds={"cohort": seed})
     console.print(f"{len(cohort.stays)} stays, {int(cohort.stays.sepsis.sum())} septic, "
                   f"{len(cohort.events):,} events, {len(cohort.cxr)} CXR studies -> {out}")
+
+
+def _write_truth_films(stage: Path, n_stays: int, seed: int, site: str, n: int) -> None:
+    """``truth_films/film_<k>.png`` and ``truth_films.parquet`` (the lung state, ``image_path``) for n screens."""
+    from PIL import Image
+
+    from ehr.synthetic.lung import LungState, sample_screen_times
+    from imaging.synthetic_images import render_truth_films
+
+    lungs = LungState.from_generator(n_stays, seed, site=site)
+    state = lungs.at(sample_screen_times(lungs.cohort.stays, n, seed=seed))
+    films = render_truth_films(state, seed)
+    (stage / "truth_films").mkdir()
+    state["image_path"] = [f"truth_films/film_{k:05d}.png" for k in range(len(state))]
+    for film, rel in zip(films, state["image_path"]):
+        Image.fromarray(film).save(stage / rel)
+    state.to_parquet(stage / "truth_films.parquet")
 
 
 def _simulate_partitioned(out: Path, n_stays: int, seed: int, partitions: int, chunk_stays, progress: bool):

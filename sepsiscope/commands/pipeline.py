@@ -196,6 +196,9 @@ def predict(
                                             "parquet on the screens."),
     embeddings: Path = typer.Option(None, "--embeddings", help="CXR embeddings parquet to attach to the screens "
                                     "(a fusion model reads them; `sepsiscope train fusion --embeddings`)."),
+    generator: Path = typer.Option(None, "--generator", help="A DDL-CXR generator (`sepsiscope train ddl`): every "
+                                   "screen with a film sees the film of its own hour generated from it (for a "
+                                   "fusion model trained with --cxr-latent generated)."),
     explain_out: Path = typer.Option(None, "--explain-out", help="Partitioned screens: also write the "
                                      "explanations of screens at or above --explain-above here."),
     explain_above: float = typer.Option(0.5, "--explain-above", min=0.0, max=1.0,
@@ -217,9 +220,9 @@ def predict(
         if not is_partitioned(screens):
             raise UsageError(f"--screens {screens}: --dask scores a partitioned screens folder (build it with "
                              "`sepsiscope screens COHORT` on a partitioned cohort)")
-        if oof or member_predictions is not None or embeddings is not None:
-            raise UsageError("--oof, --predictions and --embeddings score one screens table; run them without "
-                             "--dask")
+        if oof or member_predictions is not None or embeddings is not None or generator is not None:
+            raise UsageError("--oof, --predictions, --embeddings and --generator score one screens table; run them "
+                             "without --dask")
         if name is not None and not name.strip():
             raise typer.BadParameter("must not be empty", param_hint="--name")
         from ehr.partitions import LAYOUT_FILE
@@ -245,11 +248,15 @@ def predict(
         raise typer.BadParameter("out-of-fold predictions need at least 2 folds", param_hint="--oof")
     table = read_screens(screens)
     check_output(out, inputs={"--screens": screens, "--predictions": member_predictions, "--embeddings": embeddings},
-                 model_dirs=[model_dir])
+                 model_dirs=[model_dir] + ([generator] if generator is not None else []))
     if embeddings is not None:
         from sepsiscope.commands.fusion import attach_embeddings_file
 
         table = attach_embeddings_file(table, embeddings)
+    if generator is not None:
+        from sepsiscope.commands.fusion import attach_generated_films
+
+        table = attach_generated_films(table, generator, screens)
     with data_errors(model_dir):
         model = load_model(model_dir)
     if getattr(model, "reads_predictions", False):  # a stack: scored from its members' predictions

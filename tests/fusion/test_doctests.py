@@ -4,7 +4,8 @@ import importlib
 import pytest
 
 MODULES = ["fusion.sequences", "fusion.embeddings", "fusion.networks", "fusion.training", "fusion.models",
-           "fusion.explain", "fusion.robustness", "fusion._demo", "fusion.ablations"]
+           "fusion.explain", "fusion.robustness", "fusion._demo", "fusion.ablations", "fusion.latent", "fusion.ddl",
+           "fusion.ddl_data", "fusion.ddl_model"]
 
 
 @pytest.mark.parametrize("name", MODULES)
