@@ -32,11 +32,12 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 
 from . import kernel
-from .kernel import _indices
+from .kernel import _flat_index, _indices
 
 __all__ = ["CountsProgram", "expected_counts"]
 
@@ -133,11 +134,7 @@ class CountsProgram:
                 bat = [("u", step.output)]
             idx = _indices([cards[u] for u in xv])
 
-            def flat(vars_, _idx=idx, _xv=xv):
-                if not vars_:
-                    return np.zeros(_idx.shape[1], np.int64)
-                return np.ravel_multi_index(tuple(_idx[_xv.index(u)] for u in vars_),
-                                            tuple(cards[u] for u in vars_))
+            flat = partial(_flat_index, idx, xv, cards)
 
             kcells = np.stack([self.k_fac[i] + flat(layout[i]) for i in unb], axis=1) if unb \
                 else np.zeros((idx.shape[1], 0), np.int64)

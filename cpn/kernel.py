@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from functools import partial
 from collections import defaultdict
 
 import numpy as np
@@ -173,11 +174,7 @@ class Program:
                 bat = [key]
             idx = _indices([cards[u] for u in xv])
 
-            def flat(vars_, _idx=idx, _xv=xv):
-                if not vars_:
-                    return np.zeros(_idx.shape[1], np.int64)
-                return np.ravel_multi_index(tuple(_idx[_xv.index(u)] for u in vars_),
-                                            tuple(cards[u] for u in vars_))
+            flat = partial(_flat_index, idx, xv, cards)
 
             coef = np.ones(idx.shape[1])
             for i in unb:
@@ -389,6 +386,13 @@ class Program:
             ext[r] = (x.shape[0] - 1) * s0[r] + (x.shape[1] - 1) * s1[r] + 1
             present[r] = True
         return addr, s0, s1, ext, present, keep
+
+
+def _flat_index(idx, xv, cards, vars_) -> np.ndarray:
+    """Flat positions, in a table over ``vars_``, of every joint state of ``xv`` (rows of ``idx``)."""
+    if not vars_:
+        return np.zeros(idx.shape[1], np.int64)
+    return np.ravel_multi_index(tuple(idx[xv.index(u)] for u in vars_), tuple(cards[u] for u in vars_))
 
 
 def _indices(shape):
