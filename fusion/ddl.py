@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from ehr.artefacts import model_file, read_model_meta, write_model_dir
@@ -118,7 +119,7 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Ten
     return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
 
 
-class LatentDiffusion:
+class LatentDiffusion(BaseEstimator):
     """Conditional latent diffusion (or regression) for the up-to-date CXR latent.
 
     Parameters
@@ -155,12 +156,6 @@ class LatentDiffusion:
         self.lr = lr
         self.weight_decay = weight_decay
         self.random_state = random_state
-
-    def get_params(self) -> dict:
-        names = ("method", "hidden", "ehr_hidden", "blocks", "timesteps", "sample_steps", "contrastive_weight",
-                 "temperature", "use_ehr", "use_previous", "epochs", "batch_size", "lr", "weight_decay",
-                 "random_state")
-        return {n: getattr(self, n) for n in names}
 
     # -- inputs ---------------------------------------------------------------------------------
     def _check_params(self) -> None:
