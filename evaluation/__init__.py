@@ -21,6 +21,7 @@ statistician reaches for; everything else stays importable from its module:
 ``evaluation.subgroups``       subgroup definitions and per-subgroup runs of any metric
 ``evaluation.subgroup_metrics``  the subgroup table with CIs on the evaluated split
 ``evaluation.sensitivity``     window / silencing / outcome sensitivity analyses
+``evaluation.stratified``      AUROC within hours-since-admission bands; context as an alarm's top factor
 ``evaluation.explained_alarms``  true and false alarms, every evidence item in words
 ``evaluation.displays``        ROC, PR, reliability, decision curve, alarm burden, timing, traces, Bayes factors
 ``evaluation.summary``         ``evaluate_run``: every table of a run, computed once, per evaluated split

@@ -44,7 +44,9 @@ by :func:`evaluation.summary.evaluate_run`; :func:`evaluation.report.write_repor
                            (:mod:`evaluation.explained_alarms`).
 ``utility.json``           PhysioNet 2019 normalised utility, ``{split: {model: {op: value}}}``
                            or any object.
-``tables/*.csv``           any further tables, shown under "Further tables".
+``tables/*.csv``           any further tables, shown under "Further tables" (among them
+                           ``auroc_by_hours_band.csv`` and ``context_top_share.csv``,
+                           :mod:`evaluation.stratified`).
 =========================  ====================================================================
 
 Every table ``evaluate_run`` writes carries a ``split`` column (``test``, ``external``).

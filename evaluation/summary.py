@@ -42,6 +42,7 @@ from .paired import paired_comparisons
 from .recalibration import calibration_table
 from .sensitivity import protocol_sensitivity
 from .subgroup_metrics import subgroup_table
+from .stratified import auroc_by_hours_band, context_top_share
 from .timeliness import timeliness_table
 from .utility import utility_from_tables
 
@@ -60,7 +61,8 @@ _FILES = {"main_table": "main_table.csv", "timeliness": "timeliness.csv", "paire
           "bands": "curve_bands.csv", "burden": "alarm_burden.csv", "decision": "decision_curve.csv",
           "calibration": "calibration.csv", "subgroups": "subgroups.csv", "sensitivity": "sensitivity.csv",
           "explained": "alarm_explanations.csv", "summary": "tables/protocol_summary.csv",
-          "bootstrap": "tables/bootstrap_metrics.csv"}
+          "bootstrap": "tables/bootstrap_metrics.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
+          "context_share": "tables/context_top_share.csv"}
 
 
 def format_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -101,6 +103,8 @@ class RunEvaluation:
     subgroups: pd.DataFrame | None = None
     sensitivity: pd.DataFrame | None = None
     explained: pd.DataFrame | None = None    # see add_explanations
+    hours_bands: pd.DataFrame | None = None  # AUROC within bands of hours since admission
+    context_share: pd.DataFrame | None = None  # alarms whose top in-context factor is context (add_explanations)
     utility: dict | None = None              # {split: {model: {operating_point: utility}}}
     n_boot: int = 0
     splits: tuple = ("test",)
@@ -112,6 +116,7 @@ class RunEvaluation:
             pred = predictions[predictions["split"].isin(self.splits)]
             self.explained = alarm_explanations(explanations, self.alarms, pred, stays, per_kind=per_kind,
                                                 window_h=window_h)
+            self.context_share = context_top_share(explanations, self.alarms)
 
     def write(self, out) -> None:
         """Write the evaluation files of a run directory."""
@@ -199,6 +204,8 @@ def _evaluate_split(split, predictions, screens, stays, thresholds, *, reference
            "decision": _safely("decision curve", lambda: decision_curve_table(fitted, screens, eval_split=split)),
            "calibration": _safely("calibration", lambda: calibration_table(fitted, screens, method="platt",
                                                                          eval_split=split))}
+    if "hours_since_admit" in s.columns:  # is the signal physiology or the clock? (evaluation.stratified)
+        out["hours_bands"] = auroc_by_hours_band(p, s, sts, window_h=window_h)
     if subgroups:
         out["subgroups"] = subgroup_table(p, s, sts, thresholds=thresholds, n_resamples=subgroup_n_boot, seed=seed,
                                           **proto)
@@ -261,6 +268,6 @@ def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
 
     utility = {split: d["utility"] for split, d in per_split.items() if "utility" in d} or None
     names = ("summary", "alarms", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
-             "calibration", "subgroups", "sensitivity")
+             "calibration", "subgroups", "sensitivity", "hours_bands")
     return RunEvaluation(thresholds=thresholds, **{n: stacked(n) for n in names}, utility=utility, n_boot=n_boot,
                          splits=splits)

@@ -110,3 +110,19 @@ def test_cli_report_rewrites_html(tiny_run, tmp_path):
     r = runner.invoke(app, ["report", str(run_dir), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert out.exists() and "<img" in out.read_text()
+
+
+def test_run_reports_auroc_within_hours_bands_and_context_as_top_factor(tiny_run):
+    """The clock-versus-physiology tables (evaluation.stratified) are written and shown in the report."""
+    out, report = tiny_run
+    bands = pd.read_csv(out / "tables" / "auroc_by_hours_band.csv")
+    assert set(bands.model) == {"cpn", "lightgbm", "news2"} and set(bands.split) == {"test"}
+    for _, g in bands.groupby("model"):
+        mean = g[g.band == "positives-weighted mean"]
+        parts = g[g.band != "positives-weighted mean"]
+        assert len(mean) == 1 and mean.n_positive.iloc[0] == parts.n_positive.sum()
+        assert mean.auroc.iloc[0] == pytest.approx((parts.auroc * parts.n_positive).sum() / parts.n_positive.sum())
+    share = pd.read_csv(out / "tables" / "context_top_share.csv")
+    cpn = share[share.model == "cpn"]
+    assert len(cpn) and (cpn.n_explained <= cpn.n_alarms).all() and cpn.context_top_share.between(0, 1).all()
+    assert "auroc_by_hours_band" in report.read_text() and "context_top_share" in report.read_text()
