@@ -21,7 +21,9 @@ def train_gbdt(
     trend: bool = typer.Option(False, "--trend/--no-trend", help="Add trend features (best effort mode)."),
     grid: str = typer.Option("default", "--grid", help="default | full | none (fit the defaults, no search)"),
     folds: int = typer.Option(10, "--folds", min=2, max=100, help="Patient-grouped CV folds for the grid search."),
-    n_jobs: int = typer.Option(1, "--n-jobs", min=1, max=256, help="Threads per fit."),
+    n_jobs: int = typer.Option(None, "--n-jobs", min=1, max=256, help="Threads per fit (default: every core)."),
+    extend_edges: int = typer.Option(1, "--extend-edges", min=0, max=5, help="Rounds of widening a grid axis "
+                                     "whose best value sits on its edge, searched again (0: the grid as given)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (XGBoost only)"),
     seed: int = typer.Option(0, "--seed", callback=seed_value, help="Seed for folds and boosting."),
     horizon_h: float = typer.Option(48.0, "--horizon-h", callback=positive_hours,
@@ -42,7 +44,10 @@ def train_gbdt(
     choice(device, ("auto", "cpu", "cuda"), "--device")
     table = read_screens(screens, min_stays=2)
     check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens})
-    base = GBDTClassifier(backend, trend=trend, n_jobs=n_jobs, device=device, random_state=seed)
+    import os
+
+    base = GBDTClassifier(backend, trend=trend, n_jobs=n_jobs or os.cpu_count() or 1, device=device,
+                          random_state=seed)
     attachments: dict = {}
     with data_errors(screens):
         labels = Labels.from_screens(table, horizon_h)
@@ -53,7 +58,7 @@ def train_gbdt(
         if grid != "none":
             with step(f"grid search ({grid}, {folds}-fold patient-grouped CV, {backend})", progress):
                 results = grid_search(table, labels, param_grid=grid, n_splits=folds, estimator=base,
-                                      random_state=seed, progress=progress)
+                                      random_state=seed, progress=progress, extend_edges=extend_edges)
             attachments[GRID_RESULTS_FILE] = results.to_csv(index=False)
             params = best_params(results)
             # the iteration count was chosen by CV: train exactly that many rounds on all data
@@ -64,6 +69,7 @@ def train_gbdt(
             model.fit(table, labels)
     attachments["run.json"] = run_json_text(
         {"command": "train gbdt", "backend": backend, "trend": trend, "grid": grid, "folds": folds,
+         "extend_edges": extend_edges,
          "horizon_h": horizon_h, "params": model.get_params()},
         inputs={"screens": screens}, seeds={"folds": seed, "boosting": seed},
         extra={"fitted": {"n_estimators": model.n_estimators_, "device": model.device_,

@@ -27,12 +27,13 @@ def test_train_gbdt_writes_model_grid_and_run(tiny_screens, tmp_path, monkeypatc
     out = tmp_path / "run"
     res = CliRunner().invoke(_app(), ["train", "gbdt", "--screens", str(path), "--out", str(out),
                                       "--backend", "xgboost", "--trend", "--folds", "3",
-                                      "--device", "cpu", "--no-progress"])
+                                      "--device", "cpu", "--extend-edges", "0", "--no-progress"])
     assert res.exit_code == 0, res.output
     grid = pd.read_csv(out / "grid_results.csv")
-    assert len(grid) == 2
+    assert len(grid) == 2  # the grid as given (widening is tested in test_search)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["backend"] == "xgboost" and run["inputs"]["screens"]["sha256"]
+    assert run["config"]["extend_edges"] == 0
     model = GBDTClassifier.load(out)
     assert model.backend == "xgboost" and model.trend
     assert model.n_estimators_ == int(grid.iloc[0]["n_estimators"])

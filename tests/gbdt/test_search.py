@@ -92,3 +92,29 @@ def test_cross_validate_predicts_every_screen_once_out_of_fold(tiny_screens):
     assert (per_stay == 1).all()  # stays are never split across folds
     assert list(folds["fold"]) == [0, 1, 2, 3] and folds["auroc"].between(0.5, 1).all()
     assert folds["n_test"].sum() == len(tiny_screens)
+
+
+def test_a_best_value_on_the_edge_widens_the_grid(tiny_screens, results):
+    """The winner of the first search sits on at least one edge here; one more round searches beyond
+    it, scores every point again and the round-0 points keep their scores."""
+    from gbdt.search import extend_grid
+
+    best = best_params(results)
+    wider = extend_grid(GRID, best)
+    assert wider != GRID  # the tiny grid's best point lies on an edge (else this test checks nothing)
+    again = grid_search(tiny_screens, param_grid=GRID, n_splits=3, extend_edges=1)
+    assert set(again["search_round"]) == {1} and len(again) == np.prod([len(v) for v in wider.values()])
+    key = ["max_depth", "n_estimators", "reg_alpha", "reg_lambda"]
+    both = results.merge(again, on=key, suffixes=("", "_wide"))
+    assert len(both) == len(results)
+    np.testing.assert_allclose(both["mean_auroc"], both["mean_auroc_wide"])
+    assert grid_search(tiny_screens, param_grid=GRID, n_splits=3)["search_round"].eq(0).all()
+
+
+def test_extend_grid_keeps_single_values_and_floors():
+    from gbdt.search import extend_grid
+
+    g = {"max_depth": [1, 3], "n_estimators": [1, 8], "reg_alpha": [0.0], "reg_lambda": [0.0, 5.0]}
+    assert extend_grid(g, {"max_depth": 1, "n_estimators": 1, "reg_alpha": 0.0, "reg_lambda": 0.0}) is g
+    assert extend_grid(g, {"max_depth": 3, "n_estimators": 8, "reg_alpha": 0.0, "reg_lambda": 5.0}) == \
+        {"max_depth": [1, 3, 5], "n_estimators": [1, 8, 16], "reg_alpha": [0.0], "reg_lambda": [0.0, 5.0, 50.0]}
