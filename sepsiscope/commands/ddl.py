@@ -65,7 +65,7 @@ def train_ddl(
     """Train the DDL-CXR generator: an up-to-date film latent from the previous film and the EHR since."""
     from ehr.tables import read_table
     from fusion.ddl_model import CXRLatentGenerator
-    from sepsiscope.commands.fusion import attach_embeddings_file
+    from sepsiscope.commands.fusion import attach_embeddings_file, read_embeddings_file
     from sepsiscope.progress import console, step
     from sepsiscope.runinfo import run_json_text
 
@@ -76,11 +76,8 @@ def train_ddl(
     existing_file(cxr, "--cxr")
     table = read_screens(screens, min_stays=2)
     check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens, "--embeddings": embeddings, "--cxr": cxr})
-    table = attach_embeddings_file(table, embeddings)
-    import pandas as pd
-
-    with data_errors(embeddings):
-        emb = pd.read_parquet(embeddings)
+    emb = read_embeddings_file(embeddings)  # read once: attached to the screens and joined to the findings
+    table = attach_embeddings_file(table, embeddings, embeddings=emb)
     with data_errors(cxr):
         findings = film_findings(emb, read_table(cxr, "cxr"), cxr)
     params = {"method": method, "hidden": hidden, "timesteps": timesteps, "sample_steps": sample_steps,

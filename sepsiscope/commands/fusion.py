@@ -48,19 +48,25 @@ _HORIZON = typer.Option(48.0, "--horizon-h", callback=positive_hours, help="Labe
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress.")
 
 
-def attach_embeddings_file(table, path: Path, option: str = "--embeddings"):
-    """``table`` with the CXR embeddings of the parquet ``path`` attached; errors name the file."""
+def read_embeddings_file(path: Path, option: str = "--embeddings"):
+    """The CXR embeddings parquet ``path``; errors name the file."""
     import pandas as pd
     import pyarrow as pa
 
-    from fusion.embeddings import attach_embeddings
-
     p = existing_file(path, option)
     try:
-        emb = pd.read_parquet(p)
+        return pd.read_parquet(p)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{p}: not a readable parquet table ({exc})") from None
-    with data_errors(p):
+
+
+def attach_embeddings_file(table, path: Path, option: str = "--embeddings", embeddings=None):
+    """``table`` with the CXR embeddings of the parquet ``path`` attached (``embeddings``: that
+    file already read); errors name the file."""
+    from fusion.embeddings import attach_embeddings
+
+    emb = read_embeddings_file(path, option) if embeddings is None else embeddings
+    with data_errors(path):
         return attach_embeddings(table, emb)
 
 
