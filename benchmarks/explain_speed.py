@@ -10,8 +10,10 @@ caches it on disk). Prints, for the first call and the best and median of ``--ca
 the wall time and the CPU time of the process (user + system, less sensitive to other load than
 wall time); the same for the reference ``python -c "import numpy, pandas, pyarrow.parquet"`` (the
 floor of any command that reads a parquet table into pandas) measured in this run, and the ratio;
-the modules that take longest to import (``-X importtime``); whether pgmpy, torch, networkx or
-matplotlib were imported (none should be); and the load average.
+the modules that take longest to import (``-X importtime``); whether pgmpy, torch, networkx,
+matplotlib, numba or scikit-learn were imported (only scikit-learn should be: the models are its
+estimators; numba and the compiled kernel are left to long-lived processes, see
+``cpn.kernel.SMALL_BATCH``); and the load average.
 
 Without ``--run`` a run-like directory is made here: a small CPN fitted on 300 synthetic stays
 (``benchmarks/service_load.py``) and the test screens of those stays.
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("pgmpy", "torch", "networkx", "matplotlib")
+HEAVY = ("pgmpy", "torch", "networkx", "matplotlib", "numba", "sklearn")
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:

@@ -59,6 +59,9 @@ def fit_models(out: Path) -> Path:
     risk = cpn.predict_proba(screens)[:, 1]
     ops = [{"model": "cpn", "operating_point": "news2>=5", "threshold": float(np.quantile(risk, 0.9))}]
     (out / "operating_points.json").write_text(json.dumps(ops))
+    from sepsiscope.runinfo import write_run_json  # a run directory is one whose run.json says complete
+
+    write_run_json(out, {"benchmark": "service_load"}, seeds={"cohort": 1}, extra={"complete": True})
     return out
 
 

@@ -53,7 +53,8 @@ def bayes_factors(engine, evidence: dict, groups, *, nodes=None, batch_size: int
         Rows per chunk of the numpy plan.
     backend : {"auto", "numba", "numpy"}
         The compiled kernel (:mod:`cpn.kernel`) or the numpy plan; "auto" takes the kernel where
-        numba is installed and ``groups`` has 2 columns. Both give the same numbers (to ~1e-15).
+        numba is installed and ``groups`` has 2 columns, except for a small batch while the kernel
+        is not loaded yet (:func:`cpn.kernel.wanted`). Both give the same numbers (to ~1e-15).
     threads : int, optional
         Threads of the kernel (default: ``SEPSISCOPE_THREADS`` or every core).
 
@@ -71,7 +72,7 @@ def bayes_factors(engine, evidence: dict, groups, *, nodes=None, batch_size: int
     ev, n = engine._check_evidence(evidence)
     if groups.ndim != 2 or groups.shape[0] != engine.cards[engine.target] or groups.shape[1] < 2:
         raise ValueError(f"groups must have shape ({engine.cards[engine.target]}, 2), got {groups.shape}")
-    use_kernel = engine._use_kernel(backend)  # (checks the backend's name)
+    use_kernel = engine._use_kernel(backend, n)  # (checks the backend's name)
     if use_kernel and groups.shape[1] != 2:
         if backend == "numba":
             raise ValueError(f"backend='numba' explains 2 target groups, got {groups.shape[1]}")

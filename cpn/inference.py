@@ -367,12 +367,9 @@ class InferenceEngine:
             prog.set_alone({v: marg[v].T @ groups for v in self.evidence_nodes})
         return prog
 
-    def _use_kernel(self, backend: str) -> bool:
-        if backend not in ("auto", "numba", "numpy"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
-        if backend == "numba" and not kernel.available():
-            raise RuntimeError("backend='numba' needs numba (pip install numba)")
-        return backend == "numba" or (backend == "auto" and kernel.available())
+    def _use_kernel(self, backend: str, n_rows: int | None = None) -> bool:
+        """See :func:`cpn.kernel.wanted` (``n_rows`` None: as for a large batch)."""
+        return kernel.wanted(backend, n_rows)
 
     def joint(self, evidence, *, batch_size: int = 4096, backend: str = "auto",
               threads: int | None = None) -> np.ndarray:
@@ -380,11 +377,12 @@ class InferenceEngine:
 
         ``evidence`` maps evidence node -> array ``(n, card)`` of likelihoods (NaN row = none).
         ``backend``: the compiled kernel ("numba"), the numpy plan ("numpy", in chunks of
-        ``batch_size`` rows) or the kernel where numba is installed ("auto"); ``threads``: the
+        ``batch_size`` rows) or, with "auto", the kernel where numba is installed unless the batch is
+        small and the kernel not yet loaded (:func:`cpn.kernel.wanted`); ``threads``: the
         kernel's (default ``SEPSISCOPE_THREADS`` or every core).
         """
         ev, n = self._check_evidence(evidence)
-        if self._use_kernel(backend):
+        if self._use_kernel(backend, n):
             out = np.empty((self.cards[self.target], n))
             kernel.run_kernel(self._program(), ev, n, mode=0, z_out=out, threads=threads)
             return np.ascontiguousarray(out.T)

@@ -46,25 +46,67 @@ from collections import defaultdict
 
 import numpy as np
 
-try:  # the numpy plan serves when numba is missing (or disabled with SEPSISCOPE_NO_NUMBA=1)
-    if os.environ.get("SEPSISCOPE_NO_NUMBA"):
-        raise ImportError("disabled by SEPSISCOPE_NO_NUMBA")
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
+__all__ = ["Program", "available", "loaded", "load", "run_kernel", "TILE", "SMALL_BATCH"]
 
-__all__ = ["Program", "available", "run_kernel", "TILE"]
+#: screens per tile (see :data:`cpn._kernel.TILE`, where the choice is explained; the same value).
+TILE = 128
 
-if numba is not None:
-    from ._kernel import TILE
-    from ._kernel import kernel as _kernel
-else:  # pragma: no cover
-    TILE = 64
+#: Below this many rows, ``backend="auto"`` takes the numpy plan unless the kernel is loaded already:
+#: loading numba and the compiled kernel from numba's disk cache costs about 1.5 s of CPU, while the
+#: numpy plan explains a few hundred screens in milliseconds. So a one-shot ``sepsiscope explain``
+#: never pays for the kernel, and a long-lived process (the service, training) loads it once.
+SMALL_BATCH = 2048
+
+_COMPILED = None  # cpn._kernel.kernel once loaded; False when numba cannot be imported
+
+
+def _disabled() -> bool:
+    return bool(os.environ.get("SEPSISCOPE_NO_NUMBA"))
+
+
+def load():
+    """Import numba and the compiled kernel (numba's disk cache, else a compilation); None where
+    numba is missing or disabled with ``SEPSISCOPE_NO_NUMBA=1`` (the numpy plan serves then)."""
+    global _COMPILED
+    if _COMPILED is None:
+        try:
+            if _disabled():
+                raise ImportError("disabled by SEPSISCOPE_NO_NUMBA")
+            from . import _kernel
+        except ImportError:  # pragma: no cover - exercised where numba is absent
+            _COMPILED = False
+        else:
+            if _kernel.TILE != TILE:  # pragma: no cover - a guard for whoever changes one of them
+                raise RuntimeError(f"cpn._kernel.TILE ({_kernel.TILE}) != cpn.kernel.TILE ({TILE})")
+            _COMPILED = _kernel.kernel
+    return _COMPILED or None
 
 
 def available() -> bool:
-    """Whether the compiled kernel can run here (numba importable and not disabled)."""
-    return numba is not None
+    """Whether the compiled kernel can run here (numba importable and not disabled); imports it."""
+    return load() is not None
+
+
+def loaded() -> bool:
+    """Whether the compiled kernel is loaded in this process already (no import cost left)."""
+    return bool(_COMPILED)
+
+
+def wanted(backend: str, n_rows: int | None = None) -> bool:
+    """Whether ``backend`` runs ``n_rows`` rows on the kernel: "numba" always (an error where it
+    cannot), "numpy" never, "auto" where numba is installed and the batch is large
+    (:data:`SMALL_BATCH`) or the kernel is loaded already."""
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if backend == "numba":
+        if not available():
+            raise RuntimeError("backend='numba' needs numba (pip install numba)")
+        return True
+    if backend == "numpy":
+        return False
+    if not loaded() and n_rows is not None and n_rows < SMALL_BATCH:
+        return False
+    return available()
 
 
 class Program:
@@ -445,6 +487,9 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     log10 instead (each thread takes the logarithms of its own rows), ``alone_shift`` subtracted
     from the ``alone`` ones."""
     global _POOL, _POOL_SIZE
+    compiled = load()
+    if compiled is None:
+        raise RuntimeError("the compiled kernel needs numba (pip install numba)")
     dummy = np.empty((1, 2))[:, :0]
     n_instr = prog.n_fwd if mode == 0 else len(prog.out_slot)
     addr, s0, s1, ext, present, keep = prog.evidence_table(ev, n)
@@ -453,7 +498,7 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     cuts = [min(n, (n_tiles * j // k) * TILE) for j in range(k + 1)]
 
     def part(j, _keep=keep):  # (_keep: the arrays stay alive while any part runs)
-        code = _kernel(addr, s0, s1, ext, present, cuts[j], cuts[j + 1], prog.ev_lo, prog.ev_k,
+        code = compiled(addr, s0, s1, ext, present, cuts[j], cuts[j + 1], prog.ev_lo, prog.ev_k,
                        prog.n_slots, n_instr, prog.out_slot, prog.out_arity, prog.out_add,
                        prog.term_ptr, prog.coef, prog.inp, prog.inp_base, prog.zidx, prog.zg,
                        prog.row_cav, prog.row_alone, mode, alone_scale, z_out,

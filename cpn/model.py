@@ -35,6 +35,7 @@ from ._pgmpy import pgmpy_classes
 from .evidence import build_evidence, half_life_group, input_columns, network_info, target_states
 from .explain import bayes_factors
 from .explain_table import explanation_table
+from . import kernel
 from .inference import InferenceEngine
 from .learning import conditional_loglik, fit_em, search_half_lives
 from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, TESTED, load_network, save_network,
@@ -301,6 +302,17 @@ class SepsisCPN(SepsisEstimator):
                                     state_names={u: list(old.state_names[u]) for u in [v, *parents]}))
 
     # ------------------------------------------------------------------ predict / explain
+    def warm_up(self) -> "SepsisCPN":
+        """Load the compiled kernel now (about 1.5 s of CPU), so that a long-lived process (the
+        service) scores even its small batches on it; a one-shot process that explains a few
+        screens never pays for it (:data:`cpn.kernel.SMALL_BATCH`). Returns self.
+
+        >>> SepsisCPN().warm_up().network
+        'physionet'
+        """
+        kernel.available()
+        return self
+
     def posterior(self, screens: pd.DataFrame) -> np.ndarray:
         """``P(time-to-onset state | evidence)`` per screen, shape (n, 5)."""
         self.check_screens(screens)

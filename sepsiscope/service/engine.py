@@ -85,6 +85,8 @@ def load_served(directory) -> ServedModel:
 
     directory = Path(directory)
     model = load_model(directory)
+    if hasattr(model, "warm_up"):  # a server pays once, at start, for what a first call would load
+        model.warm_up()
     digest = hashlib.sha256((directory / "model.json").read_bytes()).hexdigest()[:12]
     version = f"{model.kind}/v{model.format_version}/{digest}"
     pad = tuple(c for c in model.required_columns if c in _CXR_COLUMNS)

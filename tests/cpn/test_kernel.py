@@ -213,3 +213,32 @@ def test_a_node_listed_twice_is_evidence_twice(ev_nodes):
         _same(a["alone"][v], b["alone"][v])
         _same(a["in_context"][v], b["in_context"][v])
     _same(a["total"], b["total"])
+
+
+def test_a_small_batch_in_a_fresh_process_does_not_load_the_kernel():
+    """A one-shot ``sepsiscope explain`` must not pay about 1.5 s of CPU for numba and the compiled
+    kernel: "auto" takes the numpy plan for a small batch until the kernel is loaded (warm_up, a
+    large batch), and then the kernel for every batch. The numbers agree either way."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from cpn import kernel\n"
+        "from cpn.explain import bayes_factors\n"
+        "from cpn.inference import InferenceEngine\n"
+        "eng = InferenceEngine(['T', 'B'], {'T': 2, 'B': 2}, {'T': [], 'B': ['T']},\n"
+        "    {'T': np.array([.2, .8]), 'B': np.array([[.9, .3], [.1, .7]])}, 'T', ['B'])\n"
+        "ev = {'B': np.array([[1.0, 0.0], [0.2, 0.9]])}\n"
+        "a = bayes_factors(eng, ev, np.eye(2))['total']\n"
+        "z = eng.joint(ev)\n"
+        "print('numba' in sys.modules, 'cpn._kernel' in sys.modules, kernel.wanted('auto', 2))\n"
+        "assert kernel.available() and kernel.loaded()\n"
+        "print(kernel.wanted('auto', 2), kernel.wanted('numpy', 10**6), kernel.wanted('auto', None))\n"
+        "b = bayes_factors(eng, ev, np.eye(2))['total']\n"
+        "print(np.allclose(a, b, rtol=0, atol=1e-12), np.allclose(z, eng.joint(ev), rtol=1e-12, atol=0))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False", "True", "False", "True", "True", "True"]
+    with pytest.raises(ValueError, match="backend must be"):
+        kernel.wanted("fast", 1)
