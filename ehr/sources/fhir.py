@@ -118,6 +118,11 @@ def stay_id_for(reference: str) -> int:
 def _time(text, loc) -> np.datetime64:
     if not isinstance(text, str) or "T" not in text:
         raise ReadingError(loc, f"'{text}' has no time of day; a measurement needs date and time", "time")
+    return _utc(text)
+
+
+@lru_cache(maxsize=65_536)  # the vitals of one hour share a time stamp
+def _utc(text: str) -> np.datetime64:
     t = datetime.fromisoformat(text)
     if t.tzinfo is not None:
         t = t.astimezone(timezone.utc).replace(tzinfo=None)
@@ -138,9 +143,19 @@ def _effective_time(res: dict, loc) -> np.datetime64:
 
 def _concept(code: dict, loc):
     """(concept or None, namespaced code) of a CodeableConcept; errors for ambiguous codings."""
-    loincs = [c.get("code") for c in code.get("coding", []) if c.get("system") == LOINC_SYSTEM and c.get("code")]
+    loincs = tuple(c.get("code") for c in code.get("coding", [])
+                   if c.get("system") == LOINC_SYSTEM and c.get("code"))
+    try:
+        return _loinc_concept(loincs)
+    except ReadingError as exc:
+        raise ReadingError((*loc, *exc.loc), exc.msg, exc.kind) from None
+
+
+@lru_cache(maxsize=4096)
+def _loinc_concept(loincs: tuple):
+    """:func:`_concept` of the LOINC codes of one CodeableConcept (errors located in ``coding``)."""
     if not loincs:
-        raise ReadingError((*loc, "coding"), "no LOINC coding (system http://loinc.org)", "unknown_code")
+        raise ReadingError(("coding",), "no LOINC coding (system http://loinc.org)", "unknown_code")
     known = [set(loinc_concepts()[c]) for c in loincs if c in loinc_concepts()]
     if not known:
         return None, f"LOINC/{loincs[0]}"
@@ -148,10 +163,10 @@ def _concept(code: dict, loc):
     if len(both) == 1:
         return both.pop(), f"LOINC/{loincs[0]}"
     if both:
-        raise ReadingError((*loc, "coding"), f"LOINC {', '.join(loincs)} maps to several concepts "
+        raise ReadingError(("coding",), f"LOINC {', '.join(loincs)} maps to several concepts "
                            f"({', '.join(sorted(both))}); add the specific coding (59408-5 for pulse oximetry)",
                            "ambiguous_code")
-    raise ReadingError((*loc, "coding"), f"the LOINC codings {', '.join(loincs)} name different concepts",
+    raise ReadingError(("coding",), f"the LOINC codings {', '.join(loincs)} name different concepts",
                        "ambiguous_code")
 
 
@@ -311,8 +326,11 @@ def read_fhir(path, *, now=None) -> Cohort:
     path = Path(path)
     report = IngestReport(source=f"{SOURCE}:{path}")
     parsed = ParsedBundle()
+    from .fhir_shapes import ShapeValidator  # (it builds on this module)
+
+    validate = ShapeValidator()  # fhir.resources' verdicts, by leaf values for shapes seen before
     for loc, doc in _iter_documents(path, report):
-        parse_bundle(doc, loc=loc, errors="count", out=parsed, report=report)
+        parse_bundle(doc, loc=loc, errors="count", out=parsed, report=report, validate=validate)
     for loc, reason in parsed.skipped:
         report.add(*where(loc), reason, "skipped")
     if not parsed.readings:

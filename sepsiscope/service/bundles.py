@@ -3,7 +3,8 @@
 The reference path (:func:`ehr.sources.fhir.parse_bundle`, then
 :func:`ehr.sources.readings.readings_to_events`, strict) reads every entry and converts every
 value of every request. A ward system that posts a sliding 24-hour window sends mostly
-Observations it sent before. Here each resource is validated with ``fhir.resources``, read and
+Observations it sent before. Here each resource is validated with ``fhir.resources`` (by its leaf
+values when it has the shape of one accepted before, :class:`ehr.sources.fhir_shapes.ShapeValidator`), read and
 checked on its own the first time its content is seen -- concept, unit, conversion to the
 canonical unit, plausible range, by the same functions -- and what it said is kept by content
 (:class:`~sepsiscope.service.inputs.ParseCache`). A request then costs a key and a lookup per
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ehr.sources.fhir import READ_TYPES, ParsedBundle, _observation, stay_id_for, validate_resource
+from ehr.sources.fhir import READ_TYPES, ParsedBundle, _observation, stay_id_for
 from ehr.sources.readings import FUTURE_TOLERANCE, Reading, ReadingError, readings_to_events
 
 from .jsonio import content_key
@@ -73,7 +74,7 @@ def _lookup(bundle: dict, cache) -> _Pending | None:
     shell = {k: v for k, v in bundle.items() if k != "entry"}
     key = content_key(shell)
     if cache.lookup(key) is None:
-        validate_resource(shell, ("body",))
+        cache.validate(shell, ("body",))
         cache.store(key, ("ref", "Bundle"))
     pending = _Pending()
     out, rows, aliases = pending.out, pending.rows, pending.aliases
@@ -92,7 +93,7 @@ def _lookup(bundle: dict, cache) -> _Pending | None:
         entry = lookup(key)
         if entry is None:
             loc = ("body", "entry", i, "resource")
-            validate_resource(res, loc)
+            cache.validate(res, loc)
             said = _observation(res, loc) if kind == "Observation" else ("ref", f"{kind}/{res.get('id')}")
             cache.store(key, said)
             entry = (said, None)

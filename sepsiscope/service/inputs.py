@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ehr.concepts import load_concepts
 from ehr.sources.fhir import parse_bundle, stay_id_for, stay_row
+from ehr.sources.fhir_shapes import ShapeValidator
 from ehr.sources.readings import Reading, ReadingError, readings_to_events
 
 from .bundles import read_bundles
@@ -98,6 +99,9 @@ class ParseCache:
         # collector stops tracking, so a full cache costs its passes little
         self._entries: OrderedDict[bytes, tuple] = OrderedDict()
         self.hits = self.misses = 0
+        # a resource new by content is mostly new by value only: validated by its leaves when an
+        # accepted resource had its shape (same verdicts and errors as fhir.resources)
+        self.validate = ShapeValidator()
 
     def lookup(self, key: bytes):
         """``(said, checked)`` of a resource key, or None (counted as a hit or a miss)."""

@@ -78,12 +78,14 @@ def test_the_fast_path_reads_as_the_reference_path(monkeypatch):
 
 def test_each_resource_is_validated_once(monkeypatch):
     calls = []
-    real = bundles.validate_resource
-    monkeypatch.setattr(bundles, "validate_resource", lambda res, loc: calls.append(loc) or real(res, loc))
     cache = ParseCache()
+    real = cache.validate
+    cache.validate = lambda res, loc: calls.append(loc) or real(res, loc)
     first = bundle_24h()
     parse_body(_decoded(first), now=NOW, cache=cache)
     assert len(calls) == len(first["entry"]) + 1  # every resource and the Bundle itself
+    full = real.full  # one per shape: a vital, a lab, the Patient, the Encounter, the Bundle
+    assert full <= 6 and real.fast == len(calls) - full
     # an hour on: the window loses its first hour's five vitals and gains five new ones
     second = copy.deepcopy(first)
     new = [observation(1000 + j, code, value, unit, END + dt.timedelta(minutes=20))
@@ -92,6 +94,7 @@ def test_each_resource_is_validated_once(monkeypatch):
     calls.clear()
     _same(parse_body(_decoded(second), now=NOW, cache=cache), parse_body(second, now=NOW))
     assert len(calls) == 5
+    assert real.full == full  # shaped like the vitals before them: checked by their values alone
 
 
 def _bad():
