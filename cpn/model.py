@@ -2,6 +2,8 @@
 
 A :class:`ehr.estimator.SepsisEstimator`: it saves to ``model.json`` (kind ``cpn``) plus
 ``network.xml`` (the fitted CPDs, XMLBIF), and refuses screens that lack a column it was fitted on.
+Scoring and explaining come from :class:`cpn.scoring.CPNScoring`, which a saved model can also be
+read into without scikit-learn (:class:`cpn.scoring.CPNScorer`).
 
 Examples
 --------
@@ -26,21 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehr.artefacts import ModelFormatError, model_file
 from ehr.concepts import load_concepts
 from ehr.estimator import Labels, SepsisEstimator
 from ehr.splits import holdout_groups
 
 from ._pgmpy import pgmpy_classes
-from .evidence import build_evidence, half_life_group, input_columns, network_info, target_states
-from .explain import bayes_factors
-from .explain_table import explanation_table
-from . import kernel
-from .inference import InferenceEngine
+from .evidence import half_life_group, input_columns, target_states
 from .learning import conditional_loglik, fit_em, search_half_lives
-from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, TESTED, load_network, save_network,
-                        validate_network)
-from .xmlbif import read_xmlbif
+from .scoring import _GROUPS, NETWORK_FILE, CPNScoring
+from .structure import TARGET, TARGET_STATES, load_network, save_network, validate_network
 
 __all__ = ["SepsisCPN"]
 
@@ -48,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 #: how far past the ends of ``half_life_grid`` the multiplier search may go (factors of 2)
 HALF_LIFE_MAX_STEPS = 4
-_GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
-_NETWORK_FILE = "network.xml"
 
 
 def _frame_hash(df: pd.DataFrame) -> str:
@@ -59,7 +53,7 @@ def _frame_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-class SepsisCPN(SepsisEstimator):
+class SepsisCPN(SepsisEstimator, CPNScoring):
     """Causal probabilistic network for sepsis within 48 h, scored with time-decayed evidence.
 
     Parameters
@@ -119,9 +113,6 @@ class SepsisCPN(SepsisEstimator):
         Screens EM was fitted on (all of them unless ``max_rows`` drew a subset).
     """
 
-    kind = "cpn"
-    format_version = 2
-
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
@@ -140,30 +131,6 @@ class SepsisCPN(SepsisEstimator):
         self.batch_size = batch_size
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def network_(self):
-        """The network with the fitted CPDs (pgmpy ``DiscreteBayesianNetwork``); a loaded model
-        reads it from its ``network.xml`` with pgmpy on first use (scoring does not need it)."""
-        if self.__dict__.get("_network") is None:
-            if "_network_xml" not in self.__dict__:
-                raise AttributeError(f"{type(self).__name__} is not fitted: no network_")
-            self._network = pgmpy_classes()[2](string=self._network_xml).get_model()
-        return self._network
-
-    @network_.setter
-    def network_(self, net):
-        self._network = net
-
-    def _setup(self, net):
-        self.network_ = net
-        self.info_ = network_info(net)
-        self.features_ = self.info_.evidence_nodes
-        self.engine_ = InferenceEngine.from_pgmpy(net, TARGET, self.features_ + [TARGET])
-
-    def _evidence(self, screens, half_lives=None, details=False):
-        return build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
-                              cxr_prior=self.cxr_prior_, details=details)
-
     def _cxr_sums(self, screens) -> dict:
         """Per CXR node: (sum, count) of its probabilities over the screens that carry one."""
         out = {}
@@ -302,69 +269,6 @@ class SepsisCPN(SepsisEstimator):
                                     state_names={u: list(old.state_names[u]) for u in [v, *parents]}))
 
     # ------------------------------------------------------------------ predict / explain
-    def warm_up(self) -> "SepsisCPN":
-        """Load the compiled kernel now (about 1.5 s of CPU), so that a long-lived process (the
-        service) scores even its small batches on it; a one-shot process that explains a few
-        screens never pays for it (:data:`cpn.kernel.SMALL_BATCH`). Returns self.
-
-        >>> SepsisCPN().warm_up().network
-        'physionet'
-        """
-        kernel.available()
-        return self
-
-    def posterior(self, screens: pd.DataFrame) -> np.ndarray:
-        """``P(time-to-onset state | evidence)`` per screen, shape (n, 5)."""
-        self.check_screens(screens)
-        ev, _ = self._evidence(screens)
-        return self.engine_.posterior(ev, batch_size=self.batch_size)
-
-    def predict_proba(self, screens: pd.DataFrame) -> np.ndarray:
-        """``[P(no onset within 48 h), P(onset within 48 h)]`` per screen, shape (n, 2)."""
-        p = self.posterior(screens) @ _GROUPS[:, 0]
-        return np.column_stack([1.0 - p, p])
-
-    def bayes_factors(self, screens: pd.DataFrame) -> dict:
-        """Raw batched log10 Bayes factors (see :func:`cpn.explain.bayes_factors`)."""
-        self.check_screens(screens)
-        ev, _ = self._evidence(screens)
-        return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
-
-    def explain(self, screens: pd.DataFrame, *, model_name: str | None = None) -> pd.DataFrame:
-        """Explanations table (``ehr.schema`` "explanations"): one row per screen and evidence item
-        with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
-        self.check_screens(screens)
-        ev, det = self._evidence(screens, details=True)
-        return self._explanations(screens, ev, det, None, model_name)
-
-    def predict_explain(self, screens: pd.DataFrame, rows, *, model_name: str | None = None):
-        """``(predict_proba(screens), explain(screens.iloc[rows]))`` from one reading of the screens.
-
-        The same numbers as the two calls (``tests/cpn/test_explain_table.py``), for a caller that
-        needs the risk of every screen and the explanation of a few, such as the scoring service.
-        """
-        self.check_screens(screens)
-        ev, det = self._evidence(screens, details=True)
-        # explanations first: the forward pass then reuses their compiled program (one built, not two)
-        explained = self._explanations(screens, ev, det, np.asarray(rows, dtype=np.intp), model_name)
-        p = self.engine_.posterior(ev, batch_size=self.batch_size) @ _GROUPS[:, 0]
-        return np.column_stack([1.0 - p, p]), explained
-
-    def _explanations(self, screens, ev, det, rows, model_name):
-        """The explanations of the screens ``rows`` (all when None) from their evidence and details."""
-        n = len(screens)
-        if rows is not None:
-            ev = {v: a[rows] for v, a in ev.items()}
-            det = {v: tuple(None if a is None else a[rows] for a in d) for v, d in det.items()}
-        bf = bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
-        stay = screens["stay_id"].to_numpy() if "stay_id" in screens.columns else np.arange(n)
-        times = screens["screen_time"].to_numpy() if "screen_time" in screens.columns \
-            else np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-        if rows is not None:
-            stay, times = stay[rows], times[rows]
-        return explanation_table(bf, det, self.info_.states, stay=stay, times=times,
-                                 model=model_name or self.model_name)
-
     # ------------------------------------------------------------------ artefacts
     def _config(self) -> dict:
         config = self.get_params(deep=False)
@@ -377,7 +281,7 @@ class SepsisCPN(SepsisEstimator):
         return {**config, "half_life_grid": tuple(config["half_life_grid"])}
 
     def _write_files(self, directory: Path) -> None:
-        save_network(self.network_, directory / _NETWORK_FILE)
+        save_network(self.network_, directory / NETWORK_FILE)
 
     def _state(self) -> dict:
         return {"evidence_nodes": self.features_, "half_lives": self.half_lives_,
@@ -385,16 +289,8 @@ class SepsisCPN(SepsisEstimator):
                 "em_history": self.em_history_, "n_train_rows": self.n_train_rows_}
 
     def _restore(self, directory: Path, meta: dict) -> None:
+        super()._restore(directory, meta)  # CPNScoring: network, evidence nodes, half-lives, CXR calibration
         state = meta["state"]
-        path = model_file(directory, meta, _NETWORK_FILE)
-        self._network_xml = path.read_text(encoding="utf-8")
-        # scoring needs the tables only: read without pgmpy (network_ reads the text when asked for)
-        self._setup(validate_network(read_xmlbif(path, text=self._network_xml), origin=str(path)))
-        self._network = None
-        if self.features_ != state["evidence_nodes"]:
-            raise ModelFormatError(f"{directory / 'model.json'}: evidence nodes do not match {_NETWORK_FILE}")
-        self.half_lives_ = {k: float(v) for k, v in state["half_lives"].items()}
         self.half_life_scale_ = dict(state["half_life_scale"])
-        self.cxr_prior_ = {k: float(v) for k, v in state["cxr_prior"].items()}
         self.em_history_ = list(state["em_history"])
         self.n_train_rows_ = state["n_train_rows"]

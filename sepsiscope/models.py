@@ -23,7 +23,8 @@ import pandas as pd
 
 from ehr.artefacts import ModelFormatError, read_model_meta
 
-__all__ = ["MODEL_CLASSES", "model_class", "model_kind", "model_name_of", "scores_one_screen", "load_model", "screen_to_explain"]
+__all__ = ["MODEL_CLASSES", "SCORER_CLASSES", "model_class", "model_kind", "model_name_of", "scores_one_screen",
+           "load_model", "load_scorer", "screen_to_explain"]
 
 #: ``model.json`` kind -> the class that reads it back (a :class:`ehr.estimator.SepsisEstimator`)
 MODEL_CLASSES: dict[str, str] = {
@@ -35,13 +36,23 @@ MODEL_CLASSES: dict[str, str] = {
     "fusion": "fusion.models:FusionModel",
 }
 
+#: kinds that can also be read for scoring alone, without scikit-learn (an :class:`ehr.fitted.FittedModel`
+#: with the same ``predict_proba``/``explain``), for one-shot commands such as ``sepsiscope explain``
+SCORER_CLASSES: dict[str, str] = {
+    "cpn": "cpn.scoring:CPNScorer",
+}
+
+
+def _import(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
 
 def model_class(kind: str) -> type:
     """The estimator class of a model kind (imported on first use)."""
     if kind not in MODEL_CLASSES:
         raise ModelFormatError(f"no model kind {kind!r}; SepsisScope knows {', '.join(MODEL_CLASSES)}")
-    module, name = MODEL_CLASSES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    return _import(MODEL_CLASSES[kind])
 
 
 def model_kind(path) -> str:
@@ -53,7 +64,8 @@ def model_name_of(path) -> str:
     """The name a saved model gives its rows in predictions and operating points (``model_name``:
     the kind, or what its parameters make it, e.g. ``lightgbm`` for a GBDT), without loading its files."""
     meta = read_model_meta(path)
-    cls = model_class(meta["kind"])
+    kind = meta["kind"]
+    cls = _import(SCORER_CLASSES[kind]) if kind in SCORER_CLASSES else model_class(kind)
     return cls(**cls._config_from_json(meta.get("config", {}))).model_name
 
 
@@ -68,6 +80,24 @@ def scores_one_screen(path) -> bool:
 def load_model(path):
     """Load any saved model directory by its kind; kind, format version and files are checked."""
     return model_class(model_kind(path)).load(Path(path))
+
+
+def load_scorer(path):
+    """Load a saved model to score and explain with: its kind's scorer class where it has one
+    (:data:`SCORER_CLASSES`, no scikit-learn imported), else :func:`load_model`.
+
+    >>> import tempfile
+    >>> from gbdt._demo import demo_screens
+    >>> from gbdt.model import GBDTClassifier
+    >>> s = demo_screens(n_stays=30, seed=0)
+    >>> d = GBDTClassifier(n_estimators=5, early_stopping_rounds=None).fit(s).save(tempfile.mkdtemp() + "/m")
+    >>> type(load_scorer(d)).__name__   # no scorer class for this kind: the model itself
+    'GBDTClassifier'
+    """
+    kind = model_kind(path)
+    if kind in SCORER_CLASSES:
+        return _import(SCORER_CLASSES[kind]).load(Path(path))
+    return load_model(path)
 
 
 def screen_to_explain(model, screens: pd.DataFrame, stay_id, at=None) -> pd.DataFrame:

@@ -144,13 +144,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         Reads only the asked stay from the screens (a parquet filter on stay_id).
         """
         from ehr.schema import SchemaError
-        from sepsiscope.models import load_model
+        from sepsiscope.models import load_scorer
         from sepsiscope.service.views import explanation_view
         from sepsiscope.stay_screens import KEY_COLUMNS, pick_screen, read_stay
 
         model, screens, threshold = _explain_sources(run, model, screens)
         with data_errors(model):
-            m = load_model(model)
+            m = load_scorer(model)  # a CPN is read without scikit-learn: a one-shot call stays fast
         if getattr(m, "reads_predictions", False):
             from sepsiscope.commands.stack import explain_stack
 
