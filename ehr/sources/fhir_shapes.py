@@ -64,23 +64,58 @@ def shape_of(node, leaves: list):
     """
     t = type(node)
     if t is dict:
-        out = []
-        for k, v in node.items():
-            if type(k) is not str:
-                raise _Odd
-            if k == "resourceType":  # which model validates it: part of the shape, not a leaf
-                out += (k, v if type(v) is str else (type(v),))
-                if type(v) is not str:
-                    leaves.append(v)
-            else:
-                out += (k, shape_of(v, leaves))
-        return tuple(out)
+        return _dict_shape(node, leaves)
     if t is list:
-        return ("[]",) + tuple(shape_of(v, leaves) for v in node)
+        return _list_shape(node, leaves)
     if t in _LEAF_TYPES:
         leaves.append(node)
         return t
     raise _Odd
+
+
+def _dict_shape(node: dict, leaves: list) -> tuple:
+    # leaves inline, recursion only into containers: this runs for every resource a service reads
+    out = []
+    add, leaf = out.append, leaves.append
+    for k, v in node.items():
+        if type(k) is not str:
+            raise _Odd
+        add(k)
+        t = type(v)
+        if t is str:
+            if k == "resourceType":  # which model validates it: part of the shape, not a leaf
+                add(v)
+                continue
+            add(str)
+            leaf(v)
+        elif t is dict:
+            add(_dict_shape(v, leaves))
+        elif t is list:
+            add(_list_shape(v, leaves))
+        elif t in _LEAF_TYPES:
+            if k == "resourceType":
+                add((t,))  # not a string: the full validation says what is wrong
+            add(t)
+            leaf(v)
+        else:
+            raise _Odd
+    return tuple(out)
+
+
+def _list_shape(node: list, leaves: list) -> tuple:
+    out = ["[]"]
+    for v in node:
+        t = type(v)
+        if t is dict:
+            out.append(_dict_shape(v, leaves))
+        elif t is list:
+            out.append(_list_shape(v, leaves))
+        elif t in _LEAF_TYPES:
+            out.append(t)
+            leaves.append(v)
+        else:
+            raise _Odd
+    return tuple(out)
 
 
 def _fields(model) -> dict:
