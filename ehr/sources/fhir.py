@@ -105,6 +105,11 @@ def validate_resource(resource: dict, loc: tuple = ()) -> None:
         err = exc.errors()[0]
         raise ReadingError((*loc, *err["loc"]), f"not a valid FHIR R4 {resource['resourceType']}: {err['msg']}",
                            "fhir") from None
+    except (TypeError, AttributeError, ValueError) as exc:
+        # fhir.resources trips over some malformed elements (e.g. a primitive extension "_status": 5)
+        # instead of reporting them: still the client's error, not the server's
+        raise ReadingError(loc, f"not a valid FHIR R4 {resource['resourceType']}: {type(exc).__name__}: {exc}",
+                           "fhir") from None
 
 
 def stay_id_for(reference: str) -> int:
@@ -213,7 +218,7 @@ def _observation(res: dict, loc: tuple) -> tuple:
     parts = [(res, ())] + [(c, ("component", j)) for j, c in enumerate(res.get("component", []))]
     out = []
     for part, rel in parts:
-        has_value = any(k.startswith("value") for k in part)
+        has_value = "valueQuantity" in part or any(k.startswith("value") for k in part)
         if part is res and not has_value and parts[1:]:
             continue  # a panel: its components hold the values
         concept, code = _concept(part.get("code") or {}, (*loc, *rel, "code"))

@@ -109,6 +109,69 @@ def _unit_ok(r: Reading, concepts, strict, report):
     return unit or c.unit
 
 
+def _rows_without_problems(readings, concepts, limit):
+    """``[(reading, unit)]`` as :func:`readings_to_events`'s checks build them, when no reading has a
+    problem (unknown concept, future time, unit refused, value not finite, duplicate); else None, and
+    the reading-by-reading checks find, report or raise each problem in order. The same checks,
+    vectorised: a service checks a thousand readings a batch."""
+    try:
+        return _clean_rows(readings, concepts, limit)
+    except (TypeError, ValueError):  # an odd reading (unhashable unit, a value that is no number)
+        return None
+
+
+def _clean_rows(readings, concepts, limit):
+    if not readings:
+        return []
+    units: dict = {}
+    out = []
+    for r in readings:
+        key = (r.concept, r.unit)
+        unit = units.get(key, False)
+        if unit is False:
+            c = concepts.get(r.concept) if r.concept is not None else None
+            u = r.unit or None
+            if c is None or (u is None and c.unit not in DIMENSIONLESS_UNITS) or \
+                    (u is not None and u != c.unit and u not in c.units):
+                return None
+            unit = units[key] = u or c.unit
+        out.append((r, unit))
+    values = np.array([r.value for r in readings], dtype="float64")
+    times = np.array([r.time for r in readings], dtype="datetime64[ns]")
+    if not np.isfinite(values).all() or (times > limit).any():
+        return None
+    keys = set(zip([r.stay for r in readings], [r.concept for r in readings], times.view(np.int64).tolist()))
+    return out if len(keys) == len(readings) else None
+
+
+def _rows_checked(readings, concepts, limit, strict, report) -> list:
+    """``[(reading, unit)]`` of the readings without problems, each problem reported (or raised)."""
+    rows, seen = [], {}
+    for r in readings:
+        if r.concept is None:
+            _problem(strict, report, r, "code maps to no concept",
+                     f"code {r.code} is not in the concept dictionary (ehr/concepts.toml)",
+                     action="skipped", kind="unknown_code")
+            continue
+        if r.time > limit:
+            _problem(strict, report, r, "time in the future",
+                     f"time {pd.Timestamp(r.time)} is in the future (now {pd.Timestamp(limit - FUTURE_TOLERANCE)} UTC)",
+                     action="rejected_row", kind="future_time")
+            continue
+        unit = _unit_ok(r, concepts, strict, report)
+        if unit is None:
+            continue
+        key = (r.stay, r.concept, r.time)
+        if key in seen:
+            _problem(strict, report, r, "duplicate observation",
+                     f"a second {r.concept} value at {pd.Timestamp(r.time)}; the first is at "
+                     f"{loc_text(seen[key])}", action="rejected_row", kind="duplicate")
+            continue
+        seen[key] = r.loc
+        rows.append((r, unit))
+    return rows
+
+
 def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = None, strict: bool = True,
                        now=None, report: IngestReport | None = None, source_ids: bool = False) -> pd.DataFrame:
     """Convert, check and tabulate readings as a contract ``events`` table (canonical units).
@@ -139,29 +202,10 @@ def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = N
     limit = np.datetime64(pd.Timestamp.now(tz="UTC").tz_localize(None) if now is None else pd.Timestamp(now),
                           "ns") + FUTURE_TOLERANCE
     subject_ids = subject_ids or {}
-    rows, seen = [], {}
-    for r in readings:
-        if r.concept is None:
-            _problem(strict, report, r, "code maps to no concept",
-                     f"code {r.code} is not in the concept dictionary (ehr/concepts.toml)",
-                     action="skipped", kind="unknown_code")
-            continue
-        if r.time > limit:
-            _problem(strict, report, r, "time in the future",
-                     f"time {pd.Timestamp(r.time)} is in the future (now {pd.Timestamp(limit - FUTURE_TOLERANCE)} UTC)",
-                     action="rejected_row", kind="future_time")
-            continue
-        unit = _unit_ok(r, concepts, strict, report)
-        if unit is None:
-            continue
-        key = (r.stay, r.concept, r.time)
-        if key in seen:
-            _problem(strict, report, r, "duplicate observation",
-                     f"a second {r.concept} value at {pd.Timestamp(r.time)}; the first is at "
-                     f"{loc_text(seen[key])}", action="rejected_row", kind="duplicate")
-            continue
-        seen[key] = r.loc
-        rows.append((r, unit))
+    readings = readings if isinstance(readings, (list, tuple)) else list(readings)
+    rows = _rows_without_problems(readings, concepts, limit)
+    if rows is None:  # some reading has a problem: find, report or raise each, in order
+        rows = _rows_checked(readings, concepts, limit, strict, report)
     values = np.array([r.value for r, _ in rows], dtype="float64")
     groups: dict = {}
     for i, (r, unit) in enumerate(rows):
@@ -189,7 +233,7 @@ def readings_to_events(readings, *, stay_ids: dict, subject_ids: dict | None = N
     stays = np.array([stay_ids[r.stay] for r, _ in rows], dtype="int64")
     times = np.array([r.time for r, _ in rows], dtype="datetime64[ns]")
     order = np.lexsort((names.astype(str), times, stays)) if len(rows) else np.zeros(0, dtype=int)
-    kept = [int(i) for i in order if keep[i]]
+    kept = order[keep[order]].tolist()
     read = [rows[i][0] for i in kept]
     columns = {
         "subject_id": np.array([subject_ids.get(r.stay, stay_ids[r.stay]) for r in read], dtype="int64"),

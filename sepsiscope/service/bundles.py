@@ -121,10 +121,10 @@ def _check(pendings: list, cache) -> bool:
     except ReadingError:
         return False
     parts: list = [[] for _ in new]
-    for j, *reading in zip(ev["stay_id"].tolist(), ev["concept"].tolist(), ev["code"].tolist(),
-                           ev["time"].to_numpy().view(np.int64).tolist(), ev["numeric_value"].tolist(),
-                           ev["unit"].tolist()):
-        parts[j].append(tuple(reading))  # (concept, code, time in ns, value, unit), canonical
+    for j, c, code, t, v, u in zip(ev["stay_id"].tolist(), ev["concept"].tolist(), ev["code"].tolist(),
+                                   ev["time"].to_numpy().view(np.int64).tolist(), ev["numeric_value"].tolist(),
+                                   ev["unit"].tolist()):
+        parts[j].append((c, code, t, v, u))  # canonical unit, time in ns
     for row, p in zip(new, parts):
         said, _, key, sid = row
         row[1] = ("obs", said[1], said[2], sid, tuple(p))

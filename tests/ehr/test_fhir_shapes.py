@@ -134,3 +134,13 @@ def test_shapes_differ_by_key_type_and_resource_type():
     s2 = shape_of({"resourceType": "Patient", "active": "true"}, b)
     s3 = shape_of({"resourceType": "Group", "active": True}, c)
     assert len({s1, s2, s3}) == 3 and a == [True] and b == ["true"]
+
+
+def test_an_element_fhir_resources_trips_over_is_a_reading_error():
+    """fhir.resources raises AttributeError for a primitive extension that is not an object: found
+    by the property test above; a client's error (422 in the service), never a crash."""
+    bad = dict(OBS, _status=5)
+    with pytest.raises(ReadingError, match="not a valid FHIR R4 Observation"):
+        validate_resource(bad, ("body",))
+    with pytest.raises(ReadingError, match="not a valid FHIR R4 Observation"):
+        ShapeValidator()(bad, ("body",))
