@@ -43,6 +43,8 @@ def require_dask():
 class SerialMapper:
     """Run partition tasks in this process, in order (the single-process path)."""
 
+    workers = 1  # tasks that run at once
+
     def map(self, fn: Callable, parts, **broadcast) -> list:
         return [fn(p, **broadcast) for p in parts]
 
@@ -62,6 +64,11 @@ class DaskMapper:
 
     def __init__(self, client, *, retries: int = 2):
         self.client, self.retries = client, retries
+
+    @property
+    def workers(self) -> int:
+        """Workers of the cluster now (at least 1): how many tasks run at once."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def map(self, fn: Callable, parts, **broadcast) -> list:
         """One task per part; ``broadcast`` keywords go to every task (names of ``Client.map``'s own
