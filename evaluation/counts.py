@@ -325,8 +325,8 @@ def split_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
     applied = apply_thresholds(ops, None, None, stays, window_h=window_h, silencing_h=silencing_h,
                                check_range=False, prepared=prepared)
     lead = alarm_lead_times(applied.alarms, stays, window_h=window_h) if len(applied.alarms) else None
-    summary = applied.summary[["model", "operating_point", "threshold", "silencing_h", "window_h",
-                               *_COUNT_COLUMNS]]
+    columns = ["model", "operating_point", "threshold", "silencing_h", "window_h", *_COUNT_COLUMNS]
+    summary = applied.summary[columns] if len(applied.summary) else pd.DataFrame(columns=columns)
     return SplitCounts(counts, summary, lead, n_resamples, alarms=applied.alarms)
 
 
