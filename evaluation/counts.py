@@ -73,7 +73,6 @@ __all__ = ["ScoreGrid", "RankCounts", "poisson_weights", "ModelCounts", "SplitCo
 LOGIT_BOUND = 16.0
 FINE_BINS = 2 ** 16
 COARSE = 16
-_BLOCK = 25  # resamples per block of per-screen weights
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 #: Poisson(1) cumulative distribution; P(X > 19) < 1e-18, beyond a double's resolution of u
@@ -273,17 +272,17 @@ def _model_counts(ss: ScreenSet, ops: pd.DataFrame, grid: ScoreGrid, *, weights:
     y = screen_labels(ss.frame["onset_in_h"].to_numpy(), window_h).astype(bool)
     bins = grid.bins(ss.frame["risk"].to_numpy(), what=f"{ss.model} risk")
     fine = RankCounts.from_scores(y, bins, grid.n_bins)
-    b, nc = len(weights) - 1, grid.n_coarse
-    cb = bins // grid.coarse
-    idx = ss.stay_index
-    reps = RankCounts(np.zeros((b, nc)), np.zeros((b, nc)))
-    for start in range(0, b, _BLOCK):  # blocks of resamples: (block, screens) weights at a time
-        stop = min(start + _BLOCK, b)
-        w = weights[1 + start:1 + stop][:, idx]  # each screen weighs what its stay weighs
-        for label, hist in ((y, reps.pos), (~y, reps.neg)):
-            flat = (np.arange(stop - start)[:, None] * nc + cb[None, label]).ravel()
-            hist[start:stop] = np.bincount(flat, weights=w[:, label].ravel(),
-                                           minlength=(stop - start) * nc).reshape(-1, nc)
+    from scipy import sparse
+
+    cb, nc, idx = bins // grid.coarse, grid.n_coarse, ss.stay_index
+    w = weights[1:]
+
+    def hist(label):
+        # (stays x bins) screen counts of this label; resample b's histogram is w[b] @ counts
+        m = sparse.csr_matrix((np.ones(int(label.sum())), (idx[label], cb[label])), shape=(w.shape[1], nc))
+        return np.asarray((m.T @ w.T).T)
+
+    reps = RankCounts(hist(y), hist(~y))
     return ModelCounts(ss.model, list(st.ops), _Layout(st), sums, fine, reps)
 
 
