@@ -137,6 +137,9 @@ def test_cli_partitioned_simulate_screens_and_predict(cohort, tmp_path):
     runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "u"), "--no-progress"])
     r = runner.invoke(app, ["screens", str(tmp_path / "u"), "--dask", "local", "--no-progress"])
     assert r.exit_code == 2 and "--partitions N" in r.output
+    r = runner.invoke(app, ["run", "--cohort", str(tmp_path / "c"), "--dask-evaluation", "all", "--out",
+                            str(tmp_path / "r"), "--no-progress"])
+    assert r.exit_code == 2 and "--dask-evaluation" in r.output and not (tmp_path / "r").exists()
 
 
 def test_bare_dask_option_means_a_local_cluster():
