@@ -115,14 +115,14 @@ def tables():
 
 def test_counts_of_parts_merge_to_the_counts_of_the_union(tables):
     pred, screens, stays = tables
-    one = evaluate_run_counts(pred, screens, stays, n_boot=40, seed=3, parts=1)
-    four = evaluate_run_counts(pred, screens, stays, n_boot=40, seed=3, parts=4)
+    one = evaluate_run_counts(pred, screens, stays, n_boot=20, seed=3, parts=1)
+    four = evaluate_run_counts(pred, screens, stays, n_boot=20, seed=3, parts=4)
     pd.testing.assert_frame_equal(one.thresholds, four.thresholds)
     for name in ("summary", "bootstrap", "paired", "main_table", "timeliness", "bands"):
         pd.testing.assert_frame_equal(getattr(one, name), getattr(four, name), check_exact=False, rtol=0, atol=1e-12)
-    again = evaluate_run_counts(pred, screens, stays, n_boot=40, seed=3, parts=2)
+    again = evaluate_run_counts(pred, screens, stays, n_boot=20, seed=3, parts=2)
     pd.testing.assert_frame_equal(one.bootstrap, again.bootstrap, check_exact=False, rtol=0, atol=1e-12)
-    other = evaluate_run_counts(pred, screens, stays, n_boot=40, seed=4, parts=1)
+    other = evaluate_run_counts(pred, screens, stays, n_boot=20, seed=4, parts=1)
     assert not np.allclose(one.bootstrap["ci_low"], other.bootstrap["ci_low"], equal_nan=True)
 
 
