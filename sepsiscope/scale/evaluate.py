@@ -11,8 +11,9 @@ another, so a task holds one part's tables and its group's running sums):
 2. the test split's counts (:func:`evaluation.counts.split_counts`), summed over the group; each part
    writes its alarms (``RUN/parts/alarms``) and every model's explanations of its fired alarms
    (``RUN/parts/explanations``) where it is;
-3. here: the groups' sums added (:func:`evaluation.counts.merge_counts`) and the tables made
-   (:func:`evaluation.counts.evaluation_from_counts`).
+3. the groups' sums added (:func:`evaluation.counts.merge_counts`) in a tree of tasks on the
+   workers (``mapper.reduce``, four at a time), so the client receives one set of sums, and the
+   tables made here (:func:`evaluation.counts.evaluation_from_counts`).
 
 The run directory has ``run.json``, ``stays.parquet``, ``cohort_flow.csv``, ``operating_points.json``,
 ``main_table.csv``, ``paired_differences.csv`` (bootstrap CIs and p-values; no DeLong),
@@ -141,9 +142,11 @@ def finish_counts(out: Path, cfg, mapper, *, n: int, split_of: list, screens_dir
     groups = _groups(n, mapper)
     common = dict(screens_dir=str(screens_dir), cohort_dir=str(cohort_dir), pred_dir=str(out / "parts" / "predictions"))
 
+    def tasks(fn, **kw):
+        return mapper.map(_call, [partial(fn, g, [split_of[k] for k in g]) for g in groups], **common, **kw)
+
     def run(fn, **kw):
-        jobs = [partial(fn, g, [split_of[k] for k in g]) for g in groups]
-        return [r for r in mapper.gather(mapper.map(_call, jobs, **common, **kw)) if r is not None]
+        return [r for r in mapper.gather(tasks(fn, **kw)) if r is not None]
 
     with timed("operating points on dev (counts per partition)"):
         cands = run(_candidates_group, models=models)
@@ -161,14 +164,15 @@ def finish_counts(out: Path, cfg, mapper, *, n: int, split_of: list, screens_dir
         with parts_directory(out / "parts" / "alarms", "evaluated_alarms", n) as a_tmp:
             if explain:
                 with parts_directory(out / "parts" / "explanations", "explanations", n) as e_tmp:
-                    sums = run(_counts_group, thresholds=thresholds, n_boot=cfg.n_boot, seed=cfg.seed,
-                               window_h=cfg.window_h, silencing_h=cfg.silencing_h, alarms_dir=str(a_tmp),
-                               explain_dir=str(e_tmp), model_dirs=model_dirs)
+                    merged = mapper.reduce(merge_counts, tasks(
+                        _counts_group, thresholds=thresholds, n_boot=cfg.n_boot, seed=cfg.seed,
+                        window_h=cfg.window_h, silencing_h=cfg.silencing_h, alarms_dir=str(a_tmp),
+                        explain_dir=str(e_tmp), model_dirs=model_dirs))
             else:
-                sums = run(_counts_group, thresholds=thresholds, n_boot=cfg.n_boot, seed=cfg.seed,
-                           window_h=cfg.window_h, silencing_h=cfg.silencing_h, alarms_dir=str(a_tmp),
-                           explain_dir=None, model_dirs=model_dirs)
-        merged = merge_counts(sums)
+                merged = mapper.reduce(merge_counts, tasks(
+                    _counts_group, thresholds=thresholds, n_boot=cfg.n_boot, seed=cfg.seed,
+                    window_h=cfg.window_h, silencing_h=cfg.silencing_h, alarms_dir=str(a_tmp), explain_dir=None,
+                    model_dirs=model_dirs))
         if merged is None:
             raise ValueError("the test split has no screens; use more stays")
         ev = evaluation_from_counts(thresholds, {"test": merged}, reference=REFERENCE)

@@ -142,6 +142,18 @@ def test_cli_partitioned_simulate_screens_and_predict(cohort, tmp_path):
     assert r.exit_code == 2 and "--dask-evaluation" in r.output and not (tmp_path / "r").exists()
 
 
+def _total(xs):
+    return sum(xs)
+
+
+def test_reduce_sums_on_the_workers_in_a_tree(threads_client):
+    mapper = DaskMapper(threads_client)
+    assert mapper.workers == 2
+    assert mapper.reduce(_total, mapper.map(lambda k, add: k + add, range(11), add=1)) == 66
+    assert SerialMapper().reduce(_total, SerialMapper().map(lambda k: k, range(11))) == 55
+    assert mapper.reduce(_total, []) == 0
+
+
 def test_bare_dask_option_means_a_local_cluster():
     assert dask_argv(["run", "--dask"]) == ["run", "--dask", "local"]
     assert dask_argv(["screens", "--dask", "10.0.0.5:8786", "c"]) == ["screens", "--dask", "10.0.0.5:8786", "c"]
