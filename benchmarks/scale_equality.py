@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--dask-evaluation", choices=("counts", "gather"), default="counts")
+    ap.add_argument("--cpn-max-iter", type=int, default=30)
+    ap.add_argument("--cpn-half-lives", choices=("learn", "prior"), default="learn")
     args = ap.parse_args()
 
     from ehr.cohort import Cohort
@@ -106,7 +108,8 @@ def main() -> None:
     from sepsiscope.scale.pipeline import run_partitioned
 
     source = dict(source="physionet", path=str(args.physionet)) if args.physionet else {}
-    kw = dict(**source, n_stays=args.n_stays, n_boot=args.n_boot, partitions=args.partitions)
+    kw = dict(**source, n_stays=args.n_stays, n_boot=args.n_boot, partitions=args.partitions,
+              cpn_max_iter=args.cpn_max_iter, cpn_half_lives=args.cpn_half_lives)
     single, dask_dir = args.out / "single", args.out / "dask"
     timings = {}
     if args.physionet is None and args.n_stays > 5000:
