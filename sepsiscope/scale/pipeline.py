@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ehr.cohort import Cohort, cohort_partitions
-from ehr.flow import add_flows
+from ehr.flow import FLOW_COLUMNS, add_flows
 from ehr.partitions import PartitionedTable, bucket_of, parts_directory, write_part
 from ehr.splits import split_patients
 from sepsiscope.pipeline import LABEL_COLUMNS, PIPELINE_MODELS, RunConfig, _make_models, finish_run
@@ -217,8 +217,11 @@ def _run_partitioned_into(out: Path, cfg: RunConfig, mapper, progress: bool) -> 
     bucket = bucket_of(split.index.to_numpy(), n)
     split_of = [split[bucket == k] for k in range(n)]
     train = [partial(_load_screens, k, str(screens_dir), split_of[k], ("train",), True) for k in range(n)]
-    flow = add_flows(mapper.gather(mapper.map(_call, [partial(_flow_part, k, split=split_of[k]) for k in range(n)],
-                                              screens_dir=str(screens_dir), cohort_dir=str(cohort_dir))))
+    # the reader's own stages first (as the single-process flow has them), then every part's, added up
+    reader = pd.DataFrame(source_info.get("flow") or [], columns=list(FLOW_COLUMNS))
+    flow = add_flows([reader] + mapper.gather(mapper.map(
+        _call, [partial(_flow_part, k, split=split_of[k]) for k in range(n)], screens_dir=str(screens_dir),
+        cohort_dir=str(cohort_dir))))
     counts_mode = cfg.dask_evaluation == "counts"
     if counts_mode:  # the label columns stay where they are: per part, the counts evaluation needs
         screens = None
