@@ -5,7 +5,8 @@ each worker count a fresh ``LocalCluster`` (one single-threaded worker process p
 memory limit per worker) runs
 
     screens per partition -> CPN training (map-reduce EM) -> scoring with explanations per
-    partition -> evaluation (cluster-bootstrap AUROC/AUPRC and calibration of the gathered
+    partition -> evaluation on counts (:mod:`evaluation.counts`: Poisson-bootstrap AUROC/AUPRC and
+    calibration from per-part sums, each task summing a group of parts; nothing gathers the
     predictions)
 
 and prints wall time per stage, throughput (screens/s) and every worker's peak resident memory
@@ -30,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sepsiscope.scale.cluster import peak_rss
@@ -43,26 +45,39 @@ def _cpn(args):
     return SepsisCPN("full", half_lives="prior", max_iter=args.em_iter, max_rows=args.cpn_max_rows, tol=0.0)
 
 
-def _evaluate(pred: pd.DataFrame, labels: pd.DataFrame, n_boot: int) -> dict:
-    from evaluation.bootstrap import bootstrap_metrics
+def _counts(pred: pd.DataFrame, labels: pd.DataFrame, n_boot: int):
+    """The counts of one part (or the whole table): every screen, no split, no operating point."""
+    from evaluation.counts import split_counts
 
     onset = labels["screen_time"] + pd.to_timedelta(labels["onset_in_h"], unit="h")
     stays = labels.assign(onset_time=onset).groupby("stay_id", as_index=False)["onset_time"].first()
-    res = bootstrap_metrics(pred, labels.assign(new_data=True), stays, n_resamples=n_boot, seed=0, reference=None)
-    t = res.table.set_index("metric")["estimate"]
+    return split_counts(pred, labels.assign(new_data=True), stays, None, n_resamples=n_boot, seed=0,
+                        reference=None, models=[str(pred["model"].iloc[0])] if len(pred) else None)
+
+
+def _metrics(merged) -> dict:
+    from evaluation.counts import evaluation_from_counts
+
+    ev = evaluation_from_counts(pd.DataFrame(columns=["model", "operating_point", "threshold"]), {"all": merged},
+                                reference=None, curve_points=0)
+    t = ev.bootstrap.set_index("metric")["estimate"]
     return {m: round(float(t[m]), 4) for m in ("auroc", "auprc", "brier") if m in t}
 
 
-def _labels_part(k, screens_dir):
+def _counts_group(ks, pred_dir, screens_dir, n_boot):
+    """The summed counts of a group of parts, read one after another (a worker holds one part's rows)."""
     from ehr.partitions import PartitionedTable
+    from evaluation.counts import merge_counts
 
-    return PartitionedTable(screens_dir, "screens").read(k, columns=["stay_id", "screen_time", "onset_in_h"])
-
-
-def _predictions_part(k, pred_dir):
-    from ehr.partitions import PartitionedTable
-
-    return PartitionedTable(pred_dir, "predictions").read(k)
+    acc = None
+    for k in ks:
+        pred = PartitionedTable(pred_dir, "predictions").read(k)
+        labels = PartitionedTable(screens_dir, "screens").read(k, columns=["stay_id", "screen_time", "onset_in_h"])
+        c = _counts(pred, labels, n_boot)
+        if c is not None:
+            c.alarms = None
+            acc = c if acc is None else merge_counts([acc, c])
+    return acc
 
 
 def run_dask(cohort: Path, work: Path, workers: int, args) -> dict:
@@ -92,9 +107,14 @@ def run_dask(cohort: Path, work: Path, workers: int, args) -> dict:
                                      explain_threshold=args.explain_above)
         out["scoring_s"], out["explained"] = time.perf_counter() - t, counts["explained"]
         t = time.perf_counter()
-        pred = pd.concat(mapper.gather(mapper.map(_predictions_part, range(n), pred_dir=str(work / "pred"))))
-        labels = pd.concat(mapper.gather(mapper.map(_labels_part, range(n), screens_dir=str(screens_dir))))
-        out["metrics"] = _evaluate(pred, labels, args.n_boot)
+        # counts per group of parts (two groups per worker), summed here: no process holds every
+        # prediction (evaluation.counts)
+        from evaluation.counts import merge_counts
+
+        groups = [list(g) for g in np.array_split(np.arange(n), min(n, 2 * workers))]
+        sums = mapper.gather(mapper.map(_counts_group, groups, pred_dir=str(work / "pred"),
+                                        screens_dir=str(screens_dir), n_boot=args.n_boot))
+        out["metrics"] = _metrics(merge_counts(sums))
         out["evaluation_s"] = time.perf_counter() - t
         out["worker_peak_bytes"] = sorted(worker_peak_memory(client).values())
     out["client_peak_bytes"] = peak_rss()
@@ -124,7 +144,7 @@ def _single(cohort: str, work: str, args, queue) -> None:
     out["scoring_s"], out["explained"] = time.perf_counter() - t, len(risky)
     del ex
     t = time.perf_counter()
-    out["metrics"] = _evaluate(pred, screens[["stay_id", "screen_time", "onset_in_h"]], args.n_boot)
+    out["metrics"] = _metrics(_counts(pred, screens[["stay_id", "screen_time", "onset_in_h"]], args.n_boot))
     out["evaluation_s"] = time.perf_counter() - t
     out["peak_bytes"] = peak_rss()
     queue.put(out)

@@ -9,6 +9,11 @@ partition on a Dask ``LocalCluster`` (``run_partitioned``), then compares:
 * CPN risks on dev and test (target: <= 1e-12), NEWS2 scores;
 * evaluation tables (``main_table.csv``, ``bootstrap.csv``, ``differences.csv``...): CPN and NEWS2
   rows must be equal; LightGBM (Dask-trained, no early stopping) is reported by how much it differs.
+  With ``--dask-evaluation counts`` (the partitioned run's default, :mod:`evaluation.counts`) the
+  Dask run's tables are compared twice: with :func:`evaluation.counts.evaluate_run_counts` of the
+  single-process run's tables (the same count-based evaluation in one process: must be equal), and
+  with the single-process run's own (exact) tables, by how much each metric's estimate and CI
+  bounds differ (bin resolution of the rank metrics, Poisson against multinomial resamples).
 
 Usage::
 
@@ -59,6 +64,29 @@ def _compare_tables(a_dir: Path, b_dir: Path) -> dict:
     return out
 
 
+def _bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Max |difference| of estimate and CI bounds per model and metric between two bootstrap tables."""
+    key = ["split", "model", "operating_point", "metric"]
+    m = a.merge(b, on=key, suffixes=("_a", "_b"))
+    out = {}
+    for (model, metric), g in m.groupby(["model", "metric"]):
+        out.setdefault(model, {})[metric] = {c: float((g[f"{c}_a"] - g[f"{c}_b"]).abs().max())
+                                             for c in ("estimate", "ci_low", "ci_high")}
+    return out
+
+
+def _counts_of_single(single: Path, out: Path, n_boot: int, seed: int) -> Path:
+    """The count-based evaluation of the single-process run's gathered tables, written as a run writes it."""
+    from evaluation.counts import evaluate_run_counts
+
+    pred, screens, stays = (pd.read_parquet(single / f) for f in ("predictions.parquet", "screens.parquet",
+                                                                   "stays.parquet"))
+    ev = evaluate_run_counts(pred, screens, stays, n_boot=n_boot, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ev.write(out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--physionet", type=Path)
@@ -67,6 +95,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--dask-evaluation", choices=("counts", "gather"), default="counts")
+    ap.add_argument("--cpn-max-iter", type=int, default=30)
+    ap.add_argument("--cpn-half-lives", choices=("learn", "prior"), default="learn")
     args = ap.parse_args()
 
     from ehr.cohort import Cohort
@@ -77,7 +108,8 @@ def main() -> None:
     from sepsiscope.scale.pipeline import run_partitioned
 
     source = dict(source="physionet", path=str(args.physionet)) if args.physionet else {}
-    kw = dict(**source, n_stays=args.n_stays, n_boot=args.n_boot, partitions=args.partitions)
+    kw = dict(**source, n_stays=args.n_stays, n_boot=args.n_boot, partitions=args.partitions,
+              cpn_max_iter=args.cpn_max_iter, cpn_half_lives=args.cpn_half_lives)
     single, dask_dir = args.out / "single", args.out / "dask"
     timings = {}
     if args.physionet is None and args.n_stays > 5000:
@@ -87,7 +119,7 @@ def main() -> None:
     timings["single_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
-        run_partitioned(dask_dir, RunConfig(**kw), DaskMapper(client))
+        run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))
     timings["dask_s"] = round(time.perf_counter() - t, 1)
 
     report: dict = {"timings": timings, "workers": args.workers, "partitions": args.partitions}
@@ -103,7 +135,14 @@ def main() -> None:
     (a, hl_a), (b, hl_b) = _cpds(single / "models" / "cpn"), _cpds(dask_dir / "models" / "cpn")
     report["cpn_max_abs_cpd_difference"] = float(max(np.abs(a[v] - b[v]).max() for v in a))
     report["cpn_half_lives_equal"] = bool(hl_a == hl_b)
-    pa, pb = (pd.read_parquet(d / "predictions.parquet") for d in (single, dask_dir))
+    pa = pd.read_parquet(single / "predictions.parquet")
+    if args.dask_evaluation == "counts":  # written per part: the single-process order back
+        from sepsiscope.scale.pipeline import _in_order
+
+        pb = _in_order(PartitionedTable(dask_dir / "parts" / "predictions", "predictions").read_all(),
+                       list(dict.fromkeys(pa["model"])))
+    else:
+        pb = pd.read_parquet(dask_dir / "predictions.parquet")
     for model in sorted(set(pa["model"])):
         x = pa[pa["model"] == model].reset_index(drop=True)
         y = pb[pb["model"] == model].reset_index(drop=True)
@@ -111,9 +150,22 @@ def main() -> None:
                                                                                       "split"]]).all().all()
         report[f"{model}_risk_max_abs_difference"] = float((x["risk"] - y["risk"]).abs().max()) if same_keys \
             else f"keys differ ({len(x)} vs {len(y)} rows)"
-    report["tables"] = _compare_tables(single, dask_dir)
-    report["tables_in_tables_dir"] = _compare_tables(single / "tables", dask_dir / "tables") \
-        if (single / "tables").is_dir() else {}
+    if args.dask_evaluation == "counts":
+        counted = _counts_of_single(single, args.out / "single_counts", args.n_boot, 0)
+        report["tables_vs_counts_of_single"] = {**_compare_tables(counted, dask_dir),
+                                                **_compare_tables(counted / "tables", dask_dir / "tables")}
+        a, b = (pd.read_csv(d / "tables" / "bootstrap_metrics.csv") for d in (single, dask_dir))
+        report["bootstrap_vs_single_exact_max_abs_difference"] = _bootstrap_differences(a, b)
+        a, b = (pd.read_csv(d / "main_table.csv") for d in (single, dask_dir))
+        report["main_table_vs_single_exact"] = _compare_tables(single, dask_dir).get("main_table.csv")
+        report["thresholds_vs_single_exact"] = {
+            f"{r.model} {r.operating_point}": [r.threshold_a, r.threshold_b] for r in
+            a.merge(b, on=["model", "operating_point"], suffixes=("_a", "_b")).itertuples()
+            if r.threshold_a != r.threshold_b}
+    else:
+        report["tables"] = _compare_tables(single, dask_dir)
+        report["tables_in_tables_dir"] = _compare_tables(single / "tables", dask_dir / "tables") \
+            if (single / "tables").is_dir() else {}
     text = json.dumps(report, indent=1, default=str)
     (args.out / "equality.json").write_text(text + "\n")
     print(text)

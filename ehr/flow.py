@@ -35,7 +35,7 @@ import pandas as pd
 
 from ehr.schema import require_columns
 
-__all__ = ["FLOW_COLUMNS", "cohort_flow"]
+__all__ = ["FLOW_COLUMNS", "cohort_flow", "add_flows"]
 
 #: columns of the cohort-flow table (``cohort_flow.csv``)
 FLOW_COLUMNS = ("stage", "n_stays", "n_septic", "reason")
@@ -117,4 +117,46 @@ def cohort_flow(stays: pd.DataFrame, rows: pd.DataFrame, *, excluded: pd.Series 
     # a reader may not know how many of what it dropped were septic
     table["n_septic"] = pd.array([None if pd.isna(v) else int(v) for v in table["n_septic"]], dtype="Int64")
     table["reason"] = table["reason"].fillna("").astype(str)
+    return table
+
+
+#: the order of the stages after the reader's own (``excluded`` rows keep their reasons' order)
+_STAGE_ORDER = ("read", "excluded", "no hourly screen", "onset before the first screen", "screened",
+                "septic, no new-data screen before onset", "split: train", "split: dev", "split: test",
+                "split: external")
+
+
+def add_flows(tables) -> pd.DataFrame:
+    """The cohort flow of disjoint sets of stays (the parts of a partitioned cohort), added up.
+
+    Each table is :func:`cohort_flow` of some stays; rows of one ``(stage, reason)`` are summed
+    (a part leaves out a stage none of its stays reached), and the stages come in
+    :func:`cohort_flow`'s order. ``n_septic`` stays missing when a part does not know it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> T = pd.Timestamp("2020-01-01")
+    >>> stays = pd.DataFrame({"stay_id": [1, 2, 3, 4], "sepsis": [True, True, False, False]})
+    >>> rows = pd.DataFrame({"stay_id": [1, 1, 2, 3], "screen_time": [T] * 4, "new_data": True,
+    ...                      "onset_in_h": [5.0, 4.0, -1.0, None]})
+    >>> parts = [cohort_flow(stays[stays.stay_id.isin(ids)], rows[rows.stay_id.isin(ids)]) for ids in ([1, 4], [2, 3])]
+    >>> add_flows(parts).equals(cohort_flow(stays, rows))
+    True
+    """
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return pd.DataFrame(columns=list(FLOW_COLUMNS))
+    cat = pd.concat(tables, ignore_index=True)
+    known = {s: i for i, s in enumerate(_STAGE_ORDER)}
+    # reader stages (not in the list) first, in the order met
+    rank = cat["stage"].map(lambda s: known.get(s, -1)).to_numpy()
+    first = {key: i for i, key in reversed(list(enumerate(zip(cat["stage"], cat["reason"]))))}
+    cat = cat.assign(_rank=rank, _first=[first[k] for k in zip(cat["stage"], cat["reason"])])
+    out = (cat.groupby(["_rank", "_first", "stage", "reason"], sort=True, dropna=False)
+           .agg(n_stays=("n_stays", "sum"), n_septic=("n_septic", lambda v: v.sum() if v.notna().all() else pd.NA))
+           .reset_index())
+    table = out[list(FLOW_COLUMNS)].reset_index(drop=True)
+    table["n_stays"] = table["n_stays"].astype("int64")
+    table["n_septic"] = pd.array([None if pd.isna(v) else int(v) for v in table["n_septic"]], dtype="Int64")
     return table

@@ -50,7 +50,7 @@ from ehr.schema import SCHEMAS, SchemaError, validate
 
 __all__ = ["HASH", "LAYOUT_FILE", "bucket_of", "part_name", "PartitionWriter", "PartitionedTable",
            "is_partitioned", "write_partitioned", "PartitionError", "parts_directory", "write_part",
-           "resolve_part"]
+           "resolve_part", "splitmix64"]
 
 HASH = "splitmix64"
 LAYOUT_FILE = "_layout.json"
@@ -68,13 +68,26 @@ def bucket_of(stay_id, partitions: int) -> np.ndarray:
     """
     if int(partitions) < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
-    z = np.asarray(stay_id, dtype=np.int64).astype(np.uint64)
+    z = splitmix64(np.asarray(stay_id, dtype=np.int64).astype(np.uint64))
+    return (z % np.uint64(partitions)).astype(np.int64)
+
+
+def splitmix64(z) -> np.ndarray:
+    """The splitmix64 step of each uint64 (state + golden gamma, then its finaliser), wrapping mod 2^64.
+
+    Also the hash of :func:`evaluation.counts.poisson_weights`.
+
+    Examples
+    --------
+    >>> int(splitmix64(np.array([0], dtype=np.uint64))[0])
+    16294208416658607535
+    """
+    z = np.asarray(z, dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z % np.uint64(partitions)).astype(np.int64)
+        return z ^ (z >> np.uint64(31))
 
 
 def part_name(k: int) -> str:

@@ -25,6 +25,7 @@ statistician reaches for; everything else stays importable from its module:
 ``evaluation.explained_alarms``  true and false alarms, every evidence item in words
 ``evaluation.displays``        ROC, PR, reliability, decision curve, alarm burden, timing, traces, Bayes factors
 ``evaluation.summary``         ``evaluate_run``: every table of a run, computed once, per evaluated split
+``evaluation.counts``          the main tables from per-part counts that add up (a partitioned run)
 ``evaluation.report``          ``write_report``: the HTML report renders what ``evaluate_run`` wrote
 ``evaluation.render``          Jinja2 templates (autoescaped) and figure encoding, shared with the service
 =============================  ==============================================================

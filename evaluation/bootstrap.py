@@ -53,7 +53,7 @@ from .metrics import SortedScores, screen_labels
 from .protocol import ScreenSet, prepare_screens, run_protocol, validate_predictions
 
 __all__ = ["BootstrapResult", "cluster_counts", "bootstrap_metrics", "percentile_ci", "difference_summary",
-           "normalise_thresholds"]
+           "normalise_thresholds", "assemble_result"]
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _ratio(num, den):
 class _ModelStats:
     """Per-stay sufficient statistics of one model (and its operating points)."""
 
-    def __init__(self, ss: ScreenSet, ops: pd.DataFrame, *, window_h, silencing_h, n_bins):
+    def __init__(self, ss: ScreenSet, ops: pd.DataFrame, *, window_h, silencing_h, n_bins, prob=None):
         f = ss.frame
         n_pop = len(ss.population)
         self.model = ss.model
@@ -180,7 +180,8 @@ class _ModelStats:
         s = f["risk"].to_numpy()
         self.sorted = SortedScores(y, s)
         self.idx_sorted = idx[self.sorted.order_]
-        self.prob = bool(len(s)) and s.min() >= 0 and s.max() <= 1
+        # calibration sums for probabilities; a partitioned run decides it once for every part
+        self.prob = (bool(len(s)) and s.min() >= 0 and s.max() <= 1) if prob is None else bool(prob)
         cols, names = [], []  # per-stay additive statistics; metric = ratio of two columns
 
         def add(name, values):
@@ -364,8 +365,21 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
             samples[m][("", "fpr_at_80_tpr")][sl] = r[:, 2]
 
     thr = {(m, op): t for m, st in stats.items() for op, t in st.ops}
+    return assemble_result(estimates, samples, thr, n_resamples=n_resamples, ci=ci, reference=reference,
+                           curves=curves if grid is not None else None, grid=grid)
+
+
+def assemble_result(estimates: dict, samples: dict, thr: dict, *, n_resamples: int, ci: float,
+                    reference: str | None, curves: dict | None = None, grid=None) -> BootstrapResult:
+    """The :class:`BootstrapResult` of point estimates and resample values per model.
+
+    ``estimates[model][(operating_point, metric)]`` is a float, ``samples`` the same keys with
+    arrays of ``n_resamples`` values, ``thr[(model, operating_point)]`` the threshold; ``curves``
+    ``{model: {"roc"|"pr": [estimate on grid, (n_resamples, len(grid)) samples]}}``. Shared by
+    :func:`bootstrap_metrics` and the count-based evaluation (:mod:`evaluation.counts`).
+    """
     rows, srows = [], []
-    for m in stats:
+    for m in estimates:
         for (op, metric), est in estimates[m].items():
             lo, hi = percentile_ci(samples[m][(op, metric)], ci)
             rows.append((m, op, thr.get((m, op), np.nan), metric, est, lo, hi, n_resamples))
@@ -374,8 +388,8 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
     table = pd.DataFrame(rows, columns=["model", "operating_point", "threshold", "metric", "estimate",
                                         "ci_low", "ci_high", "n_resamples"])
     drows = []
-    if reference is not None and reference in stats:
-        for m in stats:
+    if reference is not None and reference in estimates:
+        for m in estimates:
             if m == reference:
                 continue
             for key, est in estimates[m].items():
@@ -387,7 +401,7 @@ def bootstrap_metrics(predictions: pd.DataFrame, screens: pd.DataFrame | None, s
                                                "difference", "ci_low", "ci_high", "p_value"])
     samples_df = pd.concat(srows, ignore_index=True) if srows else pd.DataFrame(
         columns=["model", "operating_point", "metric", "resample", "value"])
-    bands = _bands(curves, grid, ci) if grid is not None else None
+    bands = _bands(curves, grid, ci) if curves is not None else None
     return BootstrapResult(table=table, differences=differences, samples=samples_df, bands=bands)
 
 

@@ -47,7 +47,8 @@ from .bootstrap import normalise_thresholds
 from .metrics import screen_labels, threshold_metrics
 from .protocol import ScreenSet, prepare_screens, run_protocol, silence, validate_predictions
 
-__all__ = ["choose_thresholds", "apply_thresholds", "threshold_for_sensitivity", "OperatingPointResult"]
+__all__ = ["choose_thresholds", "apply_thresholds", "threshold_for_sensitivity", "OperatingPointResult",
+           "sensitivity_search", "drive_searches"]
 
 _NS_PER_H = 3_600_000_000_000
 
@@ -98,28 +99,70 @@ def threshold_for_sensitivity(ss: ScreenSet, target: float, *, silencing_h: floa
     if not len(scores):
         raise ValueError(f"model {ss.model}: no eligible screens to choose a threshold on")
     sens = ThresholdSweep(ss, silencing_h, window_h)
-    cache: dict[float, float] = {}
-    lo, hi = 0, len(scores) - 1
-    best_t, best_s = scores[-1], None
+    return drive_searches({0: sensitivity_search(len(scores), target, n_grid)}, {0: scores},
+                          lambda asked: {0: np.array([sens(float(t)) for t in asked[0]])})[0]
+
+
+def sensitivity_search(n: int, target: float, n_grid: int = 64):
+    """The coarse-to-fine search over ``n`` sorted candidate thresholds, as a generator.
+
+    It yields arrays of candidate indices and is sent back the protocol sensitivity at each; it
+    returns ``(index, sensitivity)`` of the candidate closest to ``target`` (ties: the highest
+    threshold). Several searches run in lockstep with :func:`drive_searches`, so that a
+    partitioned run asks every part once per round for all of them.
+
+    Examples
+    --------
+    >>> sens = np.linspace(1.0, 0.0, 1000)          # sensitivity falls as the threshold rises
+    >>> drive_searches({"m": sensitivity_search(1000, 0.5, 16)}, {"m": np.arange(1000.0)},
+    ...                lambda asked: {"m": sens[asked["m"].astype(int)]})
+    {'m': (500.0, 0.49949949949949946)}
+    """
+    cache: dict[int, float] = {}
+    lo, hi = 0, n - 1
     while True:
         if hi - lo + 1 <= n_grid:
             idx = np.arange(lo, hi + 1)
         else:
             idx = np.unique(np.round(np.linspace(lo, hi, n_grid)).astype(int))
-        for i in idx:
-            t = float(scores[i])
-            if t not in cache:
-                cache[t] = sens(t)
-        vals = np.array([cache[float(scores[i])] for i in idx])
+        need = [int(i) for i in idx if int(i) not in cache]
+        if need:
+            got = yield np.asarray(need)
+            cache.update(zip(need, (float(v) for v in got)))
+        vals = np.array([cache[int(i)] for i in idx])
         gap = np.abs(vals - target)
         gap = np.where(np.isnan(gap), np.inf, gap)
         # ties -> the highest threshold (fewest alarms)
         k = len(idx) - 1 - int(np.argmin(gap[::-1]))
-        best_t, best_s = float(scores[idx[k]]), float(vals[k])
+        best = (int(idx[k]), float(vals[k]))
         if len(idx) == hi - lo + 1:
-            break
+            return best
         lo, hi = int(idx[max(k - 1, 0)]), int(idx[min(k + 1, len(idx) - 1)])
-    return best_t, best_s
+
+
+def drive_searches(searches: dict, candidates: dict, evaluate) -> dict:
+    """Run :func:`sensitivity_search` generators in lockstep; returns ``{key: (threshold, sensitivity)}``.
+
+    ``candidates[key]`` are the sorted thresholds of search ``key``; ``evaluate({key: thresholds})``
+    returns ``{key: sensitivities}`` for every search still running (one call per round).
+    """
+    asked, done = {}, {}
+    for key, gen in searches.items():
+        try:
+            asked[key] = next(gen)
+        except StopIteration as stop:
+            done[key] = stop.value
+    while asked:
+        got = evaluate({key: np.asarray(candidates[key])[idx] for key, idx in asked.items()})
+        nxt = {}
+        for key, idx in asked.items():
+            try:
+                nxt[key] = searches[key].send(got[key])
+            except StopIteration as stop:
+                done[key] = stop.value
+        asked = nxt
+    return {key: (float(np.asarray(candidates[key])[i]), s) for key, (i, s) in
+            ((k, done[k]) for k in searches)}
 
 
 def _check_range(ss: ScreenSet, op: str, t: float, where: str):

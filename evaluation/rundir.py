@@ -138,10 +138,15 @@ def load_run(run_dir) -> Run:
     if not isinstance(run_json, dict):
         raise ValueError(f"{rj}: expected a JSON object, got {type(run_json).__name__}")
     run = Run(path=run_dir, run_json=run_json, run_json_text=text)
+    # a partitioned run evaluated on counts (evaluation.counts) names the files it does not write
+    ev = run_json.get("evaluation")
+    skipped = set(ev.get("not_available", ())) if isinstance(ev, dict) and ev.get("method") == "counts" else set()
     for name in RUN_FILES[1:]:
         p = run_dir / name
         if not p.is_file():
-            run.problems[name] = f"{name} not found"
+            run.problems[name] = (f"{name}: not computed by a partitioned run evaluated on counts (it needs every "
+                                  "screen in one place; --dask-evaluation gather writes it)") if name in skipped \
+                else f"{name} not found"
             continue
         try:
             frame = _read(p)

@@ -40,7 +40,7 @@ from ehr.schema import require_columns
 from evaluation.tables import validate_alarms
 
 __all__ = ["alarm_lead_times", "summarize_timeliness", "compare_timeliness", "timeliness_table",
-           "TIMELINESS_COLUMNS"]
+           "timeliness_from_lead_times", "TIMELINESS_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,10 +218,20 @@ def timeliness_table(alarms: pd.DataFrame, stays: pd.DataFrame, *, window_h: flo
     filled when exactly one reference group matches (same operating point, or a single
     reference threshold).
     """
-    lt = alarm_lead_times(alarms, stays, window_h=window_h)
+    return timeliness_from_lead_times(alarm_lead_times(alarms, stays, window_h=window_h), by=_group_cols(alarms),
+                                      reference=reference)
+
+
+def timeliness_from_lead_times(lt: pd.DataFrame, *, by=None, reference: str | None = "news2") -> pd.DataFrame:
+    """:func:`timeliness_table` from first true alarms (:func:`alarm_lead_times`), e.g. gathered per part.
+
+    One row per detected stay is all it needs, so a partitioned run computes the lead times of each
+    part's stays there and concatenates them (:mod:`evaluation.counts`). ``by``: the group columns
+    when ``lt`` is empty (default those of ``lt``).
+    """
     summary = summarize_timeliness(lt)
     if summary.empty:
-        summary = summarize_timeliness(lt, by=_group_cols(alarms))
+        summary = summarize_timeliness(lt, by=by if by is not None else _group_cols(lt))
     summary["p_value_vs_reference"] = np.nan
     if reference is not None and not lt.empty:
         comp = compare_timeliness(lt, reference=reference)

@@ -85,6 +85,9 @@ def run(
     cpn_max_rows: Optional[int] = typer.Option(None, "--cpn-max-rows", min=100, help="CPN: fit on at most this many "
                                                "screens, drawn by stay (default: every training screen)."),
     dask: str = DASK,
+    dask_evaluation: str = typer.Option("counts", "--dask-evaluation", help="With --dask: counts (per-part sums, "
+                                        "nothing gathered; the main tables) | gather (every prediction to this "
+                                        "process; every table)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """The main job: source -> screens -> split -> models (CPN, GBDT; sequence, fusion, stack), NEWS2 -> report.
@@ -109,6 +112,7 @@ def run(
         raise UsageError(f"--models {models}: {', '.join(stackers)} combines other models; name at least one "
                          "of them too (e.g. --models cpn,gbdt,stack)")
     choice(gbdt_backend, ("lightgbm", "xgboost"), "--gbdt-backend")
+    choice(dask_evaluation, ("counts", "gather"), "--dask-evaluation")
     choice(stack_meta, tuple(META_LEARNERS), "--stack-meta")
     if "fusion" in names:
         from fusion.models import STRATEGIES
@@ -169,7 +173,8 @@ def run(
                     allow_missing=tuple(allow_missing or ()), external_source=ext_source, external_path=ext_path,
                     exclusions=exclusions, oof_folds=oof_folds, stack_meta=stack_meta, partitions=partitions,
                     cpn_max_rows=cpn_max_rows, deep_epochs=deep_epochs, deep_hidden=deep_hidden,
-                    fusion_strategy=fusion_strategy, cxr_encoder_epochs=cxr_encoder_epochs)
+                    fusion_strategy=fusion_strategy, cxr_encoder_epochs=cxr_encoder_epochs,
+                    dask_evaluation=dask_evaluation)
     with data_errors(path or "the synthetic cohort"):
         if partitioned:
             from sepsiscope.scale.pipeline import run_partitioned

@@ -43,6 +43,8 @@ def require_dask():
 class SerialMapper:
     """Run partition tasks in this process, in order (the single-process path)."""
 
+    workers = 1  # tasks that run at once
+
     def map(self, fn: Callable, parts, **broadcast) -> list:
         return [fn(p, **broadcast) for p in parts]
 
@@ -56,12 +58,21 @@ class SerialMapper:
     def release(self, items) -> None:
         """Nothing to free: results are plain objects."""
 
+    def reduce(self, fn: Callable, items, fan_in: int = 4):
+        """``fn(list of results)`` of every item (``fn`` must take its own output back, as a sum does)."""
+        return fn(list(items))
+
 
 class DaskMapper:
     """Run partition tasks on a ``distributed.Client``; :meth:`map` returns futures."""
 
     def __init__(self, client, *, retries: int = 2):
         self.client, self.retries = client, retries
+
+    @property
+    def workers(self) -> int:
+        """Workers of the cluster now (at least 1): how many tasks run at once."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def map(self, fn: Callable, parts, **broadcast) -> list:
         """One task per part; ``broadcast`` keywords go to every task (names of ``Client.map``'s own
@@ -86,6 +97,22 @@ class DaskMapper:
     def release(self, futures) -> None:
         for f in futures:
             f.release()
+
+    def reduce(self, fn: Callable, futures, fan_in: int = 4):
+        """``fn`` of the results, as a tree of tasks on the workers: ``fn(list)`` of ``fan_in`` results at
+        a time, then of those, so the client receives one result (not one per task) and no worker
+        holds more than ``fan_in`` of them."""
+        futures = list(futures)
+        if not futures:
+            return fn([])
+        while len(futures) > 1:
+            futures = [self.client.submit(_apply_to_list, fn, *futures[i:i + fan_in], pure=False,
+                                          retries=self.retries) for i in range(0, len(futures), fan_in)]
+        return futures[0].result()
+
+
+def _apply_to_list(fn, *results):
+    return fn(list(results))
 
 
 def _local_cluster_size(n_workers: int | None, memory_limit) -> dict:

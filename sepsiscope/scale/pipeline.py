@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ehr.cohort import Cohort, cohort_partitions
-from ehr.partitions import PartitionedTable, bucket_of
+from ehr.flow import FLOW_COLUMNS, add_flows
+from ehr.partitions import PartitionedTable, bucket_of, parts_directory, write_part
 from ehr.splits import split_patients
 from sepsiscope.pipeline import LABEL_COLUMNS, PIPELINE_MODELS, RunConfig, _make_models, finish_run
 from sepsiscope.progress import step
@@ -76,8 +77,12 @@ def _load_screens(k: int, screens_dir: str, split: pd.Series, splits: tuple, pro
 
 
 def _score_part(k: int, screens_dir: str, cohort_dir: str, split: pd.Series, model_dirs: dict,
-                utility: bool) -> dict:
-    """Predictions of every model and NEWS2 on part ``k``'s dev/test screens, and its label columns."""
+                utility: bool, write_to: str | None = None) -> dict:
+    """Predictions of every model and NEWS2 on part ``k``'s dev/test screens, and its label columns.
+
+    With ``write_to`` the predictions are written there as part ``k`` (a partitioned table) and
+    only their row count comes back.
+    """
     from evaluation.news2 import news2_predictions
 
     all_rows = _load_screens(k, screens_dir, split, ("train", "dev", "test"), protocol=False)
@@ -90,6 +95,10 @@ def _score_part(k: int, screens_dir: str, cohort_dir: str, split: pd.Series, mod
         preds += [m.predictions(rows, name=m.model_name, split=s) for m in models]
         preds.append(news2_predictions(part.events, part.stays, rows, split=s)[0])
     keep = _label_columns(screens)
+    if write_to is not None:
+        table = pd.concat([p.astype({"fold": "Int64"}) for p in preds], ignore_index=True)
+        write_part(table, write_to, "predictions", k)
+        return {"rows": len(table)}
     out = {"predictions": pd.concat(preds, ignore_index=True)}
     if utility:
         rows = all_rows.loc[all_rows["split"].to_numpy() == "test"]
@@ -101,6 +110,23 @@ def _score_part(k: int, screens_dir: str, cohort_dir: str, split: pd.Series, mod
 
 def _label_columns(screens: pd.DataFrame) -> list[str]:
     return [c for c in LABEL_COLUMNS if c in screens.columns] + ["split"]
+
+
+def _flow_part(k: int, screens_dir: str, cohort_dir: str, split: pd.Series) -> pd.DataFrame:
+    """The cohort flow of part ``k``'s stays (:func:`ehr.flow.cohort_flow`); the parts add up (:func:`ehr.flow.add_flows`)."""
+    from ehr.flow import cohort_flow
+
+    stays = PartitionedTable(Path(cohort_dir) / "stays", "stays").read(k)
+    rows = PartitionedTable(screens_dir, "screens").read(k, columns=["stay_id", "onset_in_h", "new_data"])
+    return cohort_flow(stays, rows, split=split)
+
+
+def _tally_part(k: int, screens_dir: str, split: pd.Series) -> dict:
+    """Protocol screens per split of part ``k``, and the training labels present."""
+    s = _load_screens(k, screens_dir, split, ("train", "dev", "test"), protocol=True)
+    out = {name: int((s["split"] == name).sum()) for name in ("train", "dev", "test")}
+    out["train_labels"] = set(s.loc[s["split"] == "train", "label"].unique())
+    return out
 
 
 def _labels_part(k: int, screens_dir: str, split: pd.Series) -> pd.DataFrame:
@@ -191,11 +217,25 @@ def _run_partitioned_into(out: Path, cfg: RunConfig, mapper, progress: bool) -> 
     bucket = bucket_of(split.index.to_numpy(), n)
     split_of = [split[bucket == k] for k in range(n)]
     train = [partial(_load_screens, k, str(screens_dir), split_of[k], ("train",), True) for k in range(n)]
-    labels = [partial(_labels_part, k, split=split_of[k]) for k in range(n)]
-    screens = _in_order(pd.concat(mapper.gather(mapper.map(_call, labels, screens_dir=str(screens_dir))),
-                                  ignore_index=True))
-    n_split = {s: int((screens["split"] == s).sum()) for s in ("train", "dev", "test")}
-    if screens.loc[screens["split"] == "train", "label"].nunique() < 2:
+    # the reader's own stages first (as the single-process flow has them), then every part's, added up
+    reader = pd.DataFrame(source_info.get("flow") or [], columns=list(FLOW_COLUMNS))
+    flow = add_flows([reader] + mapper.gather(mapper.map(
+        _call, [partial(_flow_part, k, split=split_of[k]) for k in range(n)], screens_dir=str(screens_dir),
+        cohort_dir=str(cohort_dir))))
+    counts_mode = cfg.dask_evaluation == "counts"
+    if counts_mode:  # the label columns stay where they are: per part, the counts evaluation needs
+        screens = None
+        tallies = mapper.gather(mapper.map(_call, [partial(_tally_part, k, split=split_of[k]) for k in range(n)],
+                                           screens_dir=str(screens_dir)))
+        n_split = {s: int(sum(t[s] for t in tallies)) for s in ("train", "dev", "test")}
+        train_classes = set().union(*(t["train_labels"] for t in tallies))
+    else:
+        labels = [partial(_labels_part, k, split=split_of[k]) for k in range(n)]
+        screens = _in_order(pd.concat(mapper.gather(mapper.map(_call, labels, screens_dir=str(screens_dir))),
+                                      ignore_index=True))
+        n_split = {s: int((screens["split"] == s).sum()) for s in ("train", "dev", "test")}
+        train_classes = set(screens.loc[screens["split"] == "train", "label"].unique())
+    if len(train_classes) < 2:
         raise ValueError("the training split has a single class; use more stays")
 
     model_dirs, fitted_info = {}, {}
@@ -204,6 +244,18 @@ def _run_partitioned_into(out: Path, cfg: RunConfig, mapper, progress: bool) -> 
             PARTITIONED_FIT[model.kind](model, train, mapper, cfg)
         model_dirs[model.model_name] = str(model.save(out / "models" / name))
         fitted_info.update(PIPELINE_MODELS[name].run_info(model))
+    if counts_mode:
+        from sepsiscope.scale.evaluate import finish_counts
+
+        source_info = {**source_info, "partitions": n, "distributed": type(mapper).__name__}
+        with timed("score dev and test per partition"), \
+                parts_directory(out / "parts" / "predictions", "predictions", n) as tmp:
+            jobs = [partial(_score_part, k, split=split_of[k]) for k in range(n)]
+            mapper.gather(mapper.map(_call, jobs, screens_dir=str(screens_dir), cohort_dir=str(cohort_dir),
+                                     model_dirs=model_dirs, utility=False, write_to=str(tmp)))
+        return finish_counts(out, cfg, mapper, n=n, split_of=split_of, screens_dir=screens_dir,
+                             cohort_dir=cohort_dir, model_dirs=model_dirs, stays=stays, n_split=n_split, flow=flow,
+                             source_info=source_info, fitted_info=fitted_info, progress=progress)
     with timed("score dev and test per partition"):
         jobs = [partial(_score_part, k, split=split_of[k]) for k in range(n)]
         scored = mapper.gather(mapper.map(_call, jobs, screens_dir=str(screens_dir), cohort_dir=str(cohort_dir),
@@ -236,4 +288,4 @@ def _run_partitioned_into(out: Path, cfg: RunConfig, mapper, progress: bool) -> 
     return finish_run(out, cfg, predictions=predictions, screens=screens, stays=stays, n_split=n_split,
                       utility_tables={"test": utility_tables}, explain=explain, source_info=source_info,
                       fitted_info=fitted_info, test_screens=test_screens, model_columns=model_columns,
-                      progress=progress)
+                      flow=flow, progress=progress)

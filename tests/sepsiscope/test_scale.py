@@ -137,6 +137,21 @@ def test_cli_partitioned_simulate_screens_and_predict(cohort, tmp_path):
     runner.invoke(app, ["simulate", "--n-stays", "20", "--out", str(tmp_path / "u"), "--no-progress"])
     r = runner.invoke(app, ["screens", str(tmp_path / "u"), "--dask", "local", "--no-progress"])
     assert r.exit_code == 2 and "--partitions N" in r.output
+    r = runner.invoke(app, ["run", "--cohort", str(tmp_path / "c"), "--dask-evaluation", "all", "--out",
+                            str(tmp_path / "r"), "--no-progress"])
+    assert r.exit_code == 2 and "--dask-evaluation" in r.output and not (tmp_path / "r").exists()
+
+
+def _total(xs):
+    return sum(xs)
+
+
+def test_reduce_sums_on_the_workers_in_a_tree(threads_client):
+    mapper = DaskMapper(threads_client)
+    assert mapper.workers == 2
+    assert mapper.reduce(_total, mapper.map(lambda k, add: k + add, range(11), add=1)) == 66
+    assert SerialMapper().reduce(_total, SerialMapper().map(lambda k: k, range(11))) == 55
+    assert mapper.reduce(_total, []) == 0
 
 
 def test_bare_dask_option_means_a_local_cluster():
@@ -168,24 +183,74 @@ def test_gbdt_cut_where_early_stopping_stops(cohort):
         stopped.n_estimators_
 
 
-@pytest.mark.slow
-def test_partitioned_main_job_reports_what_the_single_process_job_reports(tmp_path):
-    """Up to one generator chunk the partitioned source is generate_cohort's cohort: same run, same tables."""
+_RUN = dict(n_stays=200, seed=4, n_boot=20, cpn_half_lives="prior", cpn_max_iter=3, models=("cpn",), partitions=3)
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """The single-process main job of :data:`_RUN`, the reference of the partitioned runs."""
     from sepsiscope.pipeline import RunConfig, run_main_job
+
+    out = tmp_path_factory.mktemp("single") / "run"
+    run_main_job(out, RunConfig(**_RUN))
+    return out
+
+
+@pytest.mark.slow
+def test_partitioned_main_job_reports_what_the_single_process_job_reports(single_run, tmp_path):
+    """Up to one generator chunk the partitioned source is generate_cohort's cohort: same run, same tables
+    (``dask_evaluation="gather"``: the predictions gathered and evaluated as on one table)."""
+    from sepsiscope.pipeline import RunConfig
     from sepsiscope.scale.pipeline import run_partitioned
 
-    kw = dict(n_stays=200, seed=4, n_boot=20, cpn_half_lives="prior", cpn_max_iter=3, models=("cpn",),
-              partitions=3)
-    run_main_job(tmp_path / "single", RunConfig(**kw))
     (tmp_path / "parts" / "models" / "stack").mkdir(parents=True)  # an older run's model: replaced, not kept
     (tmp_path / "parts" / "models" / "stack" / "model.json").write_text("{}")
-    run_partitioned(tmp_path / "parts", RunConfig(**kw), SerialMapper())
+    run_partitioned(tmp_path / "parts", RunConfig(**_RUN, dask_evaluation="gather"), SerialMapper())
     assert not (tmp_path / "parts" / "models" / "stack").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "single"]
-    a, b = (pd.read_csv(tmp_path / d / "main_table.csv") for d in ("single", "parts"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts"]
+    a, b = (pd.read_csv(d / "main_table.csv") for d in (single_run, tmp_path / "parts"))
     pd.testing.assert_frame_equal(a, b)
-    pa, pb = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("single", "parts"))
+    pa, pb = (pd.read_parquet(d / "predictions.parquet") for d in (single_run, tmp_path / "parts"))
     assert (pa[["stay_id", "screen_time", "model", "split"]] == pb[["stay_id", "screen_time", "model", "split"]]).all().all()
     np.testing.assert_allclose(pa["risk"], pb["risk"], rtol=0, atol=1e-12)
     assert (tmp_path / "parts" / "test_screens.parquet").exists()
     assert json.loads((tmp_path / "parts" / "run.json").read_text())["complete"] is True
+    # the cohort flow, from per-part counts (it was not written by the partitioned run before)
+    pd.testing.assert_frame_equal(pd.read_csv(single_run / "cohort_flow.csv"),
+                                  pd.read_csv(tmp_path / "parts" / "cohort_flow.csv"))
+
+
+@pytest.mark.slow
+def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single_process_tables(
+        single_run, threads_client, tmp_path):
+    """The default partitioned run (counts per part, on Dask) against :func:`evaluation.counts.evaluate_run_counts`
+    of the single-process run's gathered tables: every table equal (1e-12), and no process held every
+    prediction (the run directory has no one-file predictions, only parts)."""
+    from evaluation.counts import evaluate_run_counts
+    from sepsiscope.pipeline import RunConfig
+    from sepsiscope.scale.pipeline import run_partitioned
+
+    out = tmp_path / "parts"
+    run_partitioned(out, RunConfig(**_RUN), DaskMapper(threads_client))
+    pred, screens, stays = (pd.read_parquet(single_run / f) for f in ("predictions.parquet", "screens.parquet",
+                                                                        "stays.parquet"))
+    ref = evaluate_run_counts(pred, screens, stays, n_boot=_RUN["n_boot"], seed=_RUN["seed"])
+    files = {"main_table": "main_table.csv", "bootstrap": "tables/bootstrap_metrics.csv", "paired":
+             "paired_differences.csv", "bands": "curve_bands.csv", "timeliness": "timeliness.csv",
+             "summary": "tables/protocol_summary.csv"}
+    for name, f in files.items():
+        getattr(ref, name).to_csv(tmp_path / "ref.csv", index=False)
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref.csv"), pd.read_csv(out / f), check_exact=False,
+                                      rtol=0, atol=1e-12, obj=f)
+    # against the single-process (exact, multinomial bootstrap) run: same thresholds, same point estimates
+    single, counted = (pd.read_csv(d / "main_table.csv") for d in (single_run, out))
+    assert (single["threshold"] == counted["threshold"]).all()
+    for col in ("auroc", "auprc", "sensitivity", "alarms_per_admission"):
+        assert (single[col].str.split(" ").str[0] == counted[col].str.split(" ").str[0]).all(), col
+    pd.testing.assert_frame_equal(pd.read_csv(single_run / "cohort_flow.csv"), pd.read_csv(out / "cohort_flow.csv"))
+    assert not (out / "predictions.parquet").exists()
+    assert PartitionedTable(out / "parts" / "predictions").partitions == _RUN["partitions"]
+    assert PartitionedTable(out / "parts" / "alarms").partitions == _RUN["partitions"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["complete"] is True and run["evaluation"]["method"] == "counts"
+    assert (out / "report.html").exists()
