@@ -49,6 +49,7 @@ CONFIGS.update({
     "r18n_eq_recipe_rrr": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=1.0)),
     "r18n_eq_recipe_rrr0.2": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.2)),
     "r18n_eq_recipe_rrr0.05": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.05)),
+    "r18n_eqb_recipe_rrr0.2": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.2)),
     "r18n_eqb_recipe_rrr": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=1.0)),
     "r18n_eq_recipe_crop_rrr": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, focus="crop", lung_penalty=1.0)),
 })
