@@ -50,8 +50,12 @@ def augment_cxr(x: torch.Tensor, generator: torch.Generator, *, max_rotation_deg
                 max_shift: float = 0.06, zoom: tuple[float, float] = (0.9, 1.15), contrast: float = 0.3,
                 brightness: float = 0.05, gamma: float = 0.3, blur_p: float = 0.3,
                 blur_sigma: tuple[float, float] = (0.3, 1.2), noise_p: float = 0.3,
-                noise_std: float = 0.03) -> torch.Tensor:
+                noise_std: float = 0.03, masks: torch.Tensor | None = None):
     """Random acquisition-shift augmentation of ``(N, 1, S, S)`` images in [0, 1]; never flips.
+
+    With ``masks`` (``(N, 1, S, S)`` in [0, 1], e.g. lung fields) returns ``(images, masks)``,
+    the masks moved by the same rotation, shift and zoom (and nothing else), so that a mask
+    still covers its structure after augmentation.
 
     Parameters
     ----------
@@ -78,6 +82,8 @@ def augment_cxr(x: torch.Tensor, generator: torch.Generator, *, max_rotation_deg
                          torch.stack([sin, cos, u(-max_shift, max_shift) * 2], 1)], 1)
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if masks is not None:
+        masks = F.grid_sample(masks.to(x), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     c = u(1 - contrast, 1 + contrast).to(x).view(n, 1, 1, 1)
     b = u(-brightness, brightness).to(x).view(n, 1, 1, 1)
     g = torch.exp(u(-gamma, gamma)).to(x).view(n, 1, 1, 1)
@@ -90,7 +96,7 @@ def augment_cxr(x: torch.Tensor, generator: torch.Generator, *, max_rotation_deg
     noisy = (torch.rand(n, generator=generator) < noise_p).to(x).view(n, 1, 1, 1)
     std = u(0.0, noise_std).to(x).view(n, 1, 1, 1) * noisy
     x = x + std * torch.randn(x.shape, generator=generator).to(x)
-    return x.clamp(0.0, 1.0)
+    return x.clamp(0.0, 1.0) if masks is None else (x.clamp(0.0, 1.0), masks)
 
 
 def _equalise(x: torch.Tensor) -> torch.Tensor:

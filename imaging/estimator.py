@@ -67,6 +67,12 @@ class CXRFindingClassifier(SepsisEstimator):
         ``marker_mask_p > 0`` :meth:`fit` paints the markers over a copy of the training images
         (:func:`imaging.lungs.mask_markers`). The threshold chosen for ``target_sensitivity`` is
         stored in ``model.json`` (``state.metrics.operating_points``).
+    lung_penalty : float
+        Weight of the training term on activation outside the lung fields (see
+        :class:`imaging.train.FindingTrainer`; 0 = off).
+    focus : {None, "crop"}
+        Lung-field focus of the input (:class:`imaging.models.CXRFindingModel`): part of the
+        model, applied at training and inference alike and recorded in ``model.json``.
     validation_fraction : float
         Fraction of patient groups held out for early stopping and calibration when
         :meth:`fit` gets no ``validation`` set (:func:`ehr.splits.holdout_groups`).
@@ -95,9 +101,11 @@ class CXRFindingClassifier(SepsisEstimator):
                  weight_decay: float = 1e-4, patience: int = 3, augmentation: str = "basic",
                  marker_mask_p: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
                  ema_decay: float | None = None, target_sensitivity: float = 0.95,
-                 max_steps_per_epoch: int | None = None,
+                 max_steps_per_epoch: int | None = None, focus: str | None = None, lung_penalty: float = 0.0,
                  validation_fraction: float = 0.2, random_state: int = 0, device: str | None = None):
         self.arch = arch
+        self.focus = focus
+        self.lung_penalty = lung_penalty
         self.findings = findings
         self.image_size = image_size
         self.epochs = epochs
@@ -120,7 +128,7 @@ class CXRFindingClassifier(SepsisEstimator):
     def from_network(cls, network: CXRFindingModel, **params) -> "CXRFindingClassifier":
         """A fitted estimator around a trained network (e.g. one fitted by :class:`~imaging.train.FindingTrainer`)."""
         model = cls(arch=network.arch, findings=tuple(network.findings), image_size=int(network.image_size),
-                    **params)
+                    focus=network.focus, **params)
         model._set_network(network)
         return model
 
@@ -155,12 +163,14 @@ class CXRFindingClassifier(SepsisEstimator):
         train, val = (images, validation) if validation is not None else self.validation_split(images)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             torch.manual_seed(self.random_state)
-            network = CXRFindingModel(arch=self.arch, findings=tuple(train.findings), image_size=self.image_size)
+            network = CXRFindingModel(arch=self.arch, findings=tuple(train.findings), image_size=self.image_size,
+                                      focus=self.focus)
         trainer = FindingTrainer(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                  weight_decay=self.weight_decay, patience=self.patience,
                                  augmentation=self.augmentation, marker_mask_p=self.marker_mask_p,
                                  schedule=self.schedule, label_smoothing=self.label_smoothing,
                                  ema_decay=self.ema_decay, target_sensitivity=self.target_sensitivity,
+                                 lung_penalty=self.lung_penalty,
                                  max_steps_per_epoch=self.max_steps_per_epoch, checkpoint_dir=checkpoint_dir,
                                  resume=resume, device=self.device, progress=progress, callback=callback,
                                  random_state=self.random_state)
@@ -235,7 +245,8 @@ class CXRFindingClassifier(SepsisEstimator):
 
     def _restore(self, directory: Path, meta: dict) -> None:
         state = meta["state"]
-        network = CXRFindingModel(arch=self.arch, findings=tuple(state["findings"]), image_size=int(self.image_size))
+        network = CXRFindingModel(arch=self.arch, findings=tuple(state["findings"]), image_size=int(self.image_size),
+                                  focus=self.focus)
         network.load_weights(model_file(directory, meta, _WEIGHTS_FILE))
         network.metrics = state.get("metrics", {})
         network.eval()

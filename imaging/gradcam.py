@@ -73,7 +73,11 @@ def target_layer(model, *, return_side: bool = False):
 
 def grad_cams(model, images, finding: str, *, method: str = "gradcam", layer: nn.Module | None = None,
               batch_size: int = 16, device=None) -> np.ndarray:
-    """Heatmaps ``(N, S, S)`` in [0, 1] of ``finding`` for images (array ``(N, H, W)`` or file paths)."""
+    """Heatmaps ``(N, S, S)`` in [0, 1] of ``finding`` for images (array ``(N, H, W)`` or file paths).
+
+    ``S`` is ``model.image_size``; the maps lie on the film resized to ``S`` (for a model with
+    lung-field focus, the map of the crop is mapped back onto the film, zero outside the crop).
+    """
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -85,7 +89,11 @@ def grad_cams(model, images, finding: str, *, method: str = "gradcam", layer: nn
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device
-    x = prepare_images(images, int(model.image_size))
+    # a lung-focused model sees a crop of the film: its maps are placed back onto the film
+    # (zero outside the crop), so every map is in the film's coordinates at image_size
+    focus = getattr(model, "focus", None)
+    x, boxes = model.focus_images(images) if focus is not None else (prepare_images(images, int(model.image_size)),
+                                                                      None)
     layer = target_layer(model) if layer is None else layer
     was_training = model.training
     model.eval()
@@ -99,6 +107,11 @@ def grad_cams(model, images, finding: str, *, method: str = "gradcam", layer: nn
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     heat = np.clip(np.concatenate(out), 0.0, None)
+    if boxes is not None:
+        from imaging.lungs import paste_back
+
+        side = int(model.image_size)
+        heat = np.clip(np.stack([paste_back(h, b, (side, side)) for h, b in zip(heat, boxes)]), 0.0, None)
     # the package divides by (max + 1e-7); rescale so a non-empty map peaks at exactly 1
     top = heat.reshape(len(heat), -1).max(axis=1)
     heat = np.where(top[:, None, None] > 0, heat / np.maximum(top, 1e-30)[:, None, None], 0.0)
@@ -123,28 +136,32 @@ def lung_heat_fraction(model, images, finding: str, *, labels=None, method: str 
 
     Returns the mean (and median) lung fraction over all films and, with 0/1 ``labels`` for
     ``finding``, separately for positive and negative films; ``marker`` is the mean share on
-    marker pixels; ``template_masks`` counts films whose lung mask fell back to the template.
+    marker pixels; ``template_masks`` counts films whose lung mask fell back to the template;
+    ``*_unmirrored`` are the lung shares against the mask without mirror completion
+    (``lung_mask(..., mirror=False)``), the mask the first #17 figures used.
     """
     from imaging.lungs import heat_fraction_inside, lung_mask, marker_mask
 
     images = np.asarray(images)
     heat = grad_cams(model, images, finding, method=method)
-    lung, marker, template = [], [], 0
+    lung, plain, marker, template = [], [], [], 0
     for img, h in zip(images, heat):
         mask, how = lung_mask(img, return_method=True)
         template += how == "template"
         lung.append(heat_fraction_inside(h, mask))
+        plain.append(heat_fraction_inside(h, lung_mask(img, mirror=False)))
         marker.append(heat_fraction_inside(h, marker_mask(img)))
-    lung, marker = np.array(lung), np.array(marker)
+    lung, plain, marker = np.array(lung), np.array(plain), np.array(marker)
     out = {"n": int(len(images)), "lung_mean": float(np.nanmean(lung)), "lung_median": float(np.nanmedian(lung)),
            "marker_mean": float(np.nanmean(marker)), "lung_mask_area_mean":
            float(np.mean([lung_mask(img).mean() for img in images[:50]])), "template_masks": int(template),
-           "empty_maps": int(np.isnan(lung).sum()),
+           "empty_maps": int(np.isnan(lung).sum()), "lung_mean_unmirrored": float(np.nanmean(plain)),
            "layer_map_side": int(target_layer(model, return_side=True)[1]), "method": method}
     if labels is not None:
         y = np.asarray(labels).ravel().astype(bool)
         out["lung_mean_positive"] = float(np.nanmean(lung[y])) if y.any() else float("nan")
         out["lung_mean_negative"] = float(np.nanmean(lung[~y])) if (~y).any() else float("nan")
+        out["lung_mean_positive_unmirrored"] = float(np.nanmean(plain[y])) if y.any() else float("nan")
     return out
 
 

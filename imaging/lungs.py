@@ -6,7 +6,9 @@ Two masks serve the imaging model's checks and its training:
   wall. The image is smoothed, thresholded at Otsu's level inside the central part of the film,
   dark regions that touch the border (air outside the body) are dropped, and the two largest
   remaining regions on either side of the midline are kept, hole-filled and replaced by their
-  convex hulls (so that an opacity inside a lung, which is bright, still counts as lung). When
+  convex hulls (so that an opacity inside a lung, which is bright, still counts as lung); a lung
+  much smaller than the other is grown by the other's mirror image (consolidation filling most
+  of a lung defeats the intensity threshold). When
   that fails (no region on one side, or implausibly small regions) a template of two ellipses
   inside the thoracic box is returned instead, and ``return_method`` says so.
 * :func:`marker_mask` - side markers and burnt-in text (``R``, ``A-P``, timestamps): small, very
@@ -34,7 +36,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["lung_mask", "marker_mask", "mask_markers", "heat_fraction_inside", "synthetic_film", "template_lungs"]
+__all__ = ["lung_mask", "marker_mask", "mask_markers", "heat_fraction_inside", "synthetic_film", "template_lungs",
+           "thoracic_box", "crop_to_box", "paste_back", "focus_crop", "FOCUS_MARGIN"]
+
+#: Margin added on every side of the lungs' bounding box by :func:`thoracic_box` (share of the box's side).
+FOCUS_MARGIN = 0.08
 
 
 def _as_float(image) -> np.ndarray:
@@ -90,7 +96,32 @@ def _convex_hull(region: np.ndarray) -> np.ndarray:
     return inside.reshape(region.shape)
 
 
-def lung_mask(image, *, return_method: bool = False):
+def _complete_by_mirror(hulls: dict, body: np.ndarray, min_ratio: float = 0.6) -> None:
+    """Grow a lung much smaller than the other by the other's mirror image (in place).
+
+    Consolidation is bright, so the intensity segmentation loses the very part of a lung that
+    pneumonia fills; the two lungs of a frontal film are roughly mirror images about the body's
+    midline, so the larger one, reflected, bounds what the smaller one should cover. The
+    reflection is cut to the body (no lung outside the chest wall).
+    """
+    area = {side: int(m.sum()) for side, m in hulls.items()}
+    small, large = sorted(hulls, key=area.get)
+    if area[small] >= min_ratio * area[large]:
+        return
+    h, w = body.shape
+    rows = body[int(0.3 * h):int(0.6 * h)]
+    cols = [np.flatnonzero(r) for r in rows]
+    centres = [(c[0] + c[-1]) / 2 for c in cols if len(c)]
+    mid = float(np.median(centres)) if centres else (w - 1) / 2
+    xs = np.arange(w)
+    src = np.clip(np.round(2 * mid - xs).astype(int), 0, w - 1)  # column x shows column 2 mid - x
+    mirrored = hulls[large][:, src] & ((2 * mid - xs >= 0) & (2 * mid - xs <= w - 1))[None, :]
+    # keep the reflection on the small lung's side of the midline
+    side_cols = xs < mid if small == "left" else xs > mid
+    hulls[small] = hulls[small] | (mirrored & body & side_cols[None, :])
+
+
+def lung_mask(image, *, return_method: bool = False, mirror: bool = True):
     """Boolean lung-field mask of one frontal CXR ``(H, W)`` (uint8, or float in [0, 1]).
 
     Parameters
@@ -98,6 +129,9 @@ def lung_mask(image, *, return_method: bool = False):
     image : array-like, shape (H, W)
     return_method : bool
         Also return ``"segmented"`` or ``"template"`` (the fallback; see the module docstring).
+    mirror : bool
+        Grow a segmented lung under 60 % of the other's area by the other's reflection about the
+        body's midline (consolidation, being bright, is otherwise cut out of its own lung).
     """
     g = ndi.gaussian_filter(_as_float(image), sigma=max(1.0, image.shape[0] / 112))
     h, w = g.shape
@@ -134,10 +168,13 @@ def lung_mask(image, *, return_method: bool = False):
                    int(np.quantile(xs, 0.97)))
         mask, method = template_lungs((h, w), box), "template"
     else:
-        mask = np.zeros((h, w), dtype=bool)
-        for _, k in best.values():
+        hulls = {}
+        for side, (_, k) in best.items():
             grown = ndi.binary_dilation(lab == k, iterations=steps + 1, mask=dark)
-            mask |= _convex_hull(ndi.binary_fill_holes(grown))
+            hulls[side] = _convex_hull(ndi.binary_fill_holes(grown))
+        if mirror:
+            _complete_by_mirror(hulls, ~_outside_air(g < _otsu(g.ravel())))
+        mask = hulls["left"] | hulls["right"]
         mask, method = ndi.binary_dilation(mask, iterations=max(1, h // 56)), "segmented"
     return (mask, method) if return_method else mask
 
@@ -190,6 +227,71 @@ def mask_markers(image, mask: np.ndarray | None = None) -> np.ndarray:
     out = a.copy()
     out[mask] = background[mask]
     return out
+
+
+def thoracic_box(image, *, margin: float = FOCUS_MARGIN, mask: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` (bottom/right exclusive) of the lung fields plus ``margin``, inside the film.
+
+    The box is the bounding box of :func:`lung_mask` (or of ``mask``) grown by ``margin`` times its
+    height and width on every side and clipped to the film.
+
+    >>> from imaging.lungs import synthetic_film, thoracic_box
+    >>> t, b, l, r = thoracic_box(synthetic_film(96))
+    >>> 0 < t < 48 < b < 96 and 0 < l < 28 and 68 < r < 96
+    True
+    """
+    a = np.asarray(image)
+    mask = lung_mask(a) if mask is None else np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 0, h, 0, w
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy, dx = margin * (bottom - top), margin * (right - left)
+    return (max(0, int(np.floor(top - dy))), min(h, int(np.ceil(bottom + dy))),
+            max(0, int(np.floor(left - dx))), min(w, int(np.ceil(right + dx))))
+
+
+def crop_to_box(image, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The ``box`` of a uint8 film, resized (Pillow bilinear, antialiased) to ``size x size``."""
+    from PIL import Image
+
+    top, bottom, left, right = box
+    part = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[top:bottom, left:right])
+    return np.asarray(Image.fromarray(part).resize((size, size), Image.BILINEAR))
+
+
+def paste_back(heat, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A map computed on a crop (:func:`crop_to_box`) placed back onto the film: ``shape``, zero outside ``box``.
+
+    The inverse of the crop for heatmaps: the map is resized (bilinear) to the box and put where
+    the box lies, so that saliency is measured in the film's own coordinates.
+
+    >>> import numpy as np
+    >>> from imaging.lungs import paste_back
+    >>> out = paste_back(np.ones((4, 4), np.float32), (2, 6, 1, 9), (10, 10))
+    >>> out.shape, float(out.sum()), bool(out[2:6, 1:9].all())
+    ((10, 10), 32.0, True)
+    """
+    from PIL import Image
+
+    top, bottom, left, right = box
+    out = np.zeros(shape, dtype=np.float32)
+    part = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize((right - left, bottom - top), Image.BILINEAR)
+    out[top:bottom, left:right] = np.asarray(part)
+    return out
+
+
+def focus_crop(image, size: int | None = None, *, margin: float = FOCUS_MARGIN) -> tuple[np.ndarray, tuple]:
+    """Lung-field focus of one uint8 film: its :func:`thoracic_box`, cropped and resized to ``size`` (default: the film's).
+
+    Returns ``(crop, box)``. Deterministic (no randomness), so training and inference see the same crop.
+    """
+    a = np.asarray(image)
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ValueError(f"focus_crop expects one 2-D uint8 film; got shape {a.shape}, dtype {a.dtype}")
+    box = thoracic_box(a, margin=margin)
+    return crop_to_box(a, box, int(size or a.shape[0])), box
 
 
 def heat_fraction_inside(heat, mask) -> float:

@@ -33,13 +33,16 @@ from ehr.schema import CXR_FINDINGS
 from imaging.architectures import TRUNKS, build_trunk
 from imaging.contract import MEAN, STD, prepare_images
 
-__all__ = ["ARCHS", "CXRFindingModel", "default_device"]
+__all__ = ["ARCHS", "FOCUS", "CXRFindingModel", "default_device"]
 
 log = logging.getLogger(__name__)
 
 #: Backbones offered; all start from random weights (the project downloads nothing). The narrow
 #: ResNets (``imaging.architectures``) are the CPU recipe's.
 ARCHS = ("densenet121", "resnet18", "resnet34", "small", *TRUNKS)
+#: Lung-field focus of the input (:meth:`CXRFindingModel.focus_images`): None (the whole film) or
+#: ``"crop"`` (the thoracic box of :func:`imaging.lungs.thoracic_box`, resized to the input size).
+FOCUS = (None, "crop")
 
 
 def default_device() -> torch.device:
@@ -90,6 +93,12 @@ class CXRFindingModel(nn.Module):
         Square input size; inputs of other sizes are resized (see :mod:`imaging.contract`).
     weights : path-like, optional
         Local ``.safetensors`` or ``torch.save(state_dict)`` file (read with ``weights_only=True``).
+    focus : {None, "crop"}
+        Lung-field focus, part of the model (saved in ``model.json``): with ``"crop"`` every
+        film is cut to its thoracic box (the rule-based lung fields plus a margin,
+        :func:`imaging.lungs.focus_crop`) and resized to ``image_size`` before the network sees
+        it, in training and at inference alike, so that markers, the neck and the abdomen are
+        out of view. Grad-CAM maps are placed back onto the film (:mod:`imaging.gradcam`).
 
     Attributes
     ----------
@@ -108,9 +117,12 @@ class CXRFindingModel(nn.Module):
     """
 
     def __init__(self, arch: str = "densenet121", findings: tuple[str, ...] = CXR_FINDINGS,
-                 image_size: int = 224, weights: str | PathLike | None = None):
+                 image_size: int = 224, weights: str | PathLike | None = None, focus: str | None = None):
         super().__init__()
+        if focus not in FOCUS:
+            raise ValueError(f"focus must be one of {FOCUS}; got {focus!r}")
         self.arch = arch
+        self.focus = focus
         self.findings = tuple(findings)  # ordered output names; a tuple whatever sequence came in
         self.image_size = image_size
         self.weights = weights
@@ -135,8 +147,36 @@ class CXRFindingModel(nn.Module):
         """Uncalibrated logits ``(N, F)`` for images ``x`` in [0, 1], shape ``(N, 1, S, S)``."""
         return self.head(self.feature_map(x).mean(dim=(2, 3)))
 
-    def _batches(self, images, batch_size: int, device):
-        x = prepare_images(images, int(self.image_size))
+    def focus_images(self, images) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+        """What the network sees: ``(x, boxes)``, ``x`` float ``(N, 1, S, S)`` in [0, 1].
+
+        Without focus, ``x`` is :func:`imaging.contract.prepare_images` and each box the whole
+        film. With ``focus="crop"`` each film (at ``image_size``, as uint8) is cut to its thoracic
+        box and resized back to ``image_size``; ``boxes`` are ``(top, bottom, left, right)`` in
+        the film's ``image_size`` coordinates (for mapping saliency back).
+        """
+        s = int(self.image_size)
+        x = prepare_images(images, s)
+        if self.focus is None:
+            return x, [(0, s, 0, s)] * len(x)
+        from imaging.lungs import focus_crop
+
+        films = (x[:, 0] * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        crops, boxes = zip(*(focus_crop(f, s) for f in films)) if len(films) else ((), ())
+        out = torch.from_numpy(np.stack(crops))[:, None].float() / 255.0 if crops else x
+        return out, list(boxes)
+
+    def focus_uint8(self, images, *, batch_size: int = 256) -> np.ndarray:
+        """:meth:`focus_images` of uint8 films, as uint8 ``(N, S, S)`` (what the trainer stores once)."""
+        out = [(self.focus_images(images[i:i + batch_size])[0][:, 0] * 255.0).round_().clamp_(0, 255)
+               .to(torch.uint8).numpy() for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.asarray(images)
+
+    def _batches(self, images, batch_size: int, device, focused: bool = False):
+        if self.focus is not None and not focused:
+            x = self.focus_images(images)[0]
+        else:
+            x = prepare_images(images, int(self.image_size))
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
             if device.type == "cuda":
@@ -144,25 +184,26 @@ class CXRFindingModel(nn.Module):
             yield xb
 
     @torch.no_grad()
-    def _run(self, images, fn, batch_size: int, device) -> np.ndarray:
+    def _run(self, images, fn, batch_size: int, device, focused: bool = False) -> np.ndarray:
         if device is not None:
             self.to(device)  # the model follows an explicit device (weights and inputs must share one)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
-            outs = [fn(xb).float().cpu() for xb in self._batches(images, batch_size, device)]
+            outs = [fn(xb).float().cpu() for xb in self._batches(images, batch_size, device, focused)]
         finally:
             self.train(was_training)
         return torch.cat(outs).numpy() if outs else np.empty((0,))
 
-    def predict_logits(self, images, *, batch_size: int = 64, device=None) -> np.ndarray:
+    def predict_logits(self, images, *, batch_size: int = 64, device=None, focused: bool = False) -> np.ndarray:
         """Raw (uncalibrated) logits, ``(N, F)``.
 
         ``images``: array/tensor (see :mod:`imaging.contract`) or list of file paths. ``device``
-        moves the model there first; by default it runs where the model is.
+        moves the model there first; by default it runs where the model is. ``focused``: the
+        images already went through :meth:`focus_images` (the trainer focuses once, up front).
         """
-        return self._run(images, self.forward, batch_size, device)
+        return self._run(images, self.forward, batch_size, device, focused)
 
     def predict_proba(self, images, *, batch_size: int = 64, device=None) -> np.ndarray:
         """Calibrated probabilities ``sigmoid(logit / T)``, ``(N, F)``."""

@@ -44,6 +44,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -64,7 +65,7 @@ from imaging.datasets import ImageSet
 from imaging.models import CXRFindingModel, default_device
 from imaging.operating_points import class_pos_weight, threshold_for_sensitivity
 
-__all__ = ["FindingTrainer", "augment_batch", "classification_metrics"]
+__all__ = ["FindingTrainer", "augment_batch", "classification_metrics", "outside_lung_share"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,12 @@ class FindingTrainer:
         is validated, early-stopped and returned.
     target_sensitivity : float
         Validation sensitivity the stored threshold is chosen for.
+    lung_penalty : float
+        Weight of a "right for the right reasons" term (:func:`outside_lung_share`): the share of
+        the class activation map (the head's weights over the last feature map, which is what
+        Grad-CAM reads on these models) that lies outside the rule-based lung fields of each
+        training film (:func:`imaging.lungs.lung_mask`, moved with the film by the augmentation).
+        0 turns it off. Needs ``augmentation="shift"`` when augmenting.
     max_steps_per_epoch : int, optional
         Cap on optimisation steps per epoch (smoke tests, quick runs).
     checkpoint_dir : path-like, optional
@@ -186,7 +193,7 @@ class FindingTrainer:
                  patience: int = 3, augment: bool = True, augmentation: str = "basic",
                  horizontal_flip: bool = False, marker_mask_p: float = 0.0, class_weighted: bool = True,
                  schedule: str = "constant", warmup_epochs: float = 1.0, label_smoothing: float = 0.0,
-                 ema_decay: float | None = None, target_sensitivity: float = 0.95,
+                 ema_decay: float | None = None, target_sensitivity: float = 0.95, lung_penalty: float = 0.0,
                  max_steps_per_epoch: int | None = None, checkpoint_dir: str | PathLike | None = None,
                  resume: bool = False, device=None, progress: bool = False,
                  callback: Callable[[dict], None] | None = None, random_state: int = 0):
@@ -205,6 +212,7 @@ class FindingTrainer:
         self.label_smoothing = label_smoothing
         self.ema_decay = ema_decay
         self.target_sensitivity = target_sensitivity
+        self.lung_penalty = lung_penalty
         self.max_steps_per_epoch = max_steps_per_epoch
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
@@ -214,7 +222,9 @@ class FindingTrainer:
         self.random_state = random_state
 
     def _val_logits(self, model, val: ImageSet, device) -> np.ndarray:
-        return model.predict_logits(val.images, batch_size=max(self.batch_size, 64), device=device)
+        # a focusing model's validation films were focused once in fit()
+        return model.predict_logits(val.images, batch_size=max(self.batch_size, 64), device=device,
+                                    focused=getattr(model, "focus", None) is not None)
 
     def _lr_at(self, step: int, total: int, steps_per_epoch: int) -> float:
         if self.schedule == "constant":
@@ -246,6 +256,21 @@ class FindingTrainer:
         if self.marker_mask_p > 0 and (train_masked is None or train_masked.shape != train.images.shape):
             raise ValueError("marker_mask_p > 0 needs train_masked: the training images with markers masked, "
                              "same shape as train.images")
+        if getattr(model, "focus", None) is not None:
+            # the lung-field focus is part of the model: the films it trains and validates on go
+            # through the same deterministic crop as at inference, computed once here
+            train = dataclasses.replace(train, images=model.focus_uint8(train.images))
+            val = dataclasses.replace(val, images=model.focus_uint8(val.images))
+            if train_masked is not None and self.marker_mask_p > 0:
+                train_masked = model.focus_uint8(train_masked)
+        lung_masks = None
+        if self.lung_penalty > 0:
+            if self.augment and self.augmentation != "shift":
+                raise ValueError("lung_penalty needs augmentation='shift' (it moves the lung masks with the films)")
+            from imaging.lungs import lung_mask
+
+            # the lung fields of what the network sees (after any focus crop), once per film
+            lung_masks = torch.from_numpy(np.stack([lung_mask(a) for a in train.images]).astype(np.uint8))
         device = torch.device(self.device) if self.device is not None else default_device()
         cuda = device.type == "cuda"
         model.to(device)
@@ -300,7 +325,10 @@ class FindingTrainer:
                     swap = torch.rand(len(idx), generator=gen) < self.marker_mask_p
                     xb = torch.where(swap[:, None, None], masked[idx], xb)
                 xb = xb.unsqueeze(1).float().div_(255.0)
-                if self.augment:
+                mb = lung_masks[idx].unsqueeze(1).float() if lung_masks is not None else None
+                if self.augment and mb is not None:
+                    xb, mb = augment_cxr(xb, gen, masks=mb)
+                elif self.augment:
                     xb = self._augment(xb, gen)
                 xb, yb = xb.to(device, non_blocking=True), labels[idx].to(device, non_blocking=True)
                 if eps:
@@ -308,8 +336,15 @@ class FindingTrainer:
                 if cuda:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                    logits = model(xb)
+                    if mb is None:
+                        logits = model(xb)
+                    else:
+                        fmap = model.feature_map(xb)
+                        logits = model.head(fmap.mean(dim=(2, 3)))
                 loss = F.binary_cross_entropy_with_logits(logits.float(), yb, pos_weight=pos_weight)
+                if mb is not None:
+                    loss = loss + self.lung_penalty * outside_lung_share(fmap.float(), model.head.weight.float(),
+                                                                         mb.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -370,6 +405,26 @@ class FindingTrainer:
         self.temperatures_ = temps
         self.thresholds_ = thresholds
         self.val_metrics_ = classification_metrics(probs, val.labels, model.findings, threshold=thresholds)
+
+
+def outside_lung_share(feature_map: torch.Tensor, head_weight: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean share of the class activation maps' absolute value outside the lung masks (a scalar).
+
+    ``feature_map`` ``(N, C, h, w)``; ``head_weight`` ``(F, C)``; ``masks`` ``(N, 1, S, S)`` in
+    [0, 1], averaged onto the ``h x w`` cells. The map of finding ``f`` is ``sum_c W[f, c] A_c``:
+    for a head on globally pooled features it is Grad-CAM's map up to a constant, signed, so that
+    neither evidence for nor evidence against a finding may come from outside the lungs.
+
+    >>> import torch
+    >>> a = torch.zeros(1, 1, 2, 2); a[0, 0, 0, 0] = 1.0          # all activation in the top-left cell
+    >>> m = torch.zeros(1, 1, 4, 4); m[..., :2, :2] = 1.0         # the lung is the top-left quarter
+    >>> float(outside_lung_share(a, torch.ones(1, 1), m)), float(outside_lung_share(a, torch.ones(1, 1), 1 - m))
+    (0.0, 1.0)
+    """
+    cam = torch.einsum("nchw,fc->nfhw", feature_map, head_weight).abs()
+    outside = 1.0 - F.adaptive_avg_pool2d(masks.to(cam.dtype), feature_map.shape[-2:])
+    share = (cam * outside).sum(dim=(2, 3)) / cam.sum(dim=(2, 3)).clamp_min(1e-6)
+    return share.mean()
 
 
 @torch.no_grad()

@@ -41,6 +41,18 @@ CONFIGS = {
     "r18n_eqb_shift": ("resnet18n_eqb", 224, dict(BASE, augmentation="shift")),
     "r18n_eqb_recipe": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5)),
 }
+# lung-field focus (#17 saliency): the model sees the thoracic box only (imaging.lungs.focus_crop)
+CONFIGS.update({
+    "r18n_eq_recipe_crop": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, focus="crop")),
+    "r18n_eqb_recipe_crop": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5, focus="crop")),
+    # "right for the right reasons": penalise class activation outside the lung fields
+    "r18n_eq_recipe_rrr": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=1.0)),
+    "r18n_eq_recipe_rrr0.2": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.2)),
+    "r18n_eq_recipe_rrr0.05": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.05)),
+    "r18n_eqb_recipe_rrr0.2": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=0.2)),
+    "r18n_eqb_recipe_rrr": ("resnet18n_eqb", 224, dict(RECIPE, marker_mask_p=0.5, lung_penalty=1.0)),
+    "r18n_eq_recipe_crop_rrr": ("resnet18n_eq", 224, dict(RECIPE, marker_mask_p=0.5, focus="crop", lung_penalty=1.0)),
+})
 # the same steps at 128 px: a third of the cost, for comparing changes on the shared 2-core machine
 CONFIGS.update({f"{name}@128": (arch, 128, kw) for name, (arch, size, kw) in list(CONFIGS.items()) if size == 224})
 
@@ -107,6 +119,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     arch, size, kw = CONFIGS[args.config]
+    kw = dict(kw)
+    focus = kw.pop("focus", None)  # a model setting, not the trainer's
     t0 = time.perf_counter()
     data, masked = load(args.cache_dir, size)
     split = internal_splits(data.groups, data.labels[:, 0])
@@ -117,7 +131,7 @@ def main() -> None:
         print(f"[{args.config}] epoch {h['epoch']}/{h['epochs']}: loss {h['train_loss']:.4f} val loss {h['val_loss']:.4f} "
               f"val AUROC {h['val_auroc']:.4f} lr {h['lr']:.2e} {h['seconds']:.0f} s", flush=True)
 
-    model = CXRFindingModel(arch=arch, findings=("pneumonia",), image_size=size)
+    model = CXRFindingModel(arch=arch, findings=("pneumonia",), image_size=size, focus=focus)
     trainer = FindingTrainer(epochs=args.epochs, patience=args.epochs, device="cpu", random_state=args.seed,
                              max_steps_per_epoch=args.max_steps, callback=show, checkpoint_dir=args.checkpoint,
                              resume=args.checkpoint is not None, **kw)
@@ -130,7 +144,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(val), size=min(args.n_saliency, len(val)), replace=False))
     sal = lung_heat_fraction(model, val.images[pick], "pneumonia", labels=val.labels[pick, 0])
-    row = {"config": args.config, "arch": arch, "image_size": size, "trainer": {k: v for k, v in kw.items()},
+    row = {"config": args.config, "arch": arch, "image_size": size, "focus": focus, "trainer": {k: v for k, v in kw.items()},
            "epochs": args.epochs, "threads": args.threads, "seed": args.seed, "n_train": len(train), "n_val": len(val),
            "best_epoch": trainer.best_epoch_, "train_seconds": train_s, "load_seconds": load_s,
            "seconds_per_epoch": [h["seconds"] for h in trainer.history_],
@@ -155,7 +169,8 @@ def main() -> None:
     print(f"[{args.config}] val AUROC {ev['auroc']:.4f} ({ev['auroc_ci'][0]:.4f}-{ev['auroc_ci'][1]:.4f}) "
           f"ECE {ev['ece']:.3f} thr {ev['threshold']:.3f} sens {ev['sensitivity']:.3f} spec {ev['specificity']:.3f} | "
           + " ".join(f"{k} {v['auroc']:.4f}/{v['specificity']:.2f}" for k, v in s.items() if k != "none")
-          + f" | lung heat {sal['lung_mean']:.2f} (pos {sal['lung_mean_positive']:.2f}) marker {sal['marker_mean']:.3f}"
+          + f" | lung heat {sal['lung_mean']:.2f} (pos {sal['lung_mean_positive']:.2f}, neg {sal['lung_mean_negative']:.2f}; "
+          f"unmirrored mask pos {sal['lung_mean_positive_unmirrored']:.2f}) marker {sal['marker_mean']:.3f}"
           + f" | train {train_s / 60:.1f} min", flush=True)
 
 

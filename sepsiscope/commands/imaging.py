@@ -32,6 +32,10 @@ def _train_imaging(
     augmentation: str = typer.Option("basic", help="basic | shift (acquisition-shift augmentation, imaging.augment)."),
     marker_mask_p: float = typer.Option(0.0, min=0.0, max=1.0,
                                         help="Probability of training on a film with its markers painted over."),
+    focus: str = typer.Option("none", help="none | crop: the model sees only the thoracic box (rule-based lung "
+                              "fields plus a margin), at training and inference alike (stored in model.json)."),
+    lung_penalty: float = typer.Option(0.0, min=0.0, help="Weight of the training term on class activation outside "
+                                       "the lung fields (0 = off; needs --augmentation shift)."),
     schedule: str = typer.Option("constant", help="constant | cosine (linear warm-up, cosine decay)."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5, help="Label smoothing epsilon."),
     ema_decay: float = typer.Option(0.0, min=0.0, max=0.99999, help="EMA of the weights (0 = off; e.g. 0.998)."),
@@ -63,6 +67,9 @@ def _train_imaging(
     choice(arch, ARCHS, "--arch")
     choice(augmentation, ("basic", "shift"), "--augmentation")
     choice(schedule, ("constant", "cosine"), "--schedule")
+    choice(focus, ("none", "crop"), "--focus")
+    if lung_penalty > 0 and augmentation != "shift":
+        raise UsageError("--lung-penalty needs --augmentation shift (it moves the lung masks with the films)")
     if not data.exists():
         raise UsageError(f"--data {data}: no such file or folder")
     # an interrupted training leaves its checkpoint there (what --resume reads)
@@ -77,6 +84,7 @@ def _train_imaging(
                                  augmentation=augmentation, marker_mask_p=marker_mask_p, schedule=schedule,
                                  label_smoothing=label_smoothing, ema_decay=ema_decay or None,
                                  target_sensitivity=target_sensitivity, max_steps_per_epoch=max_steps or None,
+                                 focus=None if focus == "none" else focus, lung_penalty=lung_penalty,
                                  validation_fraction=val_fraction, random_state=seed)
     t0 = time.perf_counter()
     test_ids: list[str] = []

@@ -59,3 +59,15 @@ def test_shift_proxies_lie_outside_the_training_gamma_range():
     # training gamma is exp(+-0.3) = 0.74..1.35; the proxies must be held out
     lo, hi = np.exp(-0.3), np.exp(0.3)
     assert not lo <= 0.5 <= hi and not lo <= 2.0 <= hi
+
+
+def test_masks_move_with_the_images():
+    # with the intensity changes off, a mask that equals its image must come out equal to it
+    # (same rotation, shift and zoom), and the image's random draws are the same with or without masks
+    x = torch.zeros(4, 1, 32, 32)
+    x[:, :, 8:20, 6:14] = 1.0
+    off = dict(contrast=0.0, brightness=0.0, gamma=0.0, blur_p=0.0, noise_p=0.0)
+    img, m = augment_cxr(x.clone(), torch.Generator().manual_seed(3), masks=x.clone(), **off)
+    assert torch.allclose(img, m, atol=1e-6) and not torch.equal(m, x)
+    assert torch.equal(augment_cxr(x.clone(), torch.Generator().manual_seed(3)),
+                       augment_cxr(x.clone(), torch.Generator().manual_seed(3), masks=x.clone())[0])

@@ -117,11 +117,13 @@ def test_train_imaging_recipe_options_and_internal_test(tiny_folder, tmp_path):
                                "--val-fraction", "0.34", "--holdout-test", "0.34", "--augmentation", "shift",
                                "--marker-mask-p", "0.5", "--schedule", "cosine", "--label-smoothing", "0.1",
                                "--ema-decay", "0.9", "--target-sensitivity", "0.9", "--saliency-check", "0",
+                               "--focus", "crop", "--lung-penalty", "0.5",
                                "--no-shift-check", "--cache", str(tmp_path / "c.npz"), "--no-progress", "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert "held out as internal test" in r.output and (tmp_path / "c.npz").is_file()
     meta = json.loads((out / "model.json").read_text())
     assert meta["config"]["augmentation"] == "shift" and meta["config"]["ema_decay"] == 0.9
+    assert meta["config"]["focus"] == "crop" and meta["config"]["lung_penalty"] == 0.5
     run = json.loads((out / "run.json").read_text())
     test_ids = set(run["config"]["internal_test_images"])
     assert test_ids and meta["state"]["metrics"]["operating_points"]["effusion"]["target_sensitivity"] == 0.9

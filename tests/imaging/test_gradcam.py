@@ -79,3 +79,27 @@ def test_overlay_and_png(model, effusion_images, tmp_path):
     heat = save_grad_cam(model, src, "effusion", tmp_path / "out" / "cam.png")
     out = np.asarray(Image.open(tmp_path / "out" / "cam.png"))
     assert out.shape == (32, 32, 3) and heat.shape == (32, 32)
+
+
+def test_focused_model_maps_heat_back_onto_the_film():
+    # a lung-focused model sees the thoracic box; its heat (the right half of what it sees) must
+    # come back as the right half of the box on the film, zero elsewhere. The chest sits in the
+    # top-left of the frame, so the film's own right half is elsewhere.
+    from imaging.lungs import synthetic_film, thoracic_box
+
+    film = np.pad(synthetic_film(96, seed=2), ((0, 32), (0, 32)), constant_values=13)
+    m = CXRFindingModel(arch="small", findings=("f",), image_size=128, focus="crop")
+    m.trunk = torch.nn.Sequential(torch.nn.Identity(), _RightHalf())
+    m.head = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        m.head.weight.fill_(1.0)
+    top, bottom, left, right = thoracic_box(film)
+    mid = (left + right) // 2
+    h = grad_cam(m, film, "f")
+    assert h.shape == film.shape
+    inside = np.zeros(film.shape, bool)
+    inside[top:bottom, left:right] = True
+    assert h[~inside].max() == 0.0
+    assert h[top:bottom, left:mid - 2].max() < 0.05 and h[top + 2:bottom - 2, mid + 2:right - 2].mean() > 0.3
+    r = lung_heat_fraction(m, film[None], "f")
+    assert 0.15 < r["lung_mean"] < 0.7  # heat on the right half of the box: about one lung's worth

@@ -88,3 +88,32 @@ def test_predict_keeps_training_mode(images):
     m.train()
     m.predict_findings(images)
     assert m.training
+
+
+def test_lung_focus_is_part_of_the_model(tmp_path):
+    # focus="crop" is applied inside the model (same crop at every call), stored in model.json
+    # and restored from it; a model without focus sees the whole film
+    from imaging.lungs import focus_crop, synthetic_film
+
+    films = np.stack([np.pad(synthetic_film(48, seed=s), ((0, 16), (0, 16)), constant_values=13) for s in range(3)])
+    with pytest.raises(ValueError, match="focus"):
+        CXRFindingModel(arch="small", image_size=64, focus="lungs")
+    torch.manual_seed(0)
+    m = CXRFindingModel(arch="small", findings=("pneumonia",), image_size=64, focus="crop")
+    x, boxes = m.focus_images(films)
+    assert x.shape == (3, 1, 64, 64) and boxes[0] == focus_crop(films[0])[1]
+    assert np.array_equal(m.focus_uint8(films)[1], focus_crop(films[1])[0])
+    p = m.predict_proba(films)
+    assert np.array_equal(p, m.predict_proba(films))  # deterministic
+    # the logits are the network's on the crops, not on the films
+    z_crops = m.predict_logits(m.focus_uint8(films), focused=True)
+    assert np.allclose(m.predict_logits(films), z_crops, rtol=0, atol=1e-6)
+    assert not np.allclose(m.predict_logits(films, focused=True), z_crops, rtol=0, atol=1e-5)
+    d = m.save(tmp_path / "m")
+    assert json.loads((d / "model.json").read_text())["config"]["focus"] == "crop"
+    back = CXRFindingModel.load(d)
+    assert back.focus == "crop"
+    np.testing.assert_array_equal(back.predict_proba(films), p)
+    plain = CXRFindingModel(arch="small", findings=("pneumonia",), image_size=64)
+    assert plain.focus is None and plain.focus_images(films)[1] == [(0, 64, 0, 64)] * 3
+    assert CXRFindingModel.load(plain.save(tmp_path / "p")).focus is None

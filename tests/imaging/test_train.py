@@ -91,3 +91,40 @@ def test_findings_mismatch_raises(effusion_images):
     m = CXRFindingModel(arch="small", findings=("edema",), image_size=32)
     with pytest.raises(ValueError, match="differ from model findings"):
         FindingTrainer(epochs=1).fit(m, train, val)
+
+
+def test_trainer_focuses_a_lung_focused_model_once(monkeypatch):
+    # the trainer crops the training and validation films with the model's own focus (the same
+    # crop as at inference) and validates on them without cropping twice
+    from imaging.lungs import synthetic_film
+
+    films = np.stack([np.pad(synthetic_film(48, seed=s), ((0, 16), (0, 16)), constant_values=13) for s in range(8)])
+    y = (np.arange(8) % 2)[:, None].astype(np.float32)
+    data = ImageSet(films, y, ("pneumonia",), np.arange(8))
+    model = CXRFindingModel(arch="small", findings=("pneumonia",), image_size=64, focus="crop")
+    calls = []
+    original = CXRFindingModel.focus_images
+
+    def counting(self, images):
+        calls.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(CXRFindingModel, "focus_images", counting)
+    tr = FindingTrainer(epochs=2, batch_size=4, augment=False).fit(model, data, data)
+    assert calls == [8, 8]  # training films once, validation films once, for both epochs
+    z = model.predict_logits(films)  # inference crops
+    assert len(calls) == 3
+    np.testing.assert_allclose(model.predict_logits(model.focus_uint8(films), focused=True), z, atol=1e-5)
+    assert len(tr.history_) == 2
+
+
+def test_lung_penalty_trains_and_needs_shift_augmentation():
+    from imaging.lungs import synthetic_film
+
+    films = np.stack([synthetic_film(48, seed=s) for s in range(8)])
+    data = ImageSet(films, (np.arange(8) % 2)[:, None].astype(np.float32), ("pneumonia",), np.arange(8))
+    model = CXRFindingModel(arch="resnet18n_eq", findings=("pneumonia",), image_size=48)
+    tr = FindingTrainer(epochs=1, batch_size=4, augmentation="shift", lung_penalty=1.0).fit(model, data, data)
+    assert np.isfinite(tr.history_[0]["train_loss"])
+    with pytest.raises(ValueError, match="lung_penalty needs augmentation='shift'"):
+        FindingTrainer(epochs=1, lung_penalty=1.0).fit(model, data, data)
