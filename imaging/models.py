@@ -188,10 +188,10 @@ class CXRFindingModel(nn.Module):
         for ``densenet121``. The fusion models fine-tune ``block`` and keep ``frozen`` fixed
         (:mod:`fusion.networks`, ``FinetunedImages``).
 
-        >>> m = CXRFindingModel(arch="small", findings=("effusion",), image_size=32)
+        >>> m = CXRFindingModel(arch="small", findings=("effusion",), image_size=32).eval()
         >>> frozen, block = m.split_last_block()
         >>> x = torch.rand(2, 1, 32, 32)
-        >>> bool(torch.allclose(block(frozen((x - MEAN) / STD)), m.eval().feature_map(x)))
+        >>> bool(torch.allclose(block(frozen((x - MEAN) / STD)), m.feature_map(x)))
         True
         """
         trunk = self.trunk
