@@ -82,6 +82,14 @@ def test_save_and_load_round_trip_the_predictions(films, fitted, tmp_path):
     assert back.predict_proba(older).shape == (len(screens), 2)
 
 
+def test_explanations_occlude_the_fine_tuned_films(films, fitted):
+    screens = films[0]
+    rows = np.flatnonzero(screens["emb_cxr_age_h"].notna().to_numpy())[:3]
+    ex = fitted.explain(screens, rows)
+    film = ex[ex["feature"] == "cxr_image_1"]
+    assert len(film) == len(rows) and film["contribution"].notna().all()
+
+
 def test_bad_input_is_named(films, fitted, tmp_path):
     screens, encoder, root, _ = films
     with pytest.raises(SchemaError, match=EMB_IMAGE):
