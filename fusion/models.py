@@ -20,6 +20,12 @@ temperature.
 
 Predicting needs every screen hour of each stay (the history is read from the rows).
 
+``FusionModel(finetune="last_block", encoder=DIR, image_root=DIR)`` (mid, early) also fine-tunes
+the imaging encoder's last block with the network, at ``encoder_lr``; the rest of the encoder stays
+frozen (:class:`fusion.networks.FinetunedImages`). It reads each film's file from the screens
+(``emb_cxr_image``) and saves the encoder's weights in its own ``weights.safetensors``. On the
+synthetic linked cohort it did not change mid fusion's AUROC or AUPRC (README, 3 seeds).
+
 Examples
 --------
 >>> from fusion._demo import demo_screens
