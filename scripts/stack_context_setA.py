@@ -107,8 +107,7 @@ def main() -> None:
     members = a.members or [m for m in oof["model"].unique() if not str(m).startswith("stack_")]
     scores = [m for m in a.scores if m in members]
     keys = screens[["stay_id", "screen_time", "hours_since_admit", "onset_in_h"]]
-    table = member_frame(oof[oof.model.isin(members)], keys, members=[m for m in members if m not in scores],
-                         optional=scores)
+    table = member_frame(oof[oof.model.isin(members)], keys, members=members, optional=scores)
     table = table.merge(keys[["stay_id", "screen_time", "hours_since_admit"]], on=["stay_id", "screen_time"],
                         how="left", validate="one_to_one", suffixes=("", "_s"))
     table["y"] = Labels.from_screens(table).y
