@@ -34,11 +34,13 @@ from evaluation.bootstrap import bootstrap_metrics
 from fusion.models import FusionModel, SequenceModel
 from fusion.robustness import CONDITIONS, robustness_predictions
 
-__all__ = ["FusionData", "ABLATION_MODELS", "synthetic_fusion_data", "fit_ablation_models", "pneumonia_groups",
+__all__ = ["FusionData", "ABLATION_MODELS", "FINETUNED_MODELS", "synthetic_fusion_data", "fit_ablation_models", "pneumonia_groups",
            "fusion_table", "robustness_ci_table"]
 
 #: the ablation's models: the EHR-only reference, then every fusion strategy
 ABLATION_MODELS = ("sequence", "early", "late", "mid", "medfuse")
+#: models that also fine-tune the imaging encoder's last block (``<strategy>_ft``; need the films)
+FINETUNED_MODELS = ("mid_ft", "early_ft")
 
 
 @dataclass
@@ -50,15 +52,19 @@ class FusionData:
     stays_test: pd.DataFrame
     embeddings: pd.DataFrame
     encoder_info: dict
+    #: the films' root, with the encoder under ``encoder/`` (what a ``<strategy>_ft`` model fine-tunes)
+    cxr_dir: Path | None = None
 
 
 def synthetic_fusion_data(n_stays: int, out_dir, *, seed: int = 0, image_size: int = 64,
-                          encoder_epochs: int = 8) -> FusionData:
+                          encoder_epochs: int = 8, image_paths: bool = False) -> FusionData:
     """The synthetic cohort's screens with CXR embeddings, split by patient (``ehr.splits.split_patients``).
 
     The encoder learns from the films of the ``train`` split only; the models fit on train and dev
     (each holds out its own validation patients); test is scored. ``out_dir`` receives the films,
     the encoder and ``cxr_embeddings.parquet`` (:func:`fusion.embeddings.synthetic_cxr_embeddings`).
+    ``image_paths``: the screens also carry each film's file (``emb_cxr_image``, relative to
+    ``out_dir``), for the models that fine-tune the encoder.
     """
     from ehr.screens import build_screens
     from ehr.splits import split_patients
@@ -70,17 +76,21 @@ def synthetic_fusion_data(n_stays: int, out_dir, *, seed: int = 0, image_size: i
     emb = synthetic_cxr_embeddings(cohort.cxr, split.index[split == "train"].to_numpy(), out_dir, seed=seed,
                                    image_size=image_size, epochs=encoder_epochs)
     info = json.loads((Path(out_dir) / "cxr_embeddings.json").read_text())
-    screens = attach_embeddings(build_screens(cohort.events, cohort.stays, cohort.cxr), emb)
+    screens = attach_embeddings(build_screens(cohort.events, cohort.stays, cohort.cxr), emb, image_paths=image_paths)
     test_stays = split.index[split == "test"].to_numpy()
     test = screens["stay_id"].isin(test_stays)
     return FusionData(train=screens[~test].reset_index(drop=True), test=screens[test].reset_index(drop=True),
                       stays_test=cohort.stays[cohort.stays.stay_id.isin(test_stays)].reset_index(drop=True),
-                      embeddings=emb, encoder_info=info)
+                      embeddings=emb, encoder_info=info, cxr_dir=Path(out_dir))
 
 
 def fit_ablation_models(train: pd.DataFrame, names=ABLATION_MODELS, *, save_dir=None, progress=None,
-                        **params) -> tuple[dict, pd.DataFrame]:
-    """Fit ``names`` (``"sequence"`` or a fusion strategy) with the same ``params``.
+                        cxr_dir=None, encoder_lr: float = 2e-4, **params) -> tuple[dict, pd.DataFrame]:
+    """Fit ``names`` (``"sequence"``, a fusion strategy or ``<strategy>_ft``) with the same ``params``.
+
+    ``<strategy>_ft`` (:data:`FINETUNED_MODELS`) fine-tunes the last block of the encoder
+    ``cxr_dir/encoder`` at ``encoder_lr``, reading the films under ``cxr_dir`` (``train`` needs
+    ``emb_cxr_image``: ``synthetic_fusion_data(..., image_paths=True)``).
 
     Returns ``({model_name: fitted model}, fit table)``: seconds, epochs over all training stages
     and temperature per model. ``save_dir``: each model is also saved under ``save_dir/<model_name>``;
@@ -89,7 +99,15 @@ def fit_ablation_models(train: pd.DataFrame, names=ABLATION_MODELS, *, save_dir=
     models, rows = {}, []
     for name in names:
         t0 = time.perf_counter()
-        model = SequenceModel(**params) if name == "sequence" else FusionModel(name, **params)
+        if name == "sequence":
+            model = SequenceModel(**params)
+        elif name.endswith("_ft"):
+            if cxr_dir is None:
+                raise ValueError(f"{name} fine-tunes the encoder: pass cxr_dir (the films and encoder/)")
+            model = FusionModel(name[:-3], finetune="last_block", encoder=str(Path(cxr_dir) / "encoder"),
+                                image_root=str(cxr_dir), encoder_lr=encoder_lr, **params)
+        else:
+            model = FusionModel(name, **params)
         model.fit(train)
         seconds = time.perf_counter() - t0
         rows.append({"model": model.model_name, "fit_s": round(seconds, 1), "epochs": len(model.history_),

@@ -1,7 +1,7 @@
 """CXR embeddings for the fusion models: embed studies, store them per study, attach them to screens.
 
 The embedding table is a **fusion-side artefact** (``cxr_embeddings.parquet``), one row per CXR
-study with an image: ``study_id, subject_id, stay_id, time`` and ``emb_cxr_000 ...`` (the imaging
+study with an image: ``study_id, subject_id, stay_id, time, image_path`` and ``emb_cxr_000 ...`` (the imaging
 encoder's pooled features, ``imaging.models.CXRFindingModel.features``). It lives next to the
 encoder that made it, not in the ``cxr`` contract table, whose ``cxr_<finding>`` columns are
 probabilities read by the CPN and GBDT (hence the ``emb_cxr_`` prefix: a ``cxr_`` column of the
@@ -41,7 +41,7 @@ import pandas as pd
 
 from ehr.artefacts import atomic_file, file_sha256
 from ehr.schema import CXR_FINDINGS, SchemaError, require_columns
-from fusion.sequences import EMB_AGE, EMB_PREFIX, embedding_columns
+from fusion.sequences import EMB_AGE, EMB_IMAGE, EMB_PREFIX, embedding_columns
 
 __all__ = ["attach_embeddings", "embed_cxr_table", "embedding_names", "synthetic_cxr_embeddings"]
 
@@ -57,7 +57,8 @@ def embedding_names(dim: int) -> list[str]:
     return [f"{EMB_PREFIX}{k:03d}" for k in range(dim)]
 
 
-def attach_embeddings(screens: pd.DataFrame, embeddings: pd.DataFrame, *, delay_h: float = 0.0) -> pd.DataFrame:
+def attach_embeddings(screens: pd.DataFrame, embeddings: pd.DataFrame, *, delay_h: float = 0.0,
+                      image_paths: bool = False) -> pd.DataFrame:
     """A copy of ``screens`` with the latest visible study's embedding and age on every row.
 
     Parameters
@@ -69,6 +70,9 @@ def attach_embeddings(screens: pd.DataFrame, embeddings: pd.DataFrame, *, delay_
     delay_h : float
         A study becomes visible ``delay_h`` hours after its time (0: at its time). Ages stay true
         ages, so with a delay every screen sees an older film.
+    image_paths : bool
+        Also attach the study's image file as ``emb_cxr_image`` (from the embeddings' ``image_path``
+        column, which it then needs): what a fusion model that fine-tunes the encoder reads.
 
     Returns
     -------
@@ -78,6 +82,9 @@ def attach_embeddings(screens: pd.DataFrame, embeddings: pd.DataFrame, *, delay_
     cols = embedding_columns(embeddings.columns)
     require_columns(screens, ["stay_id", "screen_time"], table="screens", purpose="to attach CXR embeddings")
     require_columns(embeddings, ["stay_id", "time", *(cols[:1] or [f"{EMB_PREFIX}000"])], table="cxr embeddings")
+    if image_paths:
+        require_columns(embeddings, ["image_path"], table="cxr embeddings",
+                        purpose="to attach the studies' image files (fine-tuning the encoder)")
     values = embeddings[cols].to_numpy(dtype=np.float32)
     if not np.isfinite(values).all():
         row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
@@ -101,6 +108,11 @@ def attach_embeddings(screens: pd.DataFrame, embeddings: pd.DataFrame, *, delay_
     out = pd.concat([out, pd.DataFrame(emb, columns=cols, index=out.index)], axis=1)
     age = (hit["_visible"].to_numpy() - hit["_time"].to_numpy()) / np.timedelta64(1, "h")
     out[EMB_AGE] = np.where(got, age.astype("float64"), np.nan)
+    if image_paths:
+        files = embeddings["image_path"].to_numpy(dtype=object)[order]
+        picked = np.full(len(out), None, dtype=object)
+        picked[got] = files[row[got].astype(np.int64)]
+        out[EMB_IMAGE] = picked
     return out
 
 
@@ -140,7 +152,8 @@ def embed_cxr_table(encoder, cxr: pd.DataFrame, image_root: str | PathLike | Non
             feats.append(encoder.features(np.stack(imgs), batch_size=batch_size, device=dev))
     dim = int(encoder.feature_dim)
     values = np.concatenate(feats) if feats else np.zeros((0, dim), dtype=np.float32)
-    keep = [c for c in ("study_id", "subject_id", "stay_id", "time") if c in cxr.columns]
+    # image_path stays (relative to image_root): a fusion model that fine-tunes the encoder reads the films
+    keep = [c for c in ("study_id", "subject_id", "stay_id", "time", "image_path") if c in cxr.columns]
     out = cxr.iloc[rows][keep].reset_index(drop=True)
     out = pd.concat([out, pd.DataFrame(values.astype(np.float32), columns=embedding_names(dim))], axis=1)
     out.attrs["report"] = {"studies": int(len(cxr)), "embedded": int(len(rows)),

@@ -28,6 +28,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -42,7 +44,7 @@ def _occlude(seq: Sequences, channels: list[int]) -> Sequences:
     x = seq.x.copy()
     for c in channels:
         x[:, c] = 1.0 if c % 3 == 2 else 0.0  # gap channel: 1 = never; value and mask: 0
-    return Sequences(x, seq.order, seq.starts, seq.lengths, seq.study_emb, seq.image_index, seq.image_age_h)
+    return dataclasses.replace(seq, x=x)
 
 
 def _without_images(seq: Sequences, which: int | None = None) -> Sequences:
@@ -54,7 +56,7 @@ def _without_images(seq: Sequences, which: int | None = None) -> Sequences:
         keep = [j for j in range(idx.shape[1]) if j != which]
         idx = np.concatenate([idx[:, keep], np.zeros_like(idx[:, :1])], axis=1)
         age = np.concatenate([age[:, keep], np.zeros_like(age[:, :1])], axis=1)
-    return Sequences(seq.x, seq.order, seq.starts, seq.lengths, seq.study_emb, idx, age)
+    return dataclasses.replace(seq, image_index=idx, image_age_h=age)  # keeps the films' files (fine-tuning)
 
 
 def occlusion_explanations(model, screens: pd.DataFrame, rows=None) -> pd.DataFrame:

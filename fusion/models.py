@@ -20,6 +20,12 @@ temperature.
 
 Predicting needs every screen hour of each stay (the history is read from the rows).
 
+``FusionModel(finetune="last_block", encoder=DIR, image_root=DIR)`` (mid, early) also fine-tunes
+the imaging encoder's last block with the network, at ``encoder_lr``; the rest of the encoder stays
+frozen (:class:`fusion.networks.FinetunedImages`). It reads each film's file from the screens
+(``emb_cxr_image``) and saves the encoder's weights in its own ``weights.safetensors``. On the
+synthetic linked cohort it did not change mid fusion's AUROC or AUPRC (README, 3 seeds).
+
 Examples
 --------
 >>> from fusion._demo import demo_screens
@@ -45,13 +51,16 @@ from ehr.estimator import Labels, SepsisEstimator
 from ehr.schema import SchemaError
 from ehr.splits import holdout_groups
 from evaluation.calibration import fit_temperature
-from fusion.networks import build_net
-from fusion.sequences import EMB_AGE, EMB_PREFIX, SequenceInputs, Sequences
+from fusion.networks import FinetunedImages, build_net
+from fusion.sequences import EMB_AGE, EMB_IMAGE, EMB_PREFIX, SequenceInputs, Sequences
 from fusion.training import fit_network, network_outputs, resolve_device
 
-__all__ = ["SequenceModel", "FusionModel", "STRATEGIES"]
+__all__ = ["SequenceModel", "FusionModel", "FINETUNE", "STRATEGIES"]
 
 STRATEGIES = ("mid", "early", "late", "medfuse")
+#: how a fusion model treats the imaging encoder: its embeddings as given, or its last block fine-tuned
+FINETUNE = ("frozen", "last_block")
+_FINETUNABLE = ("mid", "early")
 _WEIGHTS = "weights.safetensors"
 
 
@@ -125,8 +134,14 @@ class SequenceModel(SepsisEstimator):
         return {"hidden": self.hidden, "layers": self.layers, "cell": self.cell, "dropout": self.dropout,
                 "head_hidden": self.head_hidden}
 
-    def _build(self, n_channels: int, image_dim: int):
+    def _input_kwargs(self) -> dict:
+        return {"max_images": self._images()}
+
+    def _build(self, n_channels: int, image_dim: int, inputs: SequenceInputs):
         return build_net(self.strategy_, n_channels, image_dim, **self._net_kwargs())
+
+    def _check_built(self, seq: Sequences) -> None:
+        """Checks of the freshly built network against the training data (none here)."""
 
     def _device(self) -> tuple[torch.device, bool]:
         device = resolve_device(self.device)
@@ -149,7 +164,7 @@ class SequenceModel(SepsisEstimator):
                     if device.type == "cuda" else [])
         with torch.random.fork_rng(devices=cuda_ids):
             torch.manual_seed(self.random_state)
-            inputs = SequenceInputs(max_age_h=self.max_age_h, max_images=self._images()).fit(screens)
+            inputs = SequenceInputs(max_age_h=self.max_age_h, **self._input_kwargs()).fit(screens)
             seq = inputs.transform(screens)
             y = labels.y[seq.order].astype(np.float32)
             groups = screens["subject_id" if "subject_id" in screens.columns else "stay_id"].to_numpy()
@@ -157,7 +172,8 @@ class SequenceModel(SepsisEstimator):
             train, val = holdout_groups(groups[seq.order][seq.starts], self.validation_fraction, y=stay_pos,
                                         random_state=self.random_state)
             image_dim = 0 if seq.study_emb is None else seq.study_emb.shape[1]
-            self.net_ = self._build(seq.x.shape[1], image_dim)
+            self.net_ = self._build(seq.x.shape[1], image_dim, inputs)
+            self._check_built(seq)
             self.history_ = self._fit_stages(seq, y, train, val, device, amp)
             self.temperature_ = self._fit_temperature(seq, y, val, device, amp)
         self.inputs_ = inputs
@@ -237,7 +253,7 @@ class SequenceModel(SepsisEstimator):
         self.temperature_ = float(state["temperature"])
         self.history_ = list(state.get("history", []))
         self.horizon_h_ = float(state["horizon_h"])
-        self.net_ = self._build(len(self.inputs_.channels_), self.image_dim_)
+        self.net_ = self._build(len(self.inputs_.channels_), self.image_dim_, self.inputs_)
         self.net_.load_state_dict(load_file(str(model_file(directory, meta, _WEIGHTS))))
         self.net_.eval()
 
@@ -254,12 +270,30 @@ class FusionModel(SequenceModel):
         Most recent films each screen attends to (mid); the others use the latest.
     image_proj : int
         Size of the projected film embedding (early, late, medfuse).
+    finetune : str
+        ``"frozen"`` (default): the films' embeddings are read from the screens as they are.
+        ``"last_block"`` (mid, early): the imaging ``encoder``'s last block is fine-tuned jointly
+        with the fusion network, the rest of the encoder frozen (:class:`fusion.networks.FinetunedImages`);
+        the screens then also carry each film's file (``emb_cxr_image``,
+        ``attach_embeddings(..., image_paths=True)``), loaded lazily. The model is named
+        ``fusion_<strategy>_ft`` and saves the whole encoder's weights in its own safetensors.
+    encoder : str, optional
+        With ``finetune="last_block"``: the imaging model directory (``CXRFindingClassifier.save``)
+        that made the embeddings; fitting checks that it reproduces them.
+    encoder_lr : float
+        Learning rate of the fine-tuned block (lower than ``lr``: it starts trained).
+    image_root : str, optional
+        Directory the films' relative paths start from (fine-tuning; also when predicting).
+    image_cache : int
+        Most films whose frozen-encoder activations are kept in memory (an LRU cache).
     **others : as :class:`SequenceModel`.
     """
 
     kind: ClassVar[str] = "fusion"
 
-    def __init__(self, strategy: str = "mid", *, max_images: int = 3, image_proj: int = 16, hidden: int = 64,
+    def __init__(self, strategy: str = "mid", *, max_images: int = 3, image_proj: int = 16, finetune: str = "frozen",
+                 encoder: str | None = None, encoder_lr: float = 2e-4, image_root: str | None = None,
+                 image_cache: int = 2048, hidden: int = 64,
                  layers: int = 2, cell: str = "lstm", dropout: float = 0.2, head_hidden: int = 64, epochs: int = 20,
                  batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-5, patience: int = 3,
                  focal_gamma: float = 2.0, balanced: bool = False, validation_fraction: float = 0.2,
@@ -268,8 +302,14 @@ class FusionModel(SequenceModel):
         self.strategy = strategy
         self.max_images = max_images
         self.image_proj = image_proj
-        shared = {k: v for k, v in locals().items() if k not in ("self", "strategy", "max_images", "image_proj",
-                                                                "__class__")}
+        self.finetune = finetune
+        self.encoder = encoder
+        self.encoder_lr = encoder_lr
+        self.image_root = image_root
+        self.image_cache = image_cache
+        shared = {k: v for k, v in locals().items()
+                  if k not in ("self", "strategy", "max_images", "image_proj", "finetune", "encoder", "encoder_lr",
+                               "image_root", "image_cache", "__class__")}
         SequenceModel.__init__(self, **shared)
 
     @property
@@ -280,11 +320,80 @@ class FusionModel(SequenceModel):
 
     @property
     def model_name(self) -> str:
-        return f"fusion_{self.strategy}"
+        return f"fusion_{self.strategy}" + ("_ft" if self.finetune == "last_block" else "")
+
+    def _finetuning(self) -> bool:
+        """Whether the encoder's last block trains with the network (validates the options)."""
+        if self.finetune not in FINETUNE:
+            raise ValueError(f"finetune must be one of {FINETUNE}, got {self.finetune!r}")
+        if self.finetune == "frozen":
+            return False
+        if self.strategy_ not in _FINETUNABLE:
+            raise ValueError(f"finetune='last_block' trains one network end to end: strategy must be one of "
+                             f"{_FINETUNABLE}, got {self.strategy!r} (trained in stages)")
+        return True
+
+    def _input_kwargs(self) -> dict:
+        return {**super()._input_kwargs(), "image_paths": self._finetuning()}
+
+    def _encoder_network(self):
+        """The imaging encoder: read from ``encoder`` when fitting, rebuilt (untrained) when loading."""
+        from imaging.estimator import CXRFindingClassifier
+        from imaging.models import CXRFindingModel
+
+        spec = getattr(self, "encoder_spec_", None)
+        if spec is not None:  # loading: the weights come with this model's own safetensors
+            return CXRFindingModel(arch=spec["arch"], findings=tuple(spec["findings"]), image_size=spec["image_size"])
+        if not self.encoder:
+            raise ValueError("finetune='last_block' needs encoder: the imaging model directory that made the "
+                             "CXR embeddings (e.g. <embed-cxr out>/encoder)")
+        enc = CXRFindingClassifier.load(self.encoder).network_.to("cpu").eval()
+        self.encoder_spec_ = {"arch": enc.arch, "findings": list(enc.findings), "image_size": int(enc.image_size),
+                              "source": str(self.encoder)}
+        return enc
+
+    def _build(self, n_channels: int, image_dim: int, inputs: SequenceInputs):
+        net = super()._build(n_channels, image_dim, inputs)
+        if not self._finetuning():
+            return net
+        enc = self._encoder_network()
+        if enc.feature_dim != image_dim:
+            raise ValueError(f"encoder {self.encoder}: {enc.feature_dim}-dimensional features, but the screens "
+                             f"carry {image_dim} embedding columns; use the encoder that made the embeddings")
+        frozen, block = enc.split_last_block()
+        return FinetunedImages(net, frozen, block, enc.image_size, inputs.emb_mean_, inputs.emb_scale_,
+                               image_root=self.image_root, cache_size=self.image_cache)
+
+    def _check_built(self, seq: Sequences) -> None:
+        """Fine-tuning: the encoder must reproduce the embeddings on the screens (a few films checked)."""
+        if not self._finetuning() or seq.study_emb is None or len(seq.study_emb) < 2:
+            return
+        rows = np.arange(1, min(len(seq.study_emb), 9))
+        with torch.no_grad():
+            got = self.net_.embed(seq.study_paths[rows].tolist(), "cpu").numpy()
+        want = seq.study_emb[rows] * self.net_.emb_scale.numpy() + self.net_.emb_mean.numpy()
+        err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6))
+        if err > 1e-3:
+            raise ValueError(f"encoder {self.encoder} does not reproduce the CXR embeddings on the screens (film "
+                             f"{seq.study_paths[rows[0]]}: relative difference {err:.3g}); fine-tune the "
+                             "encoder that made them")
+
+    def _fit_stages(self, seq, y, train, val, device, amp) -> list[dict]:
+        if self._finetuning():
+            net = self.net_
+            own = [p for name, p in net.named_parameters() if not name.startswith(("frozen.", "block."))]
+            groups = [{"params": own}, {"params": list(net.block.parameters()), "lr": self.encoder_lr}]
+            hist = fit_network(net, seq, y, train, val, parameters=groups, **self._train_kwargs(device, amp))
+            return [dict(h, stage="network") for h in hist]
+        return self._fit_staged(seq, y, train, val, device, amp)
 
     def check_screens(self, screens: pd.DataFrame, where: str = "screens") -> None:
         """As :meth:`SequenceModel.check_screens`, naming the CXR embeddings when they are what is missing."""
         self._check_fitted("features_in_")
+        if EMB_IMAGE in self.inputs_.columns_ and EMB_IMAGE not in screens.columns:
+            raise SchemaError(f"{where}: no {EMB_IMAGE} column (each film's image file) that this {self.model_name} "
+                              "model reads: it fine-tunes the imaging encoder; attach the embeddings with "
+                              "fusion.attach_embeddings(..., image_paths=True)")
         lacking = [c for c in self.inputs_.columns_ if c.startswith(EMB_PREFIX) and c not in screens.columns]
         if lacking:
             raise SchemaError(f"{where}: no CXR embeddings ({lacking[0]} ... {EMB_AGE}) that this {self.model_name} "
@@ -301,7 +410,7 @@ class FusionModel(SequenceModel):
     def _net_kwargs(self) -> dict:
         return {**super()._net_kwargs(), "image_proj": self.image_proj}
 
-    def _fit_stages(self, seq, y, train, val, device, amp) -> list[dict]:
+    def _fit_staged(self, seq, y, train, val, device, amp) -> list[dict]:
         if self.strategy_ == "late":
             ehr = fit_network(self.net_.ehr, seq, y, train, val, **self._train_kwargs(device, amp))
             img = fit_network(self.net_.image, seq, y, train, val, **self._train_kwargs(device, amp, 1))
@@ -328,3 +437,20 @@ class FusionModel(SequenceModel):
             last.weight.div_(t)
             last.bias.div_(t)
         return 1.0
+
+    def fit(self, screens: pd.DataFrame, labels: Labels | None = None) -> "FusionModel":
+        """As :meth:`SequenceModel.fit`; with ``finetune="last_block"`` the encoder is read from ``encoder``."""
+        self.__dict__.pop("encoder_spec_", None)  # a refit starts from the encoder directory, not the last fit
+        return super().fit(screens, labels)
+
+    def _state(self) -> dict:
+        state = super()._state()
+        if self._finetuning():
+            state["encoder"] = dict(self.encoder_spec_)
+        return state
+
+    def _restore(self, directory: Path, meta: dict) -> None:
+        spec = meta["state"].get("encoder")
+        if spec is not None:
+            self.encoder_spec_ = dict(spec)
+        super()._restore(directory, meta)

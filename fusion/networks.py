@@ -13,6 +13,9 @@ Every network maps a batch of :meth:`fusion.sequences.Sequences.batch` to ``{"lo
 ``LateFusionNet``   the average of the EHR and image probabilities
 ``MedFuseNet``      a unified head on [frozen EHR state, latest film] where a film exists, the EHR
                     prediction where none does
+``FinetunedImages`` wraps a one-stage fusion network (mid, early): the films' embeddings come from
+                    the imaging encoder's last block, trained jointly with it, over the frozen
+                    rest of the encoder (whose activations per film are cached)
 
 The recurrent encoder always runs in float32 with autocast off: under CUDA mixed precision only
 the projections, attention and heads run in bfloat16, whatever autocast does with RNN kernels.
@@ -31,10 +34,13 @@ Examples
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
-__all__ = ["AdditiveAttention", "EarlyFusionNet", "ImageNet", "LateFusionNet", "MedFuseNet", "MidFusionNet",
+__all__ = ["AdditiveAttention", "EarlyFusionNet", "FinetunedImages", "ImageNet", "LateFusionNet", "MedFuseNet", "MidFusionNet",
            "RecurrentEncoder", "SequenceNet", "age_features", "build_net"]
 
 #: Time constants (hours) of the film-age features; log-age is scaled by a week.
@@ -212,6 +218,91 @@ class MedFuseNet(nn.Module):
         fused = self.unified(torch.cat([h, _latest(batch, self.project).to(h.dtype)], dim=-1)).float()
         has = batch["image_index"][..., 0] > 0
         return {"logits": torch.where(has, fused, ehr_logits), "paired": has}
+
+
+class FinetunedImages(nn.Module):
+    """A fusion network whose film embeddings come from the imaging encoder's last block, trained with it.
+
+    The encoder is split by ``imaging.models.CXRFindingModel.split_last_block``: ``frozen`` (no
+    gradient, never updated) and ``block`` (fine-tuned, at its own lower learning rate). Per
+    batch, each film's ``frozen`` activation is read from an LRU cache of ``cache_size`` films,
+    or computed from the image file, loaded lazily from ``image_root``; ``block`` then runs on it
+    and its pooled output, z-scored with the statistics of the frozen embeddings the network was
+    first fitted on (``emb_mean``, ``emb_scale``), replaces ``batch["images"]``.
+
+    Both encoder parts always run in evaluation mode: batch-norm keeps the encoder's running
+    statistics (a batch holds a few dozen films: batch statistics would be noise), which is also
+    what makes caching the frozen activations exact. At the start the block is the encoder's, so
+    the network sees exactly the frozen embeddings (:meth:`embed` reproduces them).
+
+    Parameters
+    ----------
+    net : a fusion network reading ``batch["images"]`` (``MidFusionNet``, ``EarlyFusionNet``)
+    frozen, block : the encoder's parts (input normalised as ``(x - MEAN) / STD``)
+    image_size : the encoder's input size
+    emb_mean, emb_scale : z-score statistics of the embeddings (arrays of the block's output size)
+    image_root : directory the films' relative paths start from (None: the working directory)
+    cache_size : most films whose frozen activations are kept
+    """
+
+    def __init__(self, net: nn.Module, frozen: nn.Module, block: nn.Module, image_size: int, emb_mean, emb_scale,
+                 *, image_root=None, cache_size: int = 2048):
+        super().__init__()
+        self.net, self.frozen, self.block = net, frozen, block
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+        self.image_size = int(image_size)
+        self.register_buffer("emb_mean", torch.as_tensor(emb_mean, dtype=torch.float32).clone())
+        self.register_buffer("emb_scale", torch.as_tensor(emb_scale, dtype=torch.float32).clone())
+        self.image_root = image_root
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_misses = 0
+        self.frozen.eval()
+        self.block.eval()
+
+    def train(self, mode: bool = True) -> "FinetunedImages":
+        super().train(mode)
+        self.frozen.eval()
+        self.block.eval()
+        return self
+
+    def _file(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() or self.image_root is None else Path(self.image_root) / p
+
+    @torch.no_grad()
+    def frozen_maps(self, paths: list[str], device) -> torch.Tensor:
+        """``frozen`` activations of the films ``paths`` (cached; missing ones loaded in one batch)."""
+        from imaging.contract import MEAN, STD, prepare_images
+
+        missing = list(dict.fromkeys(p for p in paths if p not in self._cache))
+        if missing:
+            self.cache_misses += len(missing)
+            x = prepare_images([self._file(p) for p in missing], self.image_size).to(device)
+            maps = self.frozen((x - MEAN) / STD).float().cpu()
+            for p, m in zip(missing, maps):
+                self._cache[p] = m
+        out = []
+        for p in paths:
+            self._cache.move_to_end(p)
+            out.append(self._cache[p])
+        result = torch.stack(out).to(device)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    def embed(self, paths: list[str], device=None) -> torch.Tensor:
+        """Pooled block output of the films ``paths``, ``(S, D)``, before z-scoring."""
+        device = self.emb_mean.device if device is None else device
+        if not paths:
+            return torch.zeros(0, self.emb_mean.shape[0], device=device)
+        return self.block(self.frozen_maps(paths, device)).mean(dim=(2, 3)).float()
+
+    def forward(self, batch: dict) -> dict:
+        z = (self.embed(batch["image_paths"], batch["x"].device) - self.emb_mean) / self.emb_scale
+        images = torch.cat([z.new_zeros(1, z.shape[1]), z])  # row 0: "no film"
+        return self.net({**batch, "images": images})
 
 
 def build_net(strategy: str, n_channels: int, image_dim: int = 0, **kw) -> nn.Module:

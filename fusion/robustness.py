@@ -32,7 +32,7 @@ import pandas as pd
 from ehr.schema import require_columns
 from evaluation.metrics import average_precision, roc_auc
 from fusion.embeddings import attach_embeddings
-from fusion.sequences import EMB_AGE, embedding_columns, studies_from_screens
+from fusion.sequences import EMB_AGE, EMB_IMAGE, embedding_columns, studies_from_screens
 
 __all__ = ["CONDITIONS", "robustness_predictions", "robustness_table", "with_older_images", "without_images"]
 
@@ -46,6 +46,8 @@ def without_images(screens: pd.DataFrame) -> pd.DataFrame:
     out = screens.copy()
     out[embedding_columns(out.columns)] = np.nan
     out[EMB_AGE] = np.nan
+    if EMB_IMAGE in out.columns:
+        out[EMB_IMAGE] = None
     return out
 
 
@@ -53,7 +55,8 @@ def with_older_images(screens: pd.DataFrame, shift_h: float) -> pd.DataFrame:
     """A copy of ``screens`` in which every film became visible ``shift_h`` hours after it was taken."""
     if shift_h < 0:
         raise ValueError(f"shift_h must be >= 0 (older films), got {shift_h}")
-    return attach_embeddings(screens, studies_from_screens(screens), delay_h=shift_h)[screens.columns]
+    return attach_embeddings(screens, studies_from_screens(screens), delay_h=shift_h,
+                             image_paths=EMB_IMAGE in screens.columns)[screens.columns]
 
 
 def _condition(screens: pd.DataFrame, shift_h) -> pd.DataFrame:

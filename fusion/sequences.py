@@ -23,7 +23,9 @@ CXR studies (fusion models): the screens carry the latest study's embedding ``em
 and its age ``emb_cxr_age_h`` (:func:`fusion.embeddings.attach_embeddings`). A study enters the
 stay's history at the first row that shows it; each row gets the ``max_images`` most recent
 studies seen so far and their ages at that row. Two studies registered in the same hour count
-as one (the later), as they do for the other models.
+as one (the later), as they do for the other models. With ``image_paths=True`` (a fusion model
+that fine-tunes the imaging encoder's last block) the screens also carry ``emb_cxr_image``, the
+latest study's image file, and each study keeps its file (``Sequences.study_paths``).
 
 A stay's rows must be every screen hour (the history is read from them): a gap raises.
 
@@ -51,11 +53,14 @@ import torch
 
 from ehr.schema import SchemaError, require_columns, screen_concept_columns
 
-__all__ = ["EMB_PREFIX", "EMB_AGE", "SequenceInputs", "Sequences", "embedding_columns", "studies_from_screens"]
+__all__ = ["EMB_PREFIX", "EMB_AGE", "EMB_IMAGE", "SequenceInputs", "Sequences", "embedding_columns", "studies_from_screens"]
 
 #: Screen columns holding the latest CXR study's embedding, and its age in hours.
 EMB_PREFIX = "emb_cxr_"
 EMB_AGE = "emb_cxr_age_h"
+#: Screen column holding the latest CXR study's image file (relative to an image root), for the
+#: fusion models that fine-tune the imaging encoder (``fusion.embeddings.attach_embeddings(image_paths=True)``).
+EMB_IMAGE = "emb_cxr_image"
 _HOUR_S = 3600
 _KEYS = ("stay_id", "screen_time")
 
@@ -63,10 +68,10 @@ _KEYS = ("stay_id", "screen_time")
 def embedding_columns(columns) -> list[str]:
     """The ``emb_cxr_<k>`` columns among ``columns``, in order.
 
-    >>> embedding_columns(["hr", "emb_cxr_001", "emb_cxr_000", "emb_cxr_age_h"])
+    >>> embedding_columns(["hr", "emb_cxr_001", "emb_cxr_000", "emb_cxr_age_h", "emb_cxr_image"])
     ['emb_cxr_000', 'emb_cxr_001']
     """
-    return sorted(c for c in columns if c.startswith(EMB_PREFIX) and c != EMB_AGE)
+    return sorted(c for c in columns if c.startswith(EMB_PREFIX) and c not in (EMB_AGE, EMB_IMAGE))
 
 
 def _sorted_rows(screens: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,7 +105,8 @@ def _study_keys(sec: np.ndarray, age_h: np.ndarray, starts: np.ndarray) -> tuple
 def studies_from_screens(screens: pd.DataFrame) -> pd.DataFrame:
     """The CXR studies a screens table shows: ``stay_id, time`` and the ``emb_cxr_<k>`` columns.
 
-    The inverse of :func:`fusion.embeddings.attach_embeddings` (up to studies of one hour).
+    The inverse of :func:`fusion.embeddings.attach_embeddings` (up to studies of one hour); with an
+    ``emb_cxr_image`` column also each study's ``image_path``.
     """
     cols = embedding_columns(screens.columns)
     require_columns(screens, [*_KEYS, EMB_AGE, *cols[:1]], table="screens", purpose="to read CXR studies")
@@ -109,6 +115,8 @@ def studies_from_screens(screens: pd.DataFrame) -> pd.DataFrame:
     rows = order[new]
     emb = pd.DataFrame(screens[cols].to_numpy(dtype=np.float32)[rows], columns=cols)
     keys = pd.DataFrame({"stay_id": sid[new], "time": pd.to_datetime(key[new], unit="s")})
+    if EMB_IMAGE in screens.columns:
+        keys["image_path"] = screens[EMB_IMAGE].to_numpy(dtype=object)[rows]
     return pd.concat([keys, emb], axis=1)
 
 
@@ -124,6 +132,7 @@ class Sequences:
     study_emb : float32 (n_studies + 1, dim) or None - z-scored embeddings; row 0 is "no study"
     image_index : int64 (n_rows, max_images) - rows of ``study_emb``, most recent first; 0 = none
     image_age_h : float32 (n_rows, max_images) - age of each of those studies at the row
+    study_paths : object (n_studies + 1,) or None - each study's image file (``image_paths=True``); row 0 None
     """
 
     x: np.ndarray
@@ -133,6 +142,7 @@ class Sequences:
     study_emb: np.ndarray | None = None
     image_index: np.ndarray | None = None
     image_age_h: np.ndarray | None = None
+    study_paths: np.ndarray | None = None
 
     @property
     def n_stays(self) -> int:
@@ -149,7 +159,8 @@ class Sequences:
         """Right-padded tensors for stays ``stays``: ``x (B, T, C)``, ``valid (B, T)``, and images.
 
         Images (when present): ``images (S, D)`` the batch's studies with row 0 = none,
-        ``image_index (B, T, K)`` into it and ``image_age_h (B, T, K)``.
+        ``image_index (B, T, K)`` into it and ``image_age_h (B, T, K)``; with study paths also
+        ``image_paths``, a list of the files of ``images[1:]`` (not a tensor).
         """
         stays = np.asarray(stays, dtype=np.int64)
         lens = self.lengths[stays]
@@ -168,7 +179,10 @@ class Sequences:
             out["images"] = torch.from_numpy(self.study_emb[used])
             out["image_index"] = torch.from_numpy(local[1:].reshape(idx.shape))
             out["image_age_h"] = torch.from_numpy(age)
-        return {name: v.to(device) for name, v in out.items()}
+        out = {name: v.to(device) for name, v in out.items()}
+        if self.study_emb is not None and self.study_paths is not None:
+            out["image_paths"] = self.study_paths[used[1:]].tolist()
+        return out
 
 
 class SequenceInputs:
@@ -182,12 +196,19 @@ class SequenceInputs:
         z-scores are clipped to ``[-clip_z, clip_z]`` (implausible extremes do not dominate).
     max_images : int, optional
         Read CXR embedding columns and give each row this many most recent studies; ``None``: EHR only.
+    image_paths : bool
+        Also read ``emb_cxr_image`` and keep each study's image file (``Sequences.study_paths``);
+        needs ``max_images``.
     """
 
-    def __init__(self, *, max_age_h: float = 168.0, clip_z: float = 5.0, max_images: int | None = None):
+    def __init__(self, *, max_age_h: float = 168.0, clip_z: float = 5.0, max_images: int | None = None,
+                 image_paths: bool = False):
         self.max_age_h = max_age_h
         self.clip_z = clip_z
         self.max_images = max_images
+        self.image_paths = image_paths
+        if image_paths and max_images is None:
+            raise ValueError("image_paths=True needs max_images (the CXR studies)")
 
     def fit(self, screens: pd.DataFrame) -> "SequenceInputs":
         """Choose the columns and fit the z-score statistics on (training) ``screens``."""
@@ -222,7 +243,8 @@ class SequenceInputs:
         """Screen columns these inputs read."""
         cols = [*_KEYS, "hours_since_admit"] + [c for x in self.concepts_ for c in (x, f"{x}_age_h")]
         cols += self.static_
-        return cols + ([*self.embedding_columns_, EMB_AGE] if self.max_images is not None else [])
+        cols += [*self.embedding_columns_, EMB_AGE] if self.max_images is not None else []
+        return cols + ([EMB_IMAGE] if self.image_paths else [])
 
     @property
     def channels_(self) -> list[str]:
@@ -287,6 +309,14 @@ class SequenceInputs:
         idx = np.where(seen_in_stay >= 1, total[:, None] - np.arange(k)[None, :], 0)
         seq.image_index = idx.astype(np.int64)
         seq.image_age_h = np.where(idx > 0, (sec[:, None] - study_key[idx]) / _HOUR_S, 0.0).astype(np.float32)
+        if self.image_paths:
+            paths = s[EMB_IMAGE].to_numpy(dtype=object)[new]
+            bad = np.flatnonzero([not isinstance(p, str) or not p for p in paths])
+            if len(bad):
+                raise SchemaError(f"screens: CXR study {int(bad[0])} (stay {s['stay_id'].to_numpy()[new][bad[0]]}) "
+                                  f"has {EMB_AGE} but no image file in {EMB_IMAGE}; fine-tuning the encoder reads "
+                                  "every study's image (attach_embeddings(..., image_paths=True))")
+            seq.study_paths = np.concatenate([np.array([None], dtype=object), paths])
 
     # -- persistence (JSON-safe state) --------------------------------------------------------
     _FITTED = ("concepts_", "mean_", "scale_", "static_", "age_stats_", "departments_", "embedding_columns_")
@@ -297,8 +327,10 @@ class SequenceInputs:
                for a in self._FITTED}
         if self.max_images is not None:
             out.update(emb_mean_=self.emb_mean_.tolist(), emb_scale_=self.emb_scale_.tolist())
-        return {"params": {"max_age_h": self.max_age_h, "clip_z": self.clip_z, "max_images": self.max_images},
-                "fitted": out}
+        params = {"max_age_h": self.max_age_h, "clip_z": self.clip_z, "max_images": self.max_images}
+        if self.image_paths:  # only when set: models saved before the option load unchanged
+            params["image_paths"] = True
+        return {"params": params, "fitted": out}
 
     @classmethod
     def from_state(cls, state: dict) -> "SequenceInputs":

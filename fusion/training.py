@@ -152,7 +152,8 @@ def fit_network(net, seq: Sequences, y: np.ndarray, train_stays, val_stays, *, p
     """Train ``net`` in place on ``train_stays``; early-stop on ``val_stays``; return the history.
 
     ``y`` and ``row_weight`` (1 = the row counts in loss and validation; default all) are per row
-    in ``seq``'s sorted order. ``parameters``: what to optimise (default all of ``net``).
+    in ``seq``'s sorted order. ``parameters``: what to optimise (default all of ``net``), or
+    Adam parameter groups (dicts with ``params`` and, e.g., their own ``lr``).
     """
     device = torch.device(device)
     net.to(device)
@@ -162,8 +163,12 @@ def fit_network(net, seq: Sequences, y: np.ndarray, train_stays, val_stays, *, p
     counted = y_rows * w_rows
     stay_pos = np.array([counted[seq.starts[s]:seq.starts[s] + seq.lengths[s]].max(initial=0) > 0
                          for s in train_stays])
-    params = [p for p in (net.parameters() if parameters is None else parameters) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    source = list(net.parameters() if parameters is None else parameters)
+    if source and isinstance(source[0], dict):  # parameter groups, e.g. a fine-tuned encoder block at a lower lr
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in source]
+    else:
+        groups = [{"params": [p for p in source if p.requires_grad]}]
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     val_pos = seq.positions(val_stays)
     val_keep = w_rows[val_pos] > 0

@@ -220,6 +220,31 @@ class CXRFindingModel(nn.Module):
         """Pooled embeddings ``(N, feature_dim)`` (1024-D for DenseNet-121), for the fusion model."""
         return self._run(images, lambda xb: self.feature_map(xb).mean(dim=(2, 3)), batch_size, device)
 
+    def split_last_block(self) -> tuple[nn.Sequential, nn.Module]:
+        """``(frozen, block)``: the trunk before its last block, and that block (modules shared with the trunk).
+
+        ``block(frozen((x - MEAN) / STD))`` is :meth:`feature_map` of ``x``. The last block is the
+        last residual block for the ResNets (``resnet18``/``34``, the narrow ``resnet18n*``), the
+        last convolution stage of ``small``, and the fourth dense block with the final norm and ReLU
+        for ``densenet121``. The fusion models fine-tune ``block`` and keep ``frozen`` fixed
+        (:mod:`fusion.networks`, ``FinetunedImages``).
+
+        >>> m = CXRFindingModel(arch="small", findings=("effusion",), image_size=32).eval()
+        >>> frozen, block = m.split_last_block()
+        >>> x = torch.rand(2, 1, 32, 32)
+        >>> bool(torch.allclose(block(frozen((x - MEAN) / STD)), m.feature_map(x)))
+        True
+        """
+        trunk = self.trunk
+        if self.arch == "densenet121":
+            features, relu = trunk[0], trunk[1]
+            return nn.Sequential(*list(features)[:-2]), nn.Sequential(*list(features)[-2:], relu)
+        if self.arch == "small":
+            return nn.Sequential(*list(trunk)[:-1]), trunk[-1]
+        # the ResNets: the last child is the last stage, a Sequential of residual blocks
+        stage = trunk[-1]
+        return nn.Sequential(*list(trunk)[:-1], *list(stage)[:-1]), stage[-1]
+
     # -- persistence ----------------------------------------------------------------------------
     def load_weights(self, path: str | PathLike) -> "CXRFindingModel":
         """Load a local ``.safetensors`` or ``torch.save(state_dict)`` file (never unpickles objects)."""

@@ -8,7 +8,10 @@ stopping on held-out patients), NEWS2 as a feature. Stacks (:func:`fusion.stack_
 each outer fold the meta-learner is fitted on member predictions of the other folds that never saw
 the outer fold (``pairs`` scheme; ``naive`` for comparison) and applied to the outer fold.
 ``--sequence-oof`` adds r-fusion's sequence-model out-of-fold predictions (naive scheme only: no
-inner predictions exist for it).
+inner predictions exist for it). ``--members`` picks the fitted members: ``cpn``, ``lightgbm``
+(the reference), ``lightgbm_trend`` (LightGBM with the trend features: change since the previous
+value, rolling 6 h / 24 h min and max; ``gbdt.features``), ``lightgbm_shallow`` (depth 2, 400
+trees, the best of ``train gbdt``'s grid on set A) and ``xgboost``.
 
 Reports pooled and per-fold AUROC/AUPRC, the paired patient-level bootstrap difference of each
 model against LightGBM (``evaluation.bootstrap.bootstrap_metrics``; every stay resampled, all
@@ -76,6 +79,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-stays", type=int, default=None, help="first N stays only (a quick check)")
+    ap.add_argument("--members", nargs="+", default=["cpn", "lightgbm"],
+                    choices=["cpn", "lightgbm", "lightgbm_trend", "lightgbm_shallow", "xgboost"])
     a = ap.parse_args()
     from cpn import SepsisCPN
     from evaluation.bootstrap import bootstrap_metrics
@@ -86,8 +91,14 @@ def main() -> None:
     screens, stays, news2 = t.screens, t.stays, t.news2
     print(f"{len(screens):,} screens, {screens.stay_id.nunique():,} stays, NEWS2 on {len(news2):,} "
           f"[{time.time() - t0:.0f} s]", flush=True)
-    members = {"cpn": SepsisCPN("physionet", max_rows=a.cpn_max_rows, max_iter=a.cpn_max_iter, random_state=a.seed),
-               "lightgbm": GBDTClassifier(random_state=a.seed, n_jobs=a.threads)}
+    available = {
+        "cpn": lambda: SepsisCPN("physionet", max_rows=a.cpn_max_rows, max_iter=a.cpn_max_iter, random_state=a.seed),
+        "lightgbm": lambda: GBDTClassifier(random_state=a.seed, n_jobs=a.threads),
+        "lightgbm_trend": lambda: GBDTClassifier(trend=True, random_state=a.seed, n_jobs=a.threads),
+        "lightgbm_shallow": lambda: GBDTClassifier(max_depth=2, n_estimators=400, early_stopping_rounds=None,
+                                                   random_state=a.seed, n_jobs=a.threads),
+        "xgboost": lambda: GBDTClassifier("xgboost", random_state=a.seed, n_jobs=a.threads, device="cpu")}
+    members = {name: available[name]() for name in a.members}
     metas = {"logistic": StackClassifier(), "lightgbm": StackClassifier(meta="lightgbm", n_jobs=a.threads)}
     pre = sequence_oof(a.sequence_oof) if a.sequence_oof else None
 
@@ -96,7 +107,7 @@ def main() -> None:
               f"[{time.time() - t0:.0f} s]", flush=True)
 
     cv = stack_cv(screens, members, scores=news2, precomputed=pre, n_splits=a.folds, schemes=tuple(a.schemes),
-                  metas=metas, fit_params={"lightgbm": lambda tr: {"groups": tr["subject_id"]}},
+                  metas=metas, fit_params={m: (lambda tr: {"groups": tr["subject_id"]}) for m in members if m != "cpn"},
                   callback=show, cache=a.out / "fits")
     a.out.mkdir(parents=True, exist_ok=True)
     cv.predictions.to_parquet(a.out / "oof_predictions.parquet", index=False)
@@ -107,7 +118,8 @@ def main() -> None:
 
     main_stack = f"stack_logistic_{a.schemes[0]}"
     compared = [m for m in [main_stack, f"stack_lightgbm_{a.schemes[0]}", "stack_logistic_naive", "lightgbm",
-                            "cpn", "sequence"] if m in set(cv.predictions.model)]
+                            "cpn", "sequence", "lightgbm_trend", "lightgbm_shallow", "xgboost"]
+                if m in set(cv.predictions.model)]
     keys = screens[["stay_id", "screen_time", "onset_in_h"]]
     boot = bootstrap_metrics(cv.predictions[cv.predictions.model.isin(compared)], keys, stays, reference="lightgbm",
                              n_resamples=a.n_boot, seed=a.seed, new_data_only=False)

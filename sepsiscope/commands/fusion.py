@@ -62,12 +62,14 @@ def read_embeddings_file(path: Path, option: str = "--embeddings"):
 
 def attach_embeddings_file(table, path: Path, option: str = "--embeddings", embeddings=None):
     """``table`` with the CXR embeddings of the parquet ``path`` attached (``embeddings``: that
-    file already read); errors name the file."""
+    file already read); errors name the file. A table with ``image_path`` (``embed-cxr`` writes
+    it) also gives each screen its film's file (``emb_cxr_image``), which a fusion model that
+    fine-tunes the encoder reads."""
     from fusion.embeddings import attach_embeddings
 
     emb = read_embeddings_file(path, option) if embeddings is None else embeddings
     with data_errors(path):
-        return attach_embeddings(table, emb)
+        return attach_embeddings(table, emb, image_paths="image_path" in emb.columns)
 
 
 def attach_generated_films(table, generator: Path, screens: Path):
@@ -143,6 +145,37 @@ def train_sequence(
                   command="train sequence", inputs={"screens": screens})
 
 
+def _finetune_params(finetune: str, strategy: str, encoder, encoder_lr: float, image_root, embeddings,
+                     cxr_latent: str) -> dict:
+    """The checked fine-tuning keywords of ``FusionModel`` (paths made absolute: ``predict`` may run elsewhere)."""
+    from fusion.models import _FINETUNABLE, FINETUNE
+    from sepsiscope.outputs import existing_dir
+
+    choice(finetune, FINETUNE, "--finetune")
+    if finetune == "frozen":
+        if encoder is not None or image_root is not None:
+            raise typer.BadParameter("--encoder and --image-root go with --finetune last_block", param_hint="--encoder")
+        return {}
+    if strategy not in _FINETUNABLE:
+        raise typer.BadParameter(f"--finetune last_block trains one network end to end: use --strategy "
+                                 f"{' or '.join(_FINETUNABLE)}", param_hint="--finetune")
+    if cxr_latent != "observed":
+        raise typer.BadParameter("--finetune last_block reads the films as taken (--cxr-latent observed)",
+                                 param_hint="--finetune")
+    if encoder is None:
+        raise typer.BadParameter("--finetune last_block needs --encoder DIR (the imaging model that made the "
+                                 "embeddings)", param_hint="--encoder")
+    existing_dir(encoder, "--encoder", "model folder")
+    if image_root is None:
+        if embeddings is None:
+            raise typer.BadParameter("--finetune last_block needs --image-root DIR when the screens carry the "
+                                     "embeddings", param_hint="--image-root")
+        image_root = Path(embeddings).parent
+    existing_dir(image_root, "--image-root", "image folder")
+    return {"finetune": finetune, "encoder": str(Path(encoder).resolve()), "encoder_lr": encoder_lr,
+            "image_root": str(Path(image_root).resolve())}
+
+
 def train_fusion(
     screens: Path = _SCREENS, out: Path = _OUT,
     strategy: str = typer.Option("mid", "--strategy", help="mid (attention) | early | late | medfuse"),
@@ -158,6 +191,16 @@ def train_fusion(
                                    "--generator (DDL-CXR)."),
     generator: Path = typer.Option(None, "--generator", help="With --cxr-latent generated: a DDL-CXR generator "
                                    "directory (`sepsiscope train ddl`)."),
+    finetune: str = typer.Option("frozen", "--finetune", help="frozen (the embeddings as given) | last_block: "
+                                 "fine-tune the last block of --encoder jointly with the fusion model (mid, "
+                                 "early), reading every film from --image-root."),
+    encoder: Path = typer.Option(None, "--encoder", help="With --finetune last_block: the imaging model that "
+                                 "made the embeddings (`embed-cxr` writes it to OUT/encoder)."),
+    encoder_lr: float = typer.Option(2e-4, "--encoder-lr", callback=learning_rate, help="With --finetune "
+                                     "last_block: learning rate of the encoder's last block."),
+    image_root: Path = typer.Option(None, "--image-root", help="With --finetune last_block: folder the films' "
+                                    "image_path start from (default: the --embeddings file's folder, where "
+                                    "`embed-cxr` renders synthetic films; the cohort folder for real images)."),
     epochs: int = _EPOCHS, hidden: int = _HIDDEN, layers: int = _LAYERS, cell: str = _CELL,
     head_hidden: int = _HEAD, batch_size: int = _BATCH, lr: float = _LR, patience: int = _PATIENCE,
     validation_fraction: float = _VALIDATION, device: str = _DEVICE, seed: int = _SEED,
@@ -165,7 +208,7 @@ def train_fusion(
 ) -> None:
     """Train an EHR + chest X-ray fusion model on screens and CXR study embeddings."""
     from fusion.models import STRATEGIES, FusionModel
-    from fusion.sequences import EMB_AGE, embedding_columns
+    from fusion.sequences import EMB_AGE, EMB_IMAGE, embedding_columns
 
     choice(strategy, STRATEGIES, "--strategy")
     choice(cxr_latent, ("observed", "generated"), "--cxr-latent")
@@ -176,6 +219,7 @@ def train_fusion(
                      device, seed)
     if embeddings is not None:
         existing_file(embeddings, "--embeddings")
+    params.update(_finetune_params(finetune, strategy, encoder, encoder_lr, image_root, embeddings, cxr_latent))
     table = read_screens(screens, min_stays=2)
     check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens, "--embeddings": embeddings,
                                                        "--generator": generator})
@@ -187,13 +231,17 @@ def train_fusion(
     if table[EMB_AGE].notna().sum() == 0:
         raise DataError(f"{embeddings or screens}: no screen sees a CXR study (no study of these stays at or "
                         "before their screens); check that the embeddings belong to these screens")
+    if finetune == "last_block" and EMB_IMAGE not in table.columns:
+        raise DataError(f"{embeddings or screens}: no image_path column (each study's film), which --finetune "
+                        "last_block reads; embed the studies with `sepsiscope embed-cxr`")
     if generator is not None:
         table = attach_generated_films(table, generator, screens)
     model = FusionModel(strategy, max_images=max_images, image_proj=image_proj, **params)
     _fit_and_save(model, table, screens, out, horizon_h=horizon_h, seed=seed, progress=progress,
-                  command=f"train fusion --cxr-latent {cxr_latent}",
+                  command=f"train fusion --cxr-latent {cxr_latent}" + ("" if finetune == "frozen" else f" --finetune {finetune}"),
                   inputs={k: v for k, v in (("screens", screens), ("embeddings", embeddings),
-                                                    ("generator", generator and generator / "model.json"))
+                                            ("generator", generator and generator / "model.json"),
+                                            ("encoder", encoder and encoder / "model.json"))
                           if v is not None})
 
 

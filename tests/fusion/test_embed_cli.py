@@ -36,6 +36,13 @@ def embedded(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def screens_file(embedded):
+    """The cohort's screens, built once for the train fusion tests."""
+    _ok(["screens", str(embedded / "cohort"), "--out", str(embedded / "s.parquet")])
+    return embedded / "s.parquet"
+
+
 def test_the_encoder_learns_from_training_split_films_only(embedded):
     emb = pd.read_parquet(embedded / "emb" / "cxr_embeddings.parquet")
     cxr = pd.read_parquet(embedded / "cohort" / "cxr.parquet")
@@ -49,12 +56,32 @@ def test_the_encoder_learns_from_training_split_films_only(embedded):
     assert load_model(embedded / "emb" / "encoder").kind == "imaging"
 
 
-def test_train_fusion_on_the_cohorts_screens_and_embeddings(embedded, tmp_path):
-    _ok(["screens", str(embedded / "cohort"), "--out", str(tmp_path / "s.parquet")])
-    _ok(["train", "fusion", "--screens", str(tmp_path / "s.parquet"), "--embeddings",
+def test_train_fusion_on_the_cohorts_screens_and_embeddings(embedded, screens_file, tmp_path):
+    _ok(["train", "fusion", "--screens", str(screens_file), "--embeddings",
          str(embedded / "emb" / "cxr_embeddings.parquet"), "--out", str(tmp_path / "m"), "--epochs", "1",
          "--hidden", "4", "--head-hidden", "4", "--device", "cpu", "--no-progress"])
     assert load_model(tmp_path / "m").model_name == "fusion_mid"
+
+
+def test_train_fusion_fine_tunes_the_encoders_last_block_and_predict_reads_the_films(embedded, screens_file,
+                                                                                    tmp_path):
+    emb = embedded / "emb"
+    base = ["train", "fusion", "--screens", str(screens_file), "--embeddings",
+            str(emb / "cxr_embeddings.parquet"), "--epochs", "1", "--hidden", "4", "--head-hidden", "4",
+            "--device", "cpu", "--no-progress", "--finetune", "last_block"]
+    res = runner.invoke(app, base + ["--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "needs --encoder" in _text(res)
+    res = runner.invoke(app, base + ["--out", str(tmp_path / "x"), "--encoder", str(emb / "encoder"),
+                                     "--strategy", "late"])
+    assert res.exit_code == 2 and "--strategy mid or early" in _text(res)
+    _ok(base + ["--out", str(tmp_path / "m"), "--encoder", str(emb / "encoder")])  # films under the embeddings' folder
+    model = load_model(tmp_path / "m")
+    assert model.model_name == "fusion_mid_ft" and model.image_root == str(emb.resolve())
+    run = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert run["config"]["command"] == "train fusion --cxr-latent observed --finetune last_block"
+    _ok(["predict", str(tmp_path / "m"), "--screens", str(screens_file), "--embeddings",
+         str(emb / "cxr_embeddings.parquet"), "--out", str(tmp_path / "p.parquet"), "--no-progress"])
+    assert pd.read_parquet(tmp_path / "p.parquet")["risk"].notna().all()
 
 
 def test_an_imaging_model_embeds_the_cohorts_images(embedded, tmp_path):

@@ -45,6 +45,16 @@ def test_ties_rows_order_and_replaced_columns():
     assert out.loc[out.stay_id == 2, "emb_cxr_000"].tolist() == [1.0] * 4  # study 9 is the later of the tie
 
 
+def test_image_files_are_attached_on_request_and_follow_the_film_seen():
+    films = pd.DataFrame({"study_id": [1, 2], "stay_id": [1, 1], "emb_cxr_000": [5.0, 7.0],
+                          "time": [T0 + pd.Timedelta("1h1min"), T0 + pd.Timedelta("3h")], "image_path": ["a", "b"]})
+    assert "emb_cxr_image" not in attach_embeddings(_screens(), films).columns
+    out = attach_embeddings(_screens(), films, image_paths=True)
+    assert out["emb_cxr_image"].tolist() == [None, "a", "b", "b", None, None, None, None]
+    with pytest.raises(SchemaError, match="image_path"):
+        attach_embeddings(_screens(), films.drop(columns=["image_path"]), image_paths=True)
+
+
 def test_bad_embedding_tables_are_refused():
     films = pd.DataFrame({"stay_id": [1], "time": [T0], "emb_cxr_000": [np.nan]})
     with pytest.raises(SchemaError, match="row 0 has a missing"):
@@ -62,7 +72,8 @@ def test_embed_cxr_table_counts_studies_without_an_image(tmp_path):
                         "image_path": ["a.png", None]})
     enc = CXRFindingModel(arch="small", findings=("effusion",), image_size=32)
     table = embed_cxr_table(enc, cxr, tmp_path)
-    assert table["study_id"].tolist() == [1] and table.shape[1] == 4 + 128
+    assert table["study_id"].tolist() == [1] and table.shape[1] == 5 + 128
+    assert table["image_path"].tolist() == ["a.png"]  # kept: fine-tuning the encoder reads the film again
     assert table.attrs["report"] == {"studies": 2, "embedded": 1, "without_image": 1}
     np.testing.assert_allclose(table.filter(like="emb_cxr_").to_numpy()[0], enc.features(
         np.asarray(Image.open(tmp_path / "a.png")))[0], rtol=1e-5)
