@@ -36,7 +36,7 @@ from .evidence import build_evidence, half_life_group, input_columns, network_in
 from .explain import bayes_factors
 from .explain_table import explanation_table
 from .inference import InferenceEngine
-from .learning import conditional_loglik, fit_em, search_half_lives
+from .learning import conditional_loglik, fit_em, optimise_half_lives, search_half_lives
 from .structure import (SEPSIS_STATES, TARGET, TARGET_STATES, TESTED, load_network, save_network,
                         validate_network)
 from .xmlbif import read_xmlbif
@@ -72,7 +72,14 @@ class SepsisCPN(SepsisEstimator):
         in factors of 2 (up to ``HALF_LIFE_MAX_STEPS`` steps) while the likelihood improves;
         ``"prior"``: the ``half_life_h`` of ``concepts.toml``; a dict sets hours per concept.
     half_life_grid : tuple of float
-        Multipliers tried for each group.
+        Multipliers tried for each group (``half_life_search="grid"``).
+    half_life_search : {"grid", "golden"}
+        How ``half_lives="learn"`` chooses the multipliers. ``"grid"``: the grid above;
+        ``"golden"``: :func:`cpn.learning.optimise_half_lives`, coordinate-wise over groups, a
+        profile of the held-out log-likelihood on powers of 2 of the multiplier from 2**-6 to 2**8
+        refined by golden-section search over its logarithm (not confined to the grid's powers of
+        2); a group whose likelihood still rises at 2**8 is reported as not decaying
+        (``half_life_profile_[group]["no_decay"]``).
     half_life_em_iter : int
         EM iterations (at most ``max_iter``) for the provisional CPDs the half-lives are chosen
         with; the final fit runs ``max_iter``. On PhysioNet set A this cuts training on all
@@ -109,6 +116,9 @@ class SepsisCPN(SepsisEstimator):
     engine_ : InferenceEngine
     half_lives_ : dict node -> hours
     half_life_scale_ : dict group -> multiplier
+    half_life_profile_ : dict group -> {"log2_multiplier", "score", "no_decay"}
+        The held-out log-likelihood at every multiplier tried (``half_life_search="golden"``;
+        empty otherwise): the evidence for the chosen half-lives.
     cxr_prior_ : dict CXR node -> calibration prevalence used for its likelihood ratios
     features_ : list of str (evidence nodes)
     features_in_ : list of str
@@ -124,11 +134,12 @@ class SepsisCPN(SepsisEstimator):
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
-                 random_state=0, batch_size=2048, half_life_em_iter=10):
+                 random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid"):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
         self.half_life_em_iter = half_life_em_iter
+        self.half_life_search = half_life_search
         self.pseudo_count = pseudo_count
         self.max_iter = max_iter
         self.tol = tol
@@ -201,6 +212,8 @@ class SepsisCPN(SepsisEstimator):
             hl = self._prior_half_lives()
         else:
             raise ValueError(f"half_lives must be 'learn', 'prior' or a dict, got {self.half_lives!r}")
+        if self.half_life_search not in ("grid", "golden"):
+            raise ValueError(f"half_life_search must be 'grid' or 'golden', got {self.half_life_search!r}")
         if not (self.cxr_prior == "auto" or 0.0 < float(self.cxr_prior) < 1.0):
             raise ValueError(f"cxr_prior must be 'auto' or in (0, 1), got {self.cxr_prior!r}")
         return hl
@@ -249,7 +262,7 @@ class SepsisCPN(SepsisEstimator):
         hl = self._initial_half_lives()
         sub = screens.iloc[rows]
         self.cxr_prior_ = self._cxr_prior_from_sums(self._cxr_sums(sub))
-        self.half_life_scale_ = {}
+        self.half_life_scale_, self.half_life_profile_ = {}, {}
         if self.half_lives == "learn":
             hl = self._learn_half_lives(screens, rows, stays, t_state, hl)
         self.half_lives_ = hl
@@ -282,10 +295,16 @@ class SepsisCPN(SepsisEstimator):
         return self._search_half_lives(hl, score_many)
 
     def _search_half_lives(self, hl: dict, score_many) -> dict:
-        """Multipliers per half-life group (:func:`cpn.learning.search_half_lives`); sets ``half_life_scale_``."""
-        best, self.half_life_scale_ = search_half_lives(
-            hl, lambda k: "cxr" if k == "cxr" else half_life_group(k, "concept"), self.half_life_grid, score_many,
-            max_steps=HALF_LIFE_MAX_STEPS)
+        """Multipliers per half-life group (:func:`cpn.learning.search_half_lives` or
+        :func:`cpn.learning.optimise_half_lives`); sets ``half_life_scale_`` and ``half_life_profile_``."""
+        def group_of(k):
+            return "cxr" if k == "cxr" else half_life_group(k, "concept")
+
+        if self.half_life_search == "golden":
+            best, self.half_life_scale_, self.half_life_profile_ = optimise_half_lives(hl, group_of, score_many)
+            return best
+        best, self.half_life_scale_ = search_half_lives(hl, group_of, self.half_life_grid, score_many,
+                                                        max_steps=HALF_LIFE_MAX_STEPS)
         return best
 
     def _sync_network(self):
@@ -369,7 +388,8 @@ class SepsisCPN(SepsisEstimator):
 
     def _state(self) -> dict:
         return {"evidence_nodes": self.features_, "half_lives": self.half_lives_,
-                "half_life_scale": self.half_life_scale_, "cxr_prior": self.cxr_prior_,
+                "half_life_scale": self.half_life_scale_, "half_life_profile": self.half_life_profile_,
+                "cxr_prior": self.cxr_prior_,
                 "em_history": self.em_history_, "n_train_rows": self.n_train_rows_}
 
     def _restore(self, directory: Path, meta: dict) -> None:
@@ -383,6 +403,7 @@ class SepsisCPN(SepsisEstimator):
             raise ModelFormatError(f"{directory / 'model.json'}: evidence nodes do not match {_NETWORK_FILE}")
         self.half_lives_ = {k: float(v) for k, v in state["half_lives"].items()}
         self.half_life_scale_ = dict(state["half_life_scale"])
+        self.half_life_profile_ = dict(state.get("half_life_profile", {}))  # absent in older model.json
         self.cxr_prior_ = {k: float(v) for k, v in state["cxr_prior"].items()}
         self.em_history_ = list(state["em_history"])
         self.n_train_rows_ = state["n_train_rows"]
