@@ -99,3 +99,15 @@ def test_sepsis_cpn_golden_search_round_trip(sampled_screens, tmp_path):
                                m.predict_proba(sampled_screens.head(200)), atol=1e-12)
     with pytest.raises(ValueError, match="half_life_search"):
         SepsisCPN("physionet", half_life_search="brent").fit(sampled_screens)
+
+
+def test_model_fitted_on_a_network_object_loads_back(sampled_screens, tmp_path):
+    """The XMLBIF file may list the nodes in another order than the network object it was fitted on."""
+    from cpn.structure import build_expert_network
+
+    net = build_expert_network("physionet", drop=["department"])
+    m = SepsisCPN(net, half_lives="prior", max_iter=3).fit(sampled_screens)
+    back = SepsisCPN.load(m.save(tmp_path / "m"))
+    assert back.features_ == m.features_
+    np.testing.assert_allclose(back.predict_proba(sampled_screens.head(100)),
+                               m.predict_proba(sampled_screens.head(100)), atol=1e-12)
