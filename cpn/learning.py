@@ -31,7 +31,8 @@ import logging
 
 import numpy as np
 
-__all__ = ["fit_em", "run_em", "map_cpds", "conditional_loglik", "search_half_lives"]
+__all__ = ["fit_em", "run_em", "map_cpds", "conditional_loglik", "search_half_lives", "optimise_half_lives",
+           "golden_section"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +147,107 @@ def search_half_lives(hl: dict, group_of, grid, score_many, *, max_steps: int = 
         logger.info("half-life group %s: multiplier %g (held-out loglik %s)", g, m,
                     {k: round(v, 5) for k, v in sorted(tried.items())})
     return best, scale
+
+
+_INV_PHI = float((np.sqrt(5.0) - 1.0) / 2.0)  # 0.618..., the golden-section ratio
+
+
+def golden_section(f, lo: float, hi: float, *, tol: float = 0.05, known: dict | None = None) -> tuple[float, dict]:
+    """Maximise a unimodal ``f`` on ``[lo, hi]`` by golden-section search (deterministic).
+
+    Each step shrinks the bracket by 0.618 with one new evaluation, until it is narrower than
+    ``tol``. ``known`` maps points already evaluated to their values (they are not re-evaluated,
+    and the best of them is kept if it beats the points inside the bracket). Returns
+    ``(argmax, {x: f(x)} for every point evaluated or known)``.
+
+    >>> x, seen = golden_section(lambda x: -(x - 1.3) ** 2, 0.0, 4.0, tol=1e-3)
+    >>> round(x, 2)
+    1.3
+    """
+    seen = dict(known or {})
+
+    def val(x):
+        if x not in seen:
+            seen[x] = float(f(x))
+        return seen[x]
+
+    a, b = float(lo), float(hi)
+    c, d = b - _INV_PHI * (b - a), a + _INV_PHI * (b - a)
+    while b - a > tol:
+        if val(c) >= val(d):
+            b, d = d, c
+            c = b - _INV_PHI * (b - a)
+        else:
+            a, c = c, d
+            d = a + _INV_PHI * (b - a)
+    mid = 0.5 * (a + b)
+    val(mid)
+    inside = {x: v for x, v in seen.items() if lo <= x <= hi}
+    return max(inside, key=lambda x: (inside[x], -abs(x - mid))), seen
+
+
+def optimise_half_lives(hl: dict, group_of, score_many, *, log2_bounds=(-6.0, 8.0), tol: float = 0.05,
+                        sweeps: int = 2) -> tuple[dict, dict, dict]:
+    """Choose a multiplier of the half-lives ``hl`` per group by a line search over its logarithm.
+
+    Coordinate-wise (group after group, ``sweeps`` times): the held-out score is first profiled on
+    whole powers of 2 of the multiplier across ``log2_bounds`` (one ``score_many`` call, the
+    evidence for the profile curve), then refined by golden-section search
+    (:func:`golden_section`) in the two grid intervals around the best grid point, down to ``tol``
+    in log2 units (about 3.5 % of the half-life). Unlike a coarse grid, the multiplier is not
+    confined to powers of 2, and a best multiplier at the upper bound (the held-out score still
+    rising at the longest half-life tried) is reported as "no decay" rather than as a number.
+
+    Parameters
+    ----------
+    hl : dict
+        Starting half-lives (hours) per key.
+    group_of : callable
+        ``group_of(key)`` names a half-life's group; one multiplier per group.
+    score_many : callable
+        ``score_many(list of half-life dicts) -> list of float``: held-out score (higher is better).
+
+    Returns
+    -------
+    half_lives : dict
+    scale : dict group -> multiplier
+    profile : dict group -> {"log2_multiplier": [...], "score": [...], "no_decay": bool}
+        Every point evaluated in the last sweep, sorted; ``no_decay`` when the optimum is at the
+        upper bound.
+
+    Examples
+    --------
+    >>> best, scale, prof = optimise_half_lives({"hr": 2.0}, lambda k: "vital",
+    ...     lambda cands: [-(np.log2(c["hr"]) - np.log2(6.0)) ** 2 for c in cands])
+    >>> round(best["hr"], 1), round(scale["vital"], 2), prof["vital"]["no_decay"]
+    (6.0, 3.0, False)
+    """
+    lo, hi = (float(b) for b in log2_bounds)
+    if not hi > lo:
+        raise ValueError(f"log2_bounds must be (low, high) with high > low, got {log2_bounds!r}")
+    groups: dict = {}
+    for k in hl:
+        groups.setdefault(group_of(k), []).append(k)
+    grid = np.arange(np.ceil(lo), np.floor(hi) + 1.0)
+    grid = np.unique(np.concatenate([[lo], grid, [hi]]))
+    log2_scale = {g: 0.0 for g in groups}
+    profile: dict = {}
+    for _ in range(max(1, int(sweeps))):
+        for g, keys in groups.items():
+            def candidate(x, keys=keys):
+                return {**{k: hl[k] * 2.0 ** log2_scale[group_of(k)] for k in hl},
+                        **{k: hl[k] * 2.0 ** x for k in keys}}
+
+            known = dict(zip(grid.tolist(), map(float, score_many([candidate(x) for x in grid]))))
+            i = int(np.argmax([known[x] for x in grid]))
+            a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+            x, seen = golden_section(lambda x: score_many([candidate(x)])[0], a, b, tol=tol, known=known)
+            log2_scale[g] = float(x)
+            pts = sorted(seen)
+            profile[g] = {"log2_multiplier": [float(p) for p in pts], "score": [float(seen[p]) for p in pts],
+                          "no_decay": bool(x >= hi - tol)}
+            logger.info("half-life group %s: multiplier %.3g%s (held-out score %.6f)", g, 2.0 ** x,
+                        " (no decay: still improving at the bound)" if profile[g]["no_decay"] else "", seen[x])
+    scale = {g: float(2.0 ** x) for g, x in log2_scale.items()}
+    best = {k: hl[k] * scale[group_of(k)] for k in hl}
+    return best, scale, profile

@@ -237,7 +237,7 @@ def fit_partitioned(model, parts: list, mapper):
     sums = mapper.gather(mapper.map(_cxr_sums, sel, model=mapper.share(model)))
     model.cxr_prior_ = model._cxr_prior_from_sums(
         {v: (sum(s[v][0] for s in sums), sum(s[v][1] for s in sums)) for v in sums[0]} if sums else {})
-    model.half_life_scale_ = {}
+    model.half_life_scale_, model.half_life_profile_ = {}, {}
     fit = _Fit(model, sel, mapper, n_rows)
     if model.half_lives == "learn":
         hl = fit.learn_half_lives(hl)

@@ -148,8 +148,11 @@ class CPNScoring(FittedModel):
         # scoring needs the tables only: read without pgmpy (network_ reads the text when asked for)
         self._setup(validate_network(read_xmlbif(path, text=self._network_xml), origin=str(path)))
         self._network = None
-        if self.features_ != state["evidence_nodes"]:
+        # the XMLBIF writer may order the nodes differently from the network the model was fitted
+        # on (a network object such as build_expert_network(..., drop=...)): same set, fitted order
+        if sorted(self.features_) != sorted(state["evidence_nodes"]):
             raise ModelFormatError(f"{directory / 'model.json'}: evidence nodes do not match {NETWORK_FILE}")
+        self.features_ = list(state["evidence_nodes"])
         self.half_lives_ = {k: float(v) for k, v in state["half_lives"].items()}
         self.cxr_prior_ = {k: float(v) for k, v in state["cxr_prior"].items()}
 

@@ -144,6 +144,8 @@ EDGES: tuple[tuple[str, str, str], ...] = (
     ("cns", "gcs", "GCS defines SOFA CNS failure"),
     ("cns", "acvpu", "new confusion or lower ACVPU is the NEWS2 consciousness item"),
     ("resp_infection", "cxr_consolidation", "pneumonia shows as consolidation on the chest X-ray"),
+    ("sepsis", "cxr_consolidation", "extensive (multilobar) consolidation marks the severe pneumonia that "
+     "progresses to sepsis (an IDSA/ATS severe-pneumonia criterion)"),
     ("resp_infection", "cxr_effusion", "parapneumonic effusion accompanies pneumonia"),
     ("resp_infection", "cxr_atelectasis", "atelectasis accompanies and mimics pneumonia"),
     ("resp_infection", "cxr_edema", "infection-driven capillary leak shows as oedema"),

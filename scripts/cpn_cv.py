@@ -4,13 +4,14 @@ Each configuration is a list of observable nodes dropped from the PhysioNet netw
 (:func:`cpn.structure.build_expert_network` ``drop=``): context parents (department, age band,
 hours since admission) and the informative-missingness leaves (``*_tested_24h``). Every
 configuration is fitted on the same folds (``GroupKFold`` by patient) and scored on the held-out
-fold. Screen-level AUROC/AUPRC of the 48 h ``label`` are reported pooled over the out-of-fold
+fold (with ``--half-life-search``, once per half-life search). Screen-level AUROC/AUPRC of the 48 h ``label`` are reported pooled over the out-of-fold
 screens and per fold (mean, sd), next to NEWS2 on the same screens (the screens with a NEWS2
 observation in their hour; the models are also reported on exactly that subset) and, with
 ``--gbdt``, LightGBM on the same folds. The fitted half-life multipliers are printed per fold.
 
     nice -n 5 .venv/bin/python scripts/cpn_cv.py --out runs/cpn_cv \\
-        [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet]
+        [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet] \\
+        [--half-life-search grid golden]
 
 Writes ``cv_results.csv`` (one row per configuration and fold, plus pooled rows) and
 ``half_lives.json`` into ``--out``.
@@ -63,6 +64,9 @@ def main() -> None:
     ap.add_argument("--max-rows", type=int, default=300_000)
     ap.add_argument("--max-iter", type=int, default=15)
     ap.add_argument("--half-lives", default="learn", choices=["learn", "prior"])
+    ap.add_argument("--half-life-search", nargs="+", default=["grid"], choices=["grid", "golden"],
+                    help="SepsisCPN half_life_search; several: each configuration is fitted with each "
+                         "(named CONFIG+golden for the golden-section search)")
     ap.add_argument("--gbdt", action="store_true", help="also fit LightGBM (defaults) on the same folds")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -92,7 +96,9 @@ def main() -> None:
           f"[{time.time() - t0:.0f} s]", flush=True)
 
     folds = list(GroupKFold(n_splits=a.folds).split(s, y, groups=s["subject_id"]))[: a.max_folds]
-    models = list(a.configs) + (["lightgbm"] if a.gbdt else [])
+    searches = {"grid": "", "golden": "+golden"}
+    cpn_models = {f"{c}{searches[h]}": (c, h) for c in a.configs for h in a.half_life_search}
+    models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
     rows, half_lives = [], {}
     for k, (tr, te) in enumerate(folds):
@@ -104,10 +110,12 @@ def main() -> None:
                 m = GBDTClassifier(random_state=a.seed, n_jobs=2).fit(s.iloc[tr], groups=s["subject_id"].iloc[tr])
                 info = ""
             else:
-                net = build_expert_network("physionet", drop=CONFIGS[name])
+                config, search = cpn_models[name]
+                net = build_expert_network("physionet", drop=CONFIGS[config])
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows, max_iter=a.max_iter,
-                              random_state=a.seed + k).fit(s.iloc[tr])
-                half_lives.setdefault(name, []).append(m.half_life_scale_)
+                              half_life_search=search, random_state=a.seed + k).fit(s.iloc[tr])
+                half_lives.setdefault(name, []).append({"scale": m.half_life_scale_, "hours": m.half_lives_,
+                                                        "profile": m.half_life_profile_})
                 info = f" half-life x {m.half_life_scale_}, EM {len(m.em_history_)} it"
             risk[name][te] = m.predict_proba(s.iloc[te])[:, 1]
             yt, pt, hn = y[te], risk[name][te], has_news2[te]
@@ -138,6 +146,20 @@ def main() -> None:
         ["auroc", "auprc", "auroc_news2_screens", "auprc_news2_screens"]].agg(["mean", "std"])
     print("\npooled out-of-fold:\n" + res[res.fold == "pooled"].round(4).to_string(index=False))
     print("\nper fold (mean, sd):\n" + per_fold.round(4).to_string())
+    for name, fits in half_lives.items():
+        if len(fits) < 2:
+            continue
+        # multipliers vary on a log scale: mean and t-interval of log2(multiplier) across folds
+        from scipy import stats
+
+        print(f"\nhalf-life multipliers, {name} (geometric mean [95% t-CI across {len(fits)} folds]; "
+              "no decay = held-out likelihood still rising at the upper bound):")
+        for g in fits[0]["scale"]:
+            x = np.log2([f["scale"][g] for f in fits])
+            hw = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            nd = sum(bool(f["profile"].get(g, {}).get("no_decay")) for f in fits)
+            print(f"  {g}: x{2 ** x.mean():.3g} [{2 ** (x.mean() - hw):.3g}, {2 ** (x.mean() + hw):.3g}]"
+                  f"{f'; no decay in {nd}/{len(fits)} folds' if nd else ''}")
     print(f"\nwritten {out / 'cv_results.csv'} [{time.time() - t0:.0f} s]")
 
 

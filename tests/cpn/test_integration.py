@@ -30,8 +30,15 @@ def test_full_network_on_synthetic_cohort_with_cxr(tmp_path):
     # for both parent states, which silenced the CXR leaves
     seen = s_tr["cxr_consolidation"].dropna()
     assert m.cxr_prior_["cxr_consolidation"] == pytest.approx(seen.mean())
-    cons = m.engine_.cpds["cxr_consolidation"]  # rows absent/present, columns resp_infection no/yes
-    assert cons[1].min() > 0.02 and abs(cons[1, 1] - cons[1, 0]) > 0.2
+    # axes: absent/present x resp_infection no/yes x sepsis (time to onset)
+    cons = m.engine_.cpds["cxr_consolidation"]
+    assert m.engine_.parents["cxr_consolidation"] == ["resp_infection", "sepsis"]
+    assert cons[1].min() > 0.02 and abs(cons[1, 1].mean() - cons[1, 0].mean()) > 0.2
+    # a film that shows consolidation moves the risk in the explanations (issue 13 item 5)
+    shown = s_te[(s_te["cxr_consolidation"] >= 0.5) & (s_te["cxr_age_h"] <= 24.0)]
+    ex = m.explain(shown)
+    cons_ex = ex[ex["feature"] == "cxr_consolidation"]
+    assert len(cons_ex) == len(shown) and (cons_ex["contribution"].abs() > 0.01).mean() > 0.5
     # the chest-film timing leaf is fitted: a recent film is commoner close to onset
     taken = m.engine_.cpds["xray_taken_24h"]
     assert taken.shape[0] == 2 and np.ptp(taken[1]) > 0.1
