@@ -159,7 +159,7 @@ class GuardMiddleware:
 
     @staticmethod
     def _log(scope, status: int, t0: float) -> None:
-        log.info("%s %s %d %.1f ms", scope["method"], _route(scope), status, (time.perf_counter() - t0) * 1e3)
+        log.info("%s %s %d %.1f ms", scope["method"], _route(scope), status, round((time.perf_counter() - t0) * 1e3, 1))
 
 
 def _route(scope) -> str:
