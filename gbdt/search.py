@@ -133,7 +133,7 @@ def grid_search(screens: pd.DataFrame, labels: Labels | None = None, groups=None
     base = GBDTClassifier() if estimator is None else estimator
     features = ScreenFeatures(trend=base.trend).fit(screens)
     X = features.transform(screens)
-    y = Labels.coerce(labels, screens).y
+    y = base.target(labels, screens)  # label_horizon, when set, is the training target
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     for round_ in range(int(extend_edges) + 1):
@@ -257,7 +257,7 @@ def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = Non
     base = GBDTClassifier() if estimator is None else estimator
     features = ScreenFeatures(trend=base.trend).fit(screens)
     X = features.transform(screens)
-    y = Labels.coerce(labels, screens).y
+    y = base.target(labels, screens)  # label_horizon, when set, is the training target
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     risk = np.full(len(y), np.nan)

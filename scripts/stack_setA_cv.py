@@ -11,7 +11,9 @@ the outer fold (``pairs`` scheme; ``naive`` for comparison) and applied to the o
 inner predictions exist for it). ``--members`` picks the fitted members: ``cpn``, ``lightgbm``
 (the reference), ``lightgbm_trend`` (LightGBM with the trend features: change since the previous
 value, rolling 6 h / 24 h min and max; ``gbdt.features``), ``lightgbm_shallow`` (depth 2, 400
-trees, the best of ``train gbdt``'s grid on set A) and ``xgboost``.
+trees, the best of ``train gbdt``'s grid on set A), ``xgboost`` and the multi-horizon members
+``lightgbm_h<N>`` / ``lightgbm_shallow_h<N>`` (LightGBM trained on onset within ``N`` hours of the
+same screens, ``GBDTClassifier(label_horizon=N)``; the 48 h label enters only at the meta level).
 
 Reports pooled and per-fold AUROC/AUPRC, the paired patient-level bootstrap difference of each
 model against LightGBM (``evaluation.bootstrap.bootstrap_metrics``; every stay resampled, all
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -80,8 +83,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-stays", type=int, default=None, help="first N stays only (a quick check)")
     ap.add_argument("--members", nargs="+", default=["cpn", "lightgbm"],
-                    choices=["cpn", "lightgbm", "lightgbm_trend", "lightgbm_shallow", "xgboost"])
+                    help="cpn, lightgbm, lightgbm_trend, lightgbm_shallow, xgboost, lightgbm_h<N>, "
+                         "lightgbm_shallow_h<N> (N: label horizon in hours)")
     a = ap.parse_args()
+    fixed = {"cpn", "lightgbm", "lightgbm_trend", "lightgbm_shallow", "xgboost"}
+    bad = [m for m in a.members if m not in fixed and not re.fullmatch(r"lightgbm(_shallow)?_h\d+", m)]
+    if bad:
+        ap.error(f"unknown member(s) {bad}")
     from cpn import SepsisCPN
     from evaluation.bootstrap import bootstrap_metrics
     from gbdt import GBDTClassifier
@@ -98,6 +106,11 @@ def main() -> None:
         "lightgbm_shallow": lambda: GBDTClassifier(max_depth=2, n_estimators=400, early_stopping_rounds=None,
                                                    random_state=a.seed, n_jobs=a.threads),
         "xgboost": lambda: GBDTClassifier("xgboost", random_state=a.seed, n_jobs=a.threads, device="cpu")}
+    for name in a.members:
+        horizon = re.fullmatch(r"(lightgbm(?:_shallow)?)_h(\d+)", name)
+        if horizon:  # the same member trained on another label horizon
+            available[name] = (lambda base, h: lambda: available[base]().set_params(label_horizon=float(h)))(
+                *horizon.groups())
     members = {name: available[name]() for name in a.members}
     metas = {"logistic": StackClassifier(), "lightgbm": StackClassifier(meta="lightgbm", n_jobs=a.threads)}
     pre = sequence_oof(a.sequence_oof) if a.sequence_oof else None
@@ -119,6 +132,7 @@ def main() -> None:
     main_stack = f"stack_logistic_{a.schemes[0]}"
     compared = [m for m in [main_stack, f"stack_lightgbm_{a.schemes[0]}", "stack_logistic_naive", "lightgbm",
                             "cpn", "sequence", "lightgbm_trend", "lightgbm_shallow", "xgboost"]
+                + [m for m in a.members if re.fullmatch(r"lightgbm(_shallow)?_h\d+", m)]
                 if m in set(cv.predictions.model)]
     keys = screens[["stay_id", "screen_time", "onset_in_h"]]
     boot = bootstrap_metrics(cv.predictions[cv.predictions.model.isin(compared)], keys, stays, reference="lightgbm",
