@@ -126,6 +126,8 @@ def main() -> None:
     cv.predictions.to_parquet(a.out / "oof_predictions.parquet", index=False)
     cv.timings.to_csv(a.out / "timings.csv", index=False)
     cv.coefficients.to_csv(a.out / "coefficients.csv", index=False)
+    if len(cv.inner):  # the pairs / nested meta-learner inputs, for scripts/stack_context_setA.py --inner
+        cv.inner.to_parquet(a.out / "inner_predictions.parquet", index=False)
     summary = cv_summary(cv.predictions, screens)
     summary.to_csv(a.out / "summary.csv", index=False)
 
