@@ -81,6 +81,9 @@ class GBDTClassifier(SepsisEstimator):
         L1 and L2 regularisation of leaf weights.
     trend : bool, default False
         Add trend features (see :mod:`gbdt.features`).
+    baseline : bool, default False
+        Add the baseline view (deviation from the stay's own first-24 h mean, measurement counts
+        in the last 24 h; see :mod:`gbdt.features`).
     label_horizon : float or None, default None
         Train on onset within this many hours instead of the horizon of the labels given to
         :meth:`fit` (48 h by default). A stacking member trained on another horizon (6, 12, 24 h)
@@ -134,7 +137,7 @@ class GBDTClassifier(SepsisEstimator):
 
     def __init__(self, backend: str = "lightgbm", *, max_depth: int = 3, n_estimators: int = 300,
                  learning_rate: float = 0.1, reg_alpha: float = 0.0, reg_lambda: float = 1.0,
-                 trend: bool = False, label_horizon: float | None = None, class_weight: str | None = "balanced",
+                 trend: bool = False, baseline: bool = False, label_horizon: float | None = None, class_weight: str | None = "balanced",
                  early_stopping_rounds: int | None = 30, validation_fraction: float = 0.1,
                  random_state: int = 0, n_jobs: int = 1, device: str = "auto"):
         self.backend = backend
@@ -144,6 +147,7 @@ class GBDTClassifier(SepsisEstimator):
         self.reg_alpha = reg_alpha
         self.reg_lambda = reg_lambda
         self.trend = trend
+        self.baseline = baseline
         self.label_horizon = label_horizon
         self.class_weight = class_weight
         self.early_stopping_rounds = early_stopping_rounds
@@ -167,7 +171,7 @@ class GBDTClassifier(SepsisEstimator):
             Patient/stay groups for the early-stopping split; defaults to ``screens["stay_id"]``.
         """
         self._check_params()
-        features = ScreenFeatures(trend=self.trend).fit(screens)
+        features = self.screen_features().fit(screens)
         X = features.transform(screens)
         y = self.target(labels, screens)
         groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
@@ -177,6 +181,10 @@ class GBDTClassifier(SepsisEstimator):
         self.training_summary_["sha256"] = _data_hash(X, y)
         self.data_hashes_ = {"features_and_labels": self.training_summary_["sha256"]}
         return self
+
+    def screen_features(self) -> ScreenFeatures:
+        """The (unfitted) feature builder of this model's settings."""
+        return ScreenFeatures(trend=self.trend, baseline=self.baseline)
 
     def target(self, labels: Labels | None, screens: pd.DataFrame) -> np.ndarray:
         """The binary training target of ``screens``: onset within ``label_horizon`` hours when set,

@@ -104,6 +104,15 @@ def test_label_horizon_overrides_the_labels_horizon(tiny_screens, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(tiny_screens), m.predict_proba(tiny_screens))
 
 
+def test_baseline_view_fits_saves_and_explains(tiny_screens, tmp_path):
+    m = GBDTClassifier(n_estimators=5, baseline=True).fit(tiny_screens)
+    assert "c0_dev_base" in m.feature_names_ and "c0_n_24h" in m.feature_names_
+    assert "c0_dev_base" not in m.features_in_  # computed from the stay's rows, not read as a column
+    back = GBDTClassifier.load(m.save(tmp_path / "m"))
+    assert back.baseline and back.features_.baseline
+    np.testing.assert_array_equal(back.predict_proba(tiny_screens), m.predict_proba(tiny_screens))
+
+
 @pytest.mark.parametrize("h", [0, -6, float("nan"), "12", True])
 def test_bad_label_horizon(tiny_screens, h):
     with pytest.raises(ValueError, match="label_horizon"):
