@@ -64,8 +64,19 @@ def design(table: pd.DataFrame, members: list[str], scores: list[str], kind: str
     return X
 
 
-def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, scores, n_jobs: int) -> np.ndarray:
-    """Risk on ``test`` from a meta-learner of ``kind`` fitted on ``train``."""
+def input_names(members: list[str], scores: list[str], kind: str) -> list[str]:
+    """Names of :func:`design`'s columns (logistic kinds), for the coefficient table."""
+    names = [n for m in members for n in ([m, f"{m}_missing"] if m in scores else [m])]
+    if kind == "logit_band":
+        bands = [f"hours {lo:g}-{hi:g}" for lo, hi in zip(HOURS_BANDS[1:-1], HOURS_BANDS[2:])]
+        names += bands + [f"{m} x {b}" for b in bands for m in members if m not in scores]
+    return names
+
+
+def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, scores, n_jobs: int,
+                coefficients: list | None = None) -> np.ndarray:
+    """Risk on ``test`` from a meta-learner of ``kind`` fitted on ``train``; a logistic meta-learner
+    appends its coefficients (per unit and per sd of each input) to ``coefficients``."""
     if kind == "mean_logit":
         z = [logit(np.clip(test[f"risk_{m}"].to_numpy(dtype="float64"), _EPS, 1 - _EPS))
              for m in members if m not in scores]
@@ -85,6 +96,9 @@ def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, sco
     mu, sd = Xtr.mean(axis=0), Xtr.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     lr = LogisticRegression(C=1.0, max_iter=2000, tol=1e-8).fit((Xtr - mu) / sd, y)
+    if coefficients is not None:
+        coefficients.append(pd.DataFrame({"input": input_names(members, scores, kind),
+                                          "coefficient": lr.coef_[0] / sd, "coefficient_per_sd": lr.coef_[0]}))
     return lr.predict_proba((Xte - mu) / sd)[:, 1]
 
 
@@ -143,17 +157,19 @@ def main() -> None:
         # scores, hours and labels do not depend on the fold: taken from the screen's row
         extra = table[["stay_id", "screen_time", "hours_since_admit", "y"] + [f"risk_{m}" for m in scores]]
         inner = inner.merge(extra, on=["stay_id", "screen_time"], how="left", validate="many_to_one")
-    preds = []
+    preds, coefs = [], []
     for scheme in a.schemes:
         for kind in a.kinds:
             if scheme == "pairs" and kind == "mean_logit":
                 continue  # nothing is fitted: the same as naive
             risk = np.full(len(table), np.nan)
+            name = f"meta_{kind}" if scheme == "naive" else f"meta_{kind}_{scheme}"
             for k in sorted(table["fold"].dropna().unique()):
                 te = (table["fold"] == k).to_numpy()
                 train = table[~te] if scheme == "naive" else inner[inner["outer_fold"] == k]
-                risk[te] = fit_predict(kind, train, table[te], members, scores, a.threads)
-            name = f"meta_{kind}" if scheme == "naive" else f"meta_{kind}_{scheme}"
+                fold_coefs: list = []
+                risk[te] = fit_predict(kind, train, table[te], members, scores, a.threads, fold_coefs)
+                coefs += [c.assign(model=name, fold=int(k)) for c in fold_coefs]
             preds.append(pd.DataFrame({"stay_id": table["stay_id"], "screen_time": table["screen_time"],
                                        "model": name, "risk": risk, "fold": table["fold"].astype("Int64"),
                                        "split": "test"}))
@@ -167,10 +183,17 @@ def main() -> None:
                              n_resamples=a.n_boot, seed=0, new_data_only=False)
     diff = boot.differences[boot.differences.metric.isin(["auroc", "auprc"])]
     diff.to_csv(out / "differences.csv", index=False)
+    coef = pd.concat(coefs, ignore_index=True) if coefs else pd.DataFrame()
+    if len(coef):
+        coef.to_csv(out / "coefficients.csv", index=False)
     pd.set_option("display.width", 200)
     print("\npooled out-of-fold (fold mean, sd):\n" + summary.round(4).to_string(index=False))
     print(f"\npaired patient-level bootstrap ({a.n_boot} resamples), model - {a.reference}:\n"
           + diff.round(4).to_string(index=False))
+    if len(coef):
+        print("\nlogistic meta-learner coefficients per sd of each input, mean (sd) over folds:\n"
+              + coef.groupby(["model", "input"], sort=False)["coefficient_per_sd"].agg(["mean", "std"])
+              .round(3).to_string())
     print(f"\nwritten {out} [{time.time() - t0:.0f} s]")
 
 
