@@ -69,12 +69,18 @@ class StackCV:
         Each stack's :attr:`StackClassifier.coefficients_` per outer fold.
     folds : ndarray
         The outer fold of each screen.
+    inner : DataFrame
+        The meta-learners' training inputs of the ``pairs`` and ``nested`` schemes, so other
+        meta-learners can be fitted on them later without refitting a member:
+        ``stay_id, screen_time, scheme, outer_fold, risk_<member>...``, one row per screen and
+        outer fold that does not hold it (empty for ``naive`` only).
     """
 
     predictions: pd.DataFrame
     timings: pd.DataFrame
     coefficients: pd.DataFrame
     folds: np.ndarray
+    inner: pd.DataFrame | None = None
 
 
 def _cached(cache, record, timings, compute):
@@ -229,8 +235,14 @@ def stack_cv(screens: pd.DataFrame, members: dict, *, scores: pd.DataFrame | Non
                 risk[folds == k] = stack.predict_proba(wide_outer.iloc[np.flatnonzero(folds == k)])[:, 1]
                 coefs.append(stack.coefficients_.assign(model=name, fold=int(k)))
             preds.append(predictions_frame(screens, risk, model=name, split="test", fold=folds))
+    inner_rows = [pd.concat([keys.iloc[train].assign(scheme=scheme, outer_fold=int(k)),
+                             pd.DataFrame({member_column(m): inner[scheme][m][k][train] for m in members},
+                                          index=keys.index[train])], axis=1)
+                  for scheme in inner for k in ks for train in [np.flatnonzero(folds != k)]]
+    inner_table = (pd.concat(inner_rows, ignore_index=True) if inner_rows else
+                   pd.DataFrame(columns=["stay_id", "screen_time", "scheme", "outer_fold"]))
     return StackCV(predictions=pd.concat(preds, ignore_index=True), timings=pd.DataFrame(timings),
-                   coefficients=pd.concat(coefs, ignore_index=True), folds=folds)
+                   coefficients=pd.concat(coefs, ignore_index=True), folds=folds, inner=inner_table)
 
 
 def cv_summary(predictions: pd.DataFrame, screens: pd.DataFrame) -> pd.DataFrame:

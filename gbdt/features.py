@@ -11,6 +11,11 @@ Two modes, so the comparison with the CPN can be run both ways:
     ``c_max_6h``, ``c_min_24h``, ``c_max_24h`` (extremes of the carried-forward value over the
     screens of the same stay in ``(t - w, t]``). Only rows at or before the screen are used, so
     the leakage rule of ``ehr.schema`` holds.
+``baseline=True`` (a second view of the same data, for a diverse stacking member)
+    adds, per concept, ``c_dev_base`` (value minus the stay's own baseline: the mean of the
+    carried-forward value over the stay's screens in the first 24 h after its first screen, so far;
+    frozen after 24 h) and ``c_n_24h`` (new measurements of ``c`` in ``(t - 24 h, t]``, from the
+    moves of ``screen_time - c_age_h``). Also only rows at or before the screen.
 
 Categorical covariates are encoded deterministically: the sorted distinct training values get
 codes ``0, 1, ...``; missing or unseen values become NaN (the trees' missing branch). The
@@ -39,7 +44,7 @@ import pandas as pd
 from ehr.schema import CXR_FINDINGS, SchemaError, screen_concept_columns
 
 __all__ = ["ScreenFeatures", "REQUIRED_COLUMNS", "STATIC_FEATURES", "CATEGORICAL_FEATURES",
-           "LABEL_COLUMNS", "TREND_WINDOWS_H"]
+           "LABEL_COLUMNS", "TREND_WINDOWS_H", "BASELINE_WINDOW_H"]
 
 #: Columns every screens table must have for the tree models.
 REQUIRED_COLUMNS: tuple[str, ...] = ("stay_id", "screen_time", "hours_since_admit", "age", "sex",
@@ -52,6 +57,8 @@ CATEGORICAL_FEATURES: tuple[str, ...] = ("sex", "department")
 LABEL_COLUMNS: tuple[str, ...] = ("label", "onset_in_h", "sepsis_label")
 #: Rolling windows (hours) of the trend features.
 TREND_WINDOWS_H: tuple[int, ...] = (6, 24)
+#: Hours after a stay's first screen that define its baseline, and the window of the measurement counts.
+BASELINE_WINDOW_H: int = 24
 
 # A new measurement shows as a jump in (screen_time - age_h); allow for float round-off.
 _SAME_MEASUREMENT_TOL_H = 1e-6
@@ -64,6 +71,8 @@ class ScreenFeatures:
     ----------
     trend : bool, default False
         Add the trend features (change since previous value, rolling min/max over 6 h and 24 h).
+    baseline : bool, default False
+        Add the baseline-deviation and measurement-count features.
 
     Attributes
     ----------
@@ -77,8 +86,9 @@ class ScreenFeatures:
         Column names of :meth:`transform`'s output, in order.
     """
 
-    def __init__(self, trend: bool = False):
+    def __init__(self, trend: bool = False, baseline: bool = False):
         self.trend = trend
+        self.baseline = baseline
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, screens: pd.DataFrame) -> "ScreenFeatures":
@@ -99,6 +109,9 @@ class ScreenFeatures:
         if self.trend:
             for c in self.concepts_:
                 names += _trend_names(c)
+        if self.baseline:
+            for c in self.concepts_:
+                names += _baseline_names(c)
         self.feature_names_ = names
         return self
 
@@ -112,8 +125,7 @@ class ScreenFeatures:
             When a column the fitted features need is missing or not numeric.
         """
         _check_required(screens)
-        trend_names = {n for c in self.concepts_ for n in _trend_names(c)}
-        base = [c for c in self.feature_names_ if c not in trend_names]
+        base = [c for c in self.feature_names_ if c not in self._derived_names()]
         missing = [c for c in base if c not in screens.columns]
         if missing:
             raise SchemaError(f"screens: missing column(s) {missing} that the fitted features need")
@@ -123,14 +135,18 @@ class ScreenFeatures:
                 out[c] = _encode(screens[c], self.encodings_[c])
             else:
                 out[c] = _numeric(screens[c], c)
-        if self.trend and self.concepts_:
-            out.update(_trend_features(screens, self.concepts_))
+        if (self.trend or self.baseline) and self.concepts_:
+            out.update(_history_features(screens, self.concepts_, trend=self.trend, baseline=self.baseline))
         return pd.DataFrame({c: out[c] for c in self.feature_names_}, index=screens.index)
 
     def input_columns(self) -> list[str]:
         """Screen columns :meth:`transform` reads (the required ones and every non-trend feature)."""
-        trend_names = {n for c in self.concepts_ for n in _trend_names(c)}
-        return list(dict.fromkeys([*REQUIRED_COLUMNS, *(c for c in self.feature_names_ if c not in trend_names)]))
+        derived = self._derived_names()
+        return list(dict.fromkeys([*REQUIRED_COLUMNS, *(c for c in self.feature_names_ if c not in derived)]))
+
+    def _derived_names(self) -> set[str]:
+        """Names of the features computed from a stay's history (trend, baseline), not read as columns."""
+        return {n for c in self.concepts_ for n in _trend_names(c) + _baseline_names(c)}
 
     def fit_transform(self, screens: pd.DataFrame) -> pd.DataFrame:
         """Fit on ``screens`` and return its feature matrix."""
@@ -145,7 +161,7 @@ class ScreenFeatures:
         an item keeps them exact.
         """
         for c in self.concepts_:
-            if feature == c or feature == f"{c}_age_h" or feature in _trend_names(c):
+            if feature == c or feature == f"{c}_age_h" or feature in _trend_names(c) + _baseline_names(c):
                 return c, c, f"{c}_age_h"
         if feature.startswith("cxr_") and feature != "cxr_age_h":
             return feature, feature, ("cxr_age_h" if "cxr_age_h" in self.cxr_columns_ else None)
@@ -154,14 +170,14 @@ class ScreenFeatures:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
         """JSON-ready state (for ``model.json``)."""
-        return {"trend": bool(self.trend), "concepts": list(self.concepts_),
+        return {"trend": bool(self.trend), "baseline": bool(self.baseline), "concepts": list(self.concepts_),
                 "cxr_columns": list(self.cxr_columns_), "encodings": dict(self.encodings_),
                 "feature_names": list(self.feature_names_)}
 
     @classmethod
     def from_dict(cls, state: dict) -> "ScreenFeatures":
         """Rebuild fitted features from :meth:`to_dict`'s output."""
-        self = cls(trend=bool(state["trend"]))
+        self = cls(trend=bool(state["trend"]), baseline=bool(state.get("baseline", False)))
         self.concepts_ = list(state["concepts"])
         self.cxr_columns_ = list(state["cxr_columns"])
         self.encodings_ = {k: list(v) for k, v in state["encodings"].items()}
@@ -174,6 +190,10 @@ def _trend_names(c: str) -> list[str]:
     for w in TREND_WINDOWS_H:
         names += [f"{c}_min_{w}h", f"{c}_max_{w}h"]
     return names
+
+
+def _baseline_names(c: str) -> list[str]:
+    return [f"{c}_dev_base", f"{c}_n_{BASELINE_WINDOW_H}h"]
 
 
 def _check_required(screens: pd.DataFrame) -> None:
@@ -204,8 +224,10 @@ def _encode(s: pd.Series, categories: list[str]) -> np.ndarray:
     return codes
 
 
-def _trend_features(screens: pd.DataFrame, concepts: list[str]) -> dict[str, np.ndarray]:
-    """Delta and rolling extremes per concept, computed per stay on time-sorted rows."""
+def _history_features(screens: pd.DataFrame, concepts: list[str], *, trend: bool = True,
+                      baseline: bool = False) -> dict[str, np.ndarray]:
+    """Trend (delta, rolling extremes) and baseline (deviation, counts) features per concept,
+    computed per stay on time-sorted rows."""
     n = len(screens)
     stay = screens["stay_id"].to_numpy()
     t_ns = screens["screen_time"].to_numpy(dtype="datetime64[ns]").view("int64")
@@ -244,10 +266,31 @@ def _trend_features(screens: pd.DataFrame, concepts: list[str]) -> dict[str, np.
     valid = last >= stay_start[:, None]
     delta = np.take_along_axis(step, np.maximum(last, 0), axis=0)
     delta[~valid] = np.nan
-    del meas_h, prev_meas, prev_val, new, step, idx, last, valid
+    del meas_h, prev_meas, prev_val, step, idx, last, valid
 
     inv = np.empty(n, dtype=np.int64)
     inv[order] = np.arange(n)
+    if baseline:
+        # running per-stay sums: a global cumulative sum minus its value just before the stay's first row
+        def stay_cumsum(a):
+            cs = np.cumsum(a, axis=0)
+            return cs - np.vstack([np.zeros((1, a.shape[1])), cs[:-1]])[stay_start]
+
+        early = ~np.isnan(values) & (rel_s <= BASELINE_WINDOW_H * 3600)[:, None]
+        total = stay_cumsum(np.where(early, values, 0.0).astype("float64"))
+        count = stay_cumsum(early.astype("float64"))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dev = (values - total / count).astype("float32")  # NaN until the first value
+        new_cum = stay_cumsum(new.astype("float64"))
+        lo = np.searchsorted(key, key - BASELINE_WINDOW_H * 3600, side="right")
+        # measurements in (t - w, t]: the running count now minus the running count just before lo
+        before = np.where((lo > stay_start)[:, None], new_cum[np.maximum(lo - 1, 0)], 0.0)
+        n_recent = (new_cum - before).astype("float32")
+        for j, c in enumerate(concepts):
+            out[f"{c}_dev_base"] = dev[inv, j]
+            out[f"{c}_n_{BASELINE_WINDOW_H}h"] = n_recent[inv, j]
+    if not trend:
+        return out
     for j, c in enumerate(concepts):
         out[f"{c}_delta"] = delta[inv, j]
     for w in TREND_WINDOWS_H:

@@ -81,6 +81,14 @@ class GBDTClassifier(SepsisEstimator):
         L1 and L2 regularisation of leaf weights.
     trend : bool, default False
         Add trend features (see :mod:`gbdt.features`).
+    baseline : bool, default False
+        Add the baseline view (deviation from the stay's own first-24 h mean, measurement counts
+        in the last 24 h; see :mod:`gbdt.features`).
+    label_horizon : float or None, default None
+        Train on onset within this many hours instead of the horizon of the labels given to
+        :meth:`fit` (48 h by default). A stacking member trained on another horizon (6, 12, 24 h)
+        of the same screens ranks them differently from the 48 h model (issue 14); its risk is
+        still reported as the model's risk, so only the meta-learner sees the 48 h label.
     class_weight : {"balanced", None}, default "balanced"
         ``"balanced"`` sets ``scale_pos_weight = n_negative / n_positive``.
     early_stopping_rounds : int or None, default 30
@@ -129,7 +137,7 @@ class GBDTClassifier(SepsisEstimator):
 
     def __init__(self, backend: str = "lightgbm", *, max_depth: int = 3, n_estimators: int = 300,
                  learning_rate: float = 0.1, reg_alpha: float = 0.0, reg_lambda: float = 1.0,
-                 trend: bool = False, class_weight: str | None = "balanced",
+                 trend: bool = False, baseline: bool = False, label_horizon: float | None = None, class_weight: str | None = "balanced",
                  early_stopping_rounds: int | None = 30, validation_fraction: float = 0.1,
                  random_state: int = 0, n_jobs: int = 1, device: str = "auto"):
         self.backend = backend
@@ -139,6 +147,8 @@ class GBDTClassifier(SepsisEstimator):
         self.reg_alpha = reg_alpha
         self.reg_lambda = reg_lambda
         self.trend = trend
+        self.baseline = baseline
+        self.label_horizon = label_horizon
         self.class_weight = class_weight
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_fraction = validation_fraction
@@ -155,15 +165,15 @@ class GBDTClassifier(SepsisEstimator):
         screens : DataFrame
             A screens table (``ehr.schema``).
         labels : ehr.estimator.Labels, optional
-            The target is ``labels.y`` (onset within the horizon); default: from
-            ``screens["onset_in_h"]`` with the 48 h horizon.
+            The target is ``labels.y`` (onset within the horizon; ``label_horizon`` when set);
+            default: from ``screens["onset_in_h"]`` with the 48 h horizon.
         groups : array-like, optional
             Patient/stay groups for the early-stopping split; defaults to ``screens["stay_id"]``.
         """
         self._check_params()
-        features = ScreenFeatures(trend=self.trend).fit(screens)
+        features = self.screen_features().fit(screens)
         X = features.transform(screens)
-        y = Labels.coerce(labels, screens).y
+        y = self.target(labels, screens)
         groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
         if len(groups) != len(screens):
             raise ValueError(f"groups has {len(groups)} entries but screens has {len(screens)} rows")
@@ -171,6 +181,24 @@ class GBDTClassifier(SepsisEstimator):
         self.training_summary_["sha256"] = _data_hash(X, y)
         self.data_hashes_ = {"features_and_labels": self.training_summary_["sha256"]}
         return self
+
+    def screen_features(self) -> ScreenFeatures:
+        """The (unfitted) feature builder of this model's settings."""
+        return ScreenFeatures(trend=self.trend, baseline=self.baseline)
+
+    def target(self, labels: Labels | None, screens: pd.DataFrame) -> np.ndarray:
+        """The binary training target of ``screens``: onset within ``label_horizon`` hours when set,
+        else within the horizon of ``labels`` (default: ``screens["onset_in_h"]``, 48 h).
+
+        >>> s = pd.DataFrame({"onset_in_h": [3.0, 10.0, 30.0, None]})
+        >>> GBDTClassifier().target(None, s).tolist(), GBDTClassifier(label_horizon=12).target(None, s).tolist()
+        ([1, 1, 1, 0], [1, 1, 0, 0])
+        """
+        self._check_params()
+        labels = Labels.coerce(labels, screens)
+        if self.label_horizon is not None:
+            labels = Labels(labels.onset_in_h, self.label_horizon)
+        return labels.y
 
     def _fit_matrix(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray,
                     features: ScreenFeatures, *, where: str = "training data") -> "GBDTClassifier":
@@ -217,6 +245,10 @@ class GBDTClassifier(SepsisEstimator):
             raise ValueError(f"max_depth must be an integer >= 1, got {self.max_depth!r}")
         if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
             raise ValueError(f"n_estimators must be an integer >= 1, got {self.n_estimators!r}")
+        h = self.label_horizon
+        if h is not None and not (isinstance(h, (int, float, np.integer, np.floating)) and not isinstance(h, bool)
+                                  and np.isfinite(h) and h > 0):
+            raise ValueError(f"label_horizon must be None or a positive number of hours, got {h!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.backend == "lightgbm" and self.device == "cuda":

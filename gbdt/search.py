@@ -36,7 +36,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ehr.estimator import Labels
 from ehr.splits import group_kfold
 
-from .features import ScreenFeatures
 from .model import GBDTClassifier, _check_two_classes
 
 __all__ = ["DEFAULT_GRID", "FULL_GRID", "grid_search", "best_params", "write_grid_results",
@@ -131,9 +130,9 @@ def grid_search(screens: pd.DataFrame, labels: Labels | None = None, groups=None
     """
     grid = _resolve_grid(param_grid)
     base = GBDTClassifier() if estimator is None else estimator
-    features = ScreenFeatures(trend=base.trend).fit(screens)
+    features = base.screen_features().fit(screens)
     X = features.transform(screens)
-    y = Labels.coerce(labels, screens).y
+    y = base.target(labels, screens)  # label_horizon, when set, is the training target
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     for round_ in range(int(extend_edges) + 1):
@@ -255,9 +254,9 @@ def cross_validate(screens: pd.DataFrame, estimator: GBDTClassifier | None = Non
     from ehr.schema import validate
 
     base = GBDTClassifier() if estimator is None else estimator
-    features = ScreenFeatures(trend=base.trend).fit(screens)
+    features = base.screen_features().fit(screens)
     X = features.transform(screens)
-    y = Labels.coerce(labels, screens).y
+    y = base.target(labels, screens)  # label_horizon, when set, is the training target
     groups = screens["stay_id"].to_numpy() if groups is None else np.asarray(groups)
     folds = _folds(y, groups, n_splits, random_state)
     risk = np.full(len(y), np.nan)

@@ -15,11 +15,17 @@ those members saw fold ``k``; with a handful of meta-parameters the leak is smal
                   same inputs plus hours since admission
 ``mean_logit``    the plain average of the probability members' logits (no fitting)
 
+``--inner`` (``inner_predictions.parquet`` of ``stack_setA_cv.py --schemes pairs``) adds the
+honest ``pairs`` scheme: the meta-learner of outer fold ``k`` is fitted on member predictions of
+the other folds made by models that never saw fold ``k``, then applied to the outer out-of-fold
+predictions of fold ``k``; those rows are named ``meta_<kind>_pairs``.
+
 Paired patient-level bootstrap (every stay resampled, all screens) against the ``--reference``
 member (default ``lightgbm``).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python scripts/stack_context_setA.py \\
-        --oof /work/scratch/h-fusion/stackA/oof_predictions.parquet --data /work/scratch/h-fusion/setA_data
+        --oof /work/scratch/h-fusion/stackA/oof_predictions.parquet --data /work/scratch/h-fusion/setA_data \\
+        [--inner /work/scratch/h-fusion/stackA/inner_predictions.parquet]
 """
 
 from __future__ import annotations
@@ -58,8 +64,19 @@ def design(table: pd.DataFrame, members: list[str], scores: list[str], kind: str
     return X
 
 
-def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, scores, n_jobs: int) -> np.ndarray:
-    """Risk on ``test`` from a meta-learner of ``kind`` fitted on ``train``."""
+def input_names(members: list[str], scores: list[str], kind: str) -> list[str]:
+    """Names of :func:`design`'s columns (logistic kinds), for the coefficient table."""
+    names = [n for m in members for n in ([m, f"{m}_missing"] if m in scores else [m])]
+    if kind == "logit_band":
+        bands = [f"hours {lo:g}-{hi:g}" for lo, hi in zip(HOURS_BANDS[1:-1], HOURS_BANDS[2:])]
+        names += bands + [f"{m} x {b}" for b in bands for m in members if m not in scores]
+    return names
+
+
+def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, scores, n_jobs: int,
+                coefficients: list | None = None) -> np.ndarray:
+    """Risk on ``test`` from a meta-learner of ``kind`` fitted on ``train``; a logistic meta-learner
+    appends its coefficients (per unit and per sd of each input) to ``coefficients``."""
     if kind == "mean_logit":
         z = [logit(np.clip(test[f"risk_{m}"].to_numpy(dtype="float64"), _EPS, 1 - _EPS))
              for m in members if m not in scores]
@@ -79,6 +96,9 @@ def fit_predict(kind: str, train: pd.DataFrame, test: pd.DataFrame, members, sco
     mu, sd = Xtr.mean(axis=0), Xtr.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     lr = LogisticRegression(C=1.0, max_iter=2000, tol=1e-8).fit((Xtr - mu) / sd, y)
+    if coefficients is not None:
+        coefficients.append(pd.DataFrame({"input": input_names(members, scores, kind),
+                                          "coefficient": lr.coef_[0] / sd, "coefficient_per_sd": lr.coef_[0]}))
     return lr.predict_proba((Xte - mu) / sd)[:, 1]
 
 
@@ -93,6 +113,12 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="default: next to --oof")
+    ap.add_argument("--inner", type=Path, default=None,
+                    help="inner_predictions.parquet of stack_setA_cv.py: adds the pairs scheme")
+    ap.add_argument("--schemes", nargs="+", default=["naive", "pairs"], choices=["naive", "pairs"],
+                    help="pairs needs --inner")
+    ap.add_argument("--max-stays", type=int, default=None,
+                    help="first N stays only (as stack_setA_cv.py --max-stays; a quick check)")
     a = ap.parse_args()
     from evaluation.bootstrap import bootstrap_metrics
     from fusion.members import member_frame
@@ -104,6 +130,9 @@ def main() -> None:
     screens = pd.read_parquet(a.data / "setA_screens.parquet")
     stays = pd.read_parquet(a.data / "setA_stays.parquet")
     oof = pd.read_parquet(a.oof)
+    if a.max_stays:  # the subset of sepsiscope.datasets.experiment_tables(max_stays=)
+        keep = stays["stay_id"].iloc[:a.max_stays]
+        stays, screens = stays[stays["stay_id"].isin(keep)], screens[screens["stay_id"].isin(keep)]
     members = a.members or [m for m in oof["model"].unique() if not str(m).startswith("stack_")]
     scores = [m for m in a.scores if m in members]
     keys = screens[["stay_id", "screen_time", "hours_since_admit", "onset_in_h"]]
@@ -114,29 +143,57 @@ def main() -> None:
     fold = oof[oof.model == a.reference].set_index(["stay_id", "screen_time"])["fold"]
     table["fold"] = fold.reindex(pd.MultiIndex.from_frame(table[["stay_id", "screen_time"]])).to_numpy()
     print(f"{len(table):,} screens, members {members} (scores {scores}) [{time.time() - t0:.0f} s]", flush=True)
-    preds = []
-    for kind in a.kinds:
-        risk = np.full(len(table), np.nan)
-        for k in sorted(table["fold"].dropna().unique()):
-            te = (table["fold"] == k).to_numpy()
-            risk[te] = fit_predict(kind, table[~te], table[te], members, scores, a.threads)
-        preds.append(pd.DataFrame({"stay_id": table["stay_id"], "screen_time": table["screen_time"],
-                                   "model": f"meta_{kind}", "risk": risk, "fold": table["fold"].astype("Int64"),
-                                   "split": "test"}))
-        print(f"  meta_{kind} done [{time.time() - t0:.0f} s]", flush=True)
+    inner = None
+    if "pairs" in a.schemes:
+        if a.inner is None:
+            ap.error("--schemes pairs needs --inner")
+        inner = pd.read_parquet(a.inner)
+        inner = inner[inner["scheme"] == "pairs"]
+        lacking = [m for m in members if m not in scores and f"risk_{m}" not in inner.columns]
+        if lacking or inner.empty:
+            raise SystemExit(f"{a.inner}: no pairs inner predictions for member(s) {lacking or members}")
+        inner = inner.drop(columns=[c for c in inner.columns if c.startswith("risk_")
+                                    and c[5:] not in members])
+        # scores, hours and labels do not depend on the fold: taken from the screen's row
+        extra = table[["stay_id", "screen_time", "hours_since_admit", "y"] + [f"risk_{m}" for m in scores]]
+        inner = inner.merge(extra, on=["stay_id", "screen_time"], how="left", validate="many_to_one")
+    preds, coefs = [], []
+    for scheme in a.schemes:
+        for kind in a.kinds:
+            if scheme == "pairs" and kind == "mean_logit":
+                continue  # nothing is fitted: the same as naive
+            risk = np.full(len(table), np.nan)
+            name = f"meta_{kind}" if scheme == "naive" else f"meta_{kind}_{scheme}"
+            for k in sorted(table["fold"].dropna().unique()):
+                te = (table["fold"] == k).to_numpy()
+                train = table[~te] if scheme == "naive" else inner[inner["outer_fold"] == k]
+                fold_coefs: list = []
+                risk[te] = fit_predict(kind, train, table[te], members, scores, a.threads, fold_coefs)
+                coefs += [c.assign(model=name, fold=int(k)) for c in fold_coefs]
+            preds.append(pd.DataFrame({"stay_id": table["stay_id"], "screen_time": table["screen_time"],
+                                       "model": name, "risk": risk, "fold": table["fold"].astype("Int64"),
+                                       "split": "test"}))
+            print(f"  {name} done [{time.time() - t0:.0f} s]", flush=True)
     pred = pd.concat(preds + [oof[oof.model.isin(members)]], ignore_index=True)
     pred.to_parquet(out / "predictions.parquet", index=False)
     summary = cv_summary(pred, screens)
     summary.to_csv(out / "summary.csv", index=False)
-    compared = [f"meta_{k}" for k in a.kinds] + [m for m in members if m not in scores]
+    compared = list(dict.fromkeys(p["model"].iloc[0] for p in preds)) + [m for m in members if m not in scores]
     boot = bootstrap_metrics(pred[pred.model.isin(compared)], keys, stays, reference=a.reference,
                              n_resamples=a.n_boot, seed=0, new_data_only=False)
     diff = boot.differences[boot.differences.metric.isin(["auroc", "auprc"])]
     diff.to_csv(out / "differences.csv", index=False)
+    coef = pd.concat(coefs, ignore_index=True) if coefs else pd.DataFrame()
+    if len(coef):
+        coef.to_csv(out / "coefficients.csv", index=False)
     pd.set_option("display.width", 200)
     print("\npooled out-of-fold (fold mean, sd):\n" + summary.round(4).to_string(index=False))
     print(f"\npaired patient-level bootstrap ({a.n_boot} resamples), model - {a.reference}:\n"
           + diff.round(4).to_string(index=False))
+    if len(coef):
+        print("\nlogistic meta-learner coefficients per sd of each input, mean (sd) over folds:\n"
+              + coef.groupby(["model", "input"], sort=False)["coefficient_per_sd"].agg(["mean", "std"])
+              .round(3).to_string())
     print(f"\nwritten {out} [{time.time() - t0:.0f} s]")
 
 

@@ -11,7 +11,11 @@ the outer fold (``pairs`` scheme; ``naive`` for comparison) and applied to the o
 inner predictions exist for it). ``--members`` picks the fitted members: ``cpn``, ``lightgbm``
 (the reference), ``lightgbm_trend`` (LightGBM with the trend features: change since the previous
 value, rolling 6 h / 24 h min and max; ``gbdt.features``), ``lightgbm_shallow`` (depth 2, 400
-trees, the best of ``train gbdt``'s grid on set A) and ``xgboost``.
+trees, the best of ``train gbdt``'s grid on set A), ``lightgbm_base`` (LightGBM on the baseline view:
+deviation from the stay's own first-24 h mean and measurement counts in 24 h, ``baseline=True``),
+``xgboost`` and the multi-horizon members ``<lightgbm member>_h<N>`` (e.g. ``lightgbm_h12``,
+``lightgbm_shallow_h24``: the same member trained on onset within ``N`` hours of the same screens,
+``GBDTClassifier(label_horizon=N)``; the 48 h label enters only at the meta level).
 
 Reports pooled and per-fold AUROC/AUPRC, the paired patient-level bootstrap difference of each
 model against LightGBM (``evaluation.bootstrap.bootstrap_metrics``; every stay resampled, all
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -34,6 +39,9 @@ import pandas as pd
 from fusion.stack_cv import cv_summary, stack_cv
 from fusion.stacking import StackClassifier
 from sepsiscope.datasets import experiment_tables
+
+#: A LightGBM member trained on another label horizon: ``<member>_h<hours>``.
+HORIZON_MEMBER = r"(lightgbm(?:_shallow|_trend|_base)?)_h(\d+)"
 
 ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2019" / "training_setA.zip"
 
@@ -80,8 +88,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-stays", type=int, default=None, help="first N stays only (a quick check)")
     ap.add_argument("--members", nargs="+", default=["cpn", "lightgbm"],
-                    choices=["cpn", "lightgbm", "lightgbm_trend", "lightgbm_shallow", "xgboost"])
+                    help="cpn, lightgbm, lightgbm_trend, lightgbm_shallow, lightgbm_base, xgboost, and "
+                         "<lightgbm member>_h<N> (N: label horizon in hours)")
     a = ap.parse_args()
+    fixed = {"cpn", "lightgbm", "lightgbm_trend", "lightgbm_shallow", "lightgbm_base", "xgboost"}
+    bad = [m for m in a.members if m not in fixed and not re.fullmatch(HORIZON_MEMBER, m)]
+    if bad:
+        ap.error(f"unknown member(s) {bad}")
     from cpn import SepsisCPN
     from evaluation.bootstrap import bootstrap_metrics
     from gbdt import GBDTClassifier
@@ -97,7 +110,13 @@ def main() -> None:
         "lightgbm_trend": lambda: GBDTClassifier(trend=True, random_state=a.seed, n_jobs=a.threads),
         "lightgbm_shallow": lambda: GBDTClassifier(max_depth=2, n_estimators=400, early_stopping_rounds=None,
                                                    random_state=a.seed, n_jobs=a.threads),
+        "lightgbm_base": lambda: GBDTClassifier(baseline=True, random_state=a.seed, n_jobs=a.threads),
         "xgboost": lambda: GBDTClassifier("xgboost", random_state=a.seed, n_jobs=a.threads, device="cpu")}
+    for name in a.members:
+        horizon = re.fullmatch(HORIZON_MEMBER, name)
+        if horizon:  # the same member trained on another label horizon
+            available[name] = (lambda base, h: lambda: available[base]().set_params(label_horizon=float(h)))(
+                *horizon.groups())
     members = {name: available[name]() for name in a.members}
     metas = {"logistic": StackClassifier(), "lightgbm": StackClassifier(meta="lightgbm", n_jobs=a.threads)}
     pre = sequence_oof(a.sequence_oof) if a.sequence_oof else None
@@ -113,12 +132,15 @@ def main() -> None:
     cv.predictions.to_parquet(a.out / "oof_predictions.parquet", index=False)
     cv.timings.to_csv(a.out / "timings.csv", index=False)
     cv.coefficients.to_csv(a.out / "coefficients.csv", index=False)
+    if len(cv.inner):  # the pairs / nested meta-learner inputs, for scripts/stack_context_setA.py --inner
+        cv.inner.to_parquet(a.out / "inner_predictions.parquet", index=False)
     summary = cv_summary(cv.predictions, screens)
     summary.to_csv(a.out / "summary.csv", index=False)
 
     main_stack = f"stack_logistic_{a.schemes[0]}"
     compared = [m for m in [main_stack, f"stack_lightgbm_{a.schemes[0]}", "stack_logistic_naive", "lightgbm",
                             "cpn", "sequence", "lightgbm_trend", "lightgbm_shallow", "xgboost"]
+                + [m for m in a.members if m == "lightgbm_base" or re.fullmatch(HORIZON_MEMBER, m)]
                 if m in set(cv.predictions.model)]
     keys = screens[["stay_id", "screen_time", "onset_in_h"]]
     boot = bootstrap_metrics(cv.predictions[cv.predictions.model.isin(compared)], keys, stays, reference="lightgbm",

@@ -78,11 +78,11 @@ def fit_gbdt_partitioned(model, parts: list, mapper, *, horizon_h: float = 48.0)
     import dask
     import dask.array as da
 
-    from gbdt.features import ScreenFeatures
-
     model._check_params()
+    if model.label_horizon is not None:  # the model's own training horizon, as in GBDTClassifier.fit
+        horizon_h = float(model.label_horizon)
     exemplars = pd.concat(mapper.gather(mapper.map(_exemplars, parts)), ignore_index=True)
-    features = ScreenFeatures(trend=model.trend).fit(exemplars)
+    features = model.screen_features().fit(exemplars)
     held = np.array([], dtype=np.int64)
     if model.early_stopping_rounds and model.validation_fraction > 0:
         pos = pd.concat(mapper.gather(mapper.map(_positives_by_stay, parts, horizon_h=horizon_h)))

@@ -94,6 +94,13 @@ def test_stack_meta_learner_inputs_never_saw_the_outer_test_fold(screens, scheme
     p = cv.predictions
     assert not (p.loc[p.model == "a", "risk"] == 0.9).any()
     assert set(cv.timings["stage"]) == {"outer", "inner", "meta"}
+    # the inner inputs are returned: every screen once per outer fold that does not hold it, never a 0.9
+    inn = cv.inner
+    assert len(inn) == 2 * len(screens) and set(inn["scheme"]) == {scheme}
+    assert inn["risk_a"].notna().all() and not (inn["risk_a"] == 0.9).any()
+    fold_of = pd.Series(folds, index=pd.MultiIndex.from_frame(screens[["stay_id", "screen_time"]]))
+    held = fold_of.reindex(pd.MultiIndex.from_frame(inn[["stay_id", "screen_time"]])).to_numpy()
+    assert (held != inn["outer_fold"].to_numpy()).all()
 
 
 def test_naive_scheme_uses_outer_predictions_and_precomputed_members(screens):

@@ -90,11 +90,51 @@ def test_trend_features_match_reference_on_shuffled_gappy_rows():
         np.testing.assert_allclose(X[f"{c}_delta"], delta, rtol=1e-5, atol=1e-4)
 
 
+def _reference_baseline(screens, concept, w=24):
+    """Slow reference: per stay in time order, the mean of the values in the first ``w`` h so far,
+    and the number of screens in ``(t - w, t]`` where the measurement time moved."""
+    dev, count = {}, {}
+    for _, g in screens.sort_values("screen_time").groupby("stay_id"):
+        t0, early, moves, prev_meas = g["screen_time"].iloc[0], [], [], None
+        for idx, t, v, a in zip(g.index, g["screen_time"], g[concept], g[f"{concept}_age_h"]):
+            if t - t0 <= pd.Timedelta(hours=w) and not np.isnan(v):
+                early.append(v)
+            if not np.isnan(a):
+                meas = t - pd.Timedelta(hours=float(a))
+                if meas != prev_meas:
+                    moves.append(t)
+                    prev_meas = meas
+            dev[idx] = v - np.mean(early) if early else np.nan
+            count[idx] = sum(t - pd.Timedelta(hours=w) < m <= t for m in moves)
+    idx = screens.index
+    return pd.Series(dev)[idx].to_numpy(dtype=float), pd.Series(count)[idx].to_numpy(dtype=float)
+
+
+def test_baseline_features_match_reference_on_shuffled_gappy_rows():
+    s = demo_screens(n_stays=25, seed=4, mean_hours=40)
+    rng = np.random.default_rng(1)
+    s = s[rng.random(len(s)) < 0.7].sample(frac=1.0, random_state=2)  # gaps + shuffled order
+    f = ScreenFeatures(baseline=True).fit(s)
+    X = f.transform(s)
+    assert "c0_dev_base" in f.feature_names_ and "c0_n_24h" in f.feature_names_ and "c0_delta" not in X
+    for c in ("c0", "c3"):
+        dev, count = _reference_baseline(s, c)
+        assert np.isfinite(dev).sum() > len(s) / 2 and count.max() > 1
+        np.testing.assert_allclose(X[f"{c}_dev_base"], dev, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(X[f"{c}_n_24h"], count)
+    # both views together give the same columns as each alone, and the state round-trips
+    both = ScreenFeatures(trend=True, baseline=True).fit(s)
+    Xb = both.transform(s)
+    pd.testing.assert_frame_equal(Xb[X.columns], X)
+    pd.testing.assert_frame_equal(Xb, ScreenFeatures.from_dict(both.to_dict()).transform(s))
+    assert both.item_of("c3_dev_base") == ("c3", "c3", "c3_age_h")
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), cut=st.integers(1, 30))
 def test_no_leakage_future_rows_do_not_change_features(seed, cut):
     s = demo_screens(n_stays=4, seed=seed, mean_hours=25)
-    f = ScreenFeatures(trend=True).fit(s)
+    f = ScreenFeatures(trend=True, baseline=True).fit(s)
     past = s[s["hours_since_admit"] <= cut]
     future_changed = s.copy()
     fut = future_changed["hours_since_admit"] > cut

@@ -87,6 +87,46 @@ def test_target_is_onset_within_the_labels_horizon(tiny_screens):
         GBDTClassifier().fit(tiny_screens, Labels(np.ones(3)))
 
 
+def test_label_horizon_overrides_the_labels_horizon(tiny_screens, tmp_path):
+    """``label_horizon`` trains on onset within that many hours (a multi-horizon stacking member)."""
+    onset = tiny_screens["onset_in_h"].to_numpy()
+    n12 = int(Labels(onset, horizon_h=12).y.sum())
+    assert 0 < n12 < int(tiny_screens["label"].sum())
+    m = GBDTClassifier(n_estimators=3, label_horizon=12).fit(tiny_screens)
+    assert m.training_summary_["n_positive"] == n12
+    # it wins over the horizon of labels given explicitly, and scores like the same model fitted on those labels
+    m48 = GBDTClassifier(n_estimators=3, label_horizon=12).fit(tiny_screens, Labels(onset, horizon_h=48))
+    ref = GBDTClassifier(n_estimators=3).fit(tiny_screens, Labels(onset, horizon_h=12))
+    np.testing.assert_array_equal(m48.predict_proba(tiny_screens), ref.predict_proba(tiny_screens))
+    # stored with the model
+    back = GBDTClassifier.load(m.save(tmp_path / "m"))
+    assert back.label_horizon == 12
+    np.testing.assert_array_equal(back.predict_proba(tiny_screens), m.predict_proba(tiny_screens))
+
+
+def test_baseline_view_fits_saves_and_explains(tiny_screens, tmp_path):
+    m = GBDTClassifier(n_estimators=5, baseline=True).fit(tiny_screens)
+    assert "c0_dev_base" in m.feature_names_ and "c0_n_24h" in m.feature_names_
+    assert "c0_dev_base" not in m.features_in_  # computed from the stay's rows, not read as a column
+    back = GBDTClassifier.load(m.save(tmp_path / "m"))
+    assert back.baseline and back.features_.baseline
+    np.testing.assert_array_equal(back.predict_proba(tiny_screens), m.predict_proba(tiny_screens))
+
+
+@pytest.mark.parametrize("h", [0, -6, float("nan"), "12", True])
+def test_bad_label_horizon(tiny_screens, h):
+    with pytest.raises(ValueError, match="label_horizon"):
+        GBDTClassifier(label_horizon=h).fit(tiny_screens)
+
+
+def test_cross_validate_trains_on_the_label_horizon(tiny_screens):
+    from gbdt.search import cross_validate
+
+    _, f12 = cross_validate(tiny_screens, GBDTClassifier(n_estimators=3, label_horizon=12), n_splits=2)
+    _, f48 = cross_validate(tiny_screens, GBDTClassifier(n_estimators=3), n_splits=2)
+    assert not np.allclose(f12["auroc"], f48["auroc"])
+
+
 def test_missing_onset_column(tiny_screens):
     with pytest.raises(SchemaError, match="onset_in_h"):
         GBDTClassifier().fit(tiny_screens.drop(columns="onset_in_h"))
