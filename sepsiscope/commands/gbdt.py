@@ -19,6 +19,8 @@ def train_gbdt(
                              "run.json (written at once)."),
     backend: str = typer.Option("lightgbm", "--backend", help="lightgbm | xgboost"),
     trend: bool = typer.Option(False, "--trend/--no-trend", help="Add trend features (best effort mode)."),
+    baseline: bool = typer.Option(False, "--baseline/--no-baseline", help="Add the baseline view: each value's "
+                                  "deviation from the stay's own first-24 h mean, and measurements in 24 h."),
     grid: str = typer.Option("default", "--grid", help="default | full | none (fit the defaults, no search)"),
     folds: int = typer.Option(10, "--folds", min=2, max=100, help="Patient-grouped CV folds for the grid search."),
     n_jobs: int = typer.Option(None, "--n-jobs", min=1, max=256, help="Threads per fit (default: every core)."),
@@ -46,7 +48,7 @@ def train_gbdt(
     check_output_dir(out, marker=MODEL_MARKER, inputs={"--screens": screens})
     import os
 
-    base = GBDTClassifier(backend, trend=trend, n_jobs=n_jobs or os.cpu_count() or 1, device=device,
+    base = GBDTClassifier(backend, trend=trend, baseline=baseline, n_jobs=n_jobs or os.cpu_count() or 1, device=device,
                           random_state=seed)
     attachments: dict = {}
     with data_errors(screens):
@@ -68,7 +70,7 @@ def train_gbdt(
         with step(f"fitting {backend} on {len(table):,} screens", progress):
             model.fit(table, labels)
     attachments["run.json"] = run_json_text(
-        {"command": "train gbdt", "backend": backend, "trend": trend, "grid": grid, "folds": folds,
+        {"command": "train gbdt", "backend": backend, "trend": trend, "baseline": baseline, "grid": grid, "folds": folds,
          "extend_edges": extend_edges,
          "horizon_h": horizon_h, "params": model.get_params()},
         inputs={"screens": screens}, seeds={"folds": seed, "boosting": seed},

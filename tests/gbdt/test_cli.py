@@ -47,3 +47,16 @@ def test_train_gbdt_bad_input_exits_with_message(tiny_screens, tmp_path):
                                       str(tmp_path / "run"), "--grid", "none", "--no-progress"])
     assert res.exit_code == 1  # a data error: the screens exist but lack a column
     assert "department" in res.output
+
+
+def test_train_gbdt_baseline_view(tiny_screens, tmp_path):
+    path = tmp_path / "screens.parquet"
+    tiny_screens.to_parquet(path)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(_app(), ["train", "gbdt", "--screens", str(path), "--out", str(out),
+                                      "--baseline", "--grid", "none", "--n-jobs", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    model = GBDTClassifier.load(out)
+    assert model.baseline and not model.trend
+    assert any(f.endswith("_dev_base") for f in model.feature_names_)
+    assert json.loads((out / "run.json").read_text())["config"]["baseline"] is True
