@@ -83,6 +83,8 @@ def main() -> None:
                          "(named CONFIG+golden for the golden-section search)")
     ap.add_argument("--discriminative", type=int, default=0, metavar="N",
                     help="also fit each configuration with N discriminative refinement steps (CONFIG+disc)")
+    ap.add_argument("--derived", action="store_true",
+                    help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
     ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
     ap.add_argument("--disc-lr", type=float, default=0.05)
     ap.add_argument("--disc-l2", type=float, default=1e-4)
@@ -117,7 +119,7 @@ def main() -> None:
     folds = list(GroupKFold(n_splits=a.folds).split(s, y, groups=s["subject_id"]))[: a.max_folds]
     searches = {"grid": "", "golden": "+golden"}
     discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
-    cpn_models = {f"{c}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
+    cpn_models = {f"{c}{'+derived' if a.derived else ''}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
                   for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
@@ -132,7 +134,7 @@ def main() -> None:
                 info = ""
             else:
                 config, search, disc = cpn_models[name]
-                net = build_expert_network("physionet", drop=CONFIGS[config])
+                net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived)
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
                               half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
                               discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2).fit(s.iloc[tr])
