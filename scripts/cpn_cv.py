@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def main() -> None:
             if name == "lightgbm":
                 from gbdt import GBDTClassifier
 
-                m = GBDTClassifier(random_state=a.seed, n_jobs=2).fit(s.iloc[tr], groups=s["subject_id"].iloc[tr])
+                m = GBDTClassifier(random_state=a.seed, n_jobs=int(os.environ.get("SEPSISCOPE_THREADS") or 2)).fit(s.iloc[tr], groups=s["subject_id"].iloc[tr])
                 info = ""
             else:
                 config, search, disc = cpn_models[name]
