@@ -70,8 +70,8 @@ def test_derived_evidence_by_hand(derived_net):
     # crea_delta cuts -0.3/0.3: none before a second value; +0.5 at 4 h, carried forward
     assert state["crea_delta"].tolist() == [-1, -1, -1, -1, 2, 2, 2, 2]
     assert det["crea_delta"][0][::-1][4] == pytest.approx(0.5)
-    # never measured: no evidence; not enough columns: no derived evidence at all
-    assert np.isnan(ev["plt_delta"]).all() if "plt_delta" in ev else True
+    # a concept the screens lack: no evidence; no stay_id: no derived evidence at all
+    assert "plt_delta" not in ev
     ev2, _ = build_evidence(s.drop(columns="stay_id"), info, {})
     assert not any(v in ev2 for v in DERIVED)
 

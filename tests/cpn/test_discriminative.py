@@ -97,7 +97,7 @@ def test_early_stopping_keeps_the_best_cpds():
         np.testing.assert_array_equal(eng.cpds[v], kept[v])
 
 
-def test_sepsiscpn_refinement_is_off_by_default_and_moves_cpds_when_on(sampled_screens):
+def test_sepsiscpn_refinement_is_off_by_default_and_records_its_steps_when_on(sampled_screens):
     base = SepsisCPN(half_lives="prior", max_iter=3).fit(sampled_screens)
     assert base.discriminative_history_ == []
     on = SepsisCPN(half_lives="prior", max_iter=3, discriminative_iter=4, discriminative_lr=0.05).fit(sampled_screens)
