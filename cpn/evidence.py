@@ -3,7 +3,10 @@
 * concept leaves: value -> state (``concepts.toml`` cuts), decayed by ``<concept>_age_h``;
 * CXR leaves: ``cxr_<finding>`` probability -> likelihood ratio, decayed by ``cxr_age_h``;
 * context: ``department``, ``age`` -> age band, ``hours_since_admit`` -> band (hard evidence);
-* tested leaves: was any of the concepts measured within the window (hard evidence, from ages).
+* tested leaves: was any of the concepts measured within the window (hard evidence, from ages);
+* derived leaves (``cpn.structure.DERIVED``): a trend of a concept over the stay's screens (worst
+  value in 24 h, 6 h rise or fall, change since the previous measurement, measurements in 24 h) from
+  :func:`ehr.trends.trend_features` (hard evidence; needs ``stay_id`` and ``screen_time``).
 
 Missing values give NaN rows (no evidence). Unknown concept columns, out-of-range values and CXR
 probabilities outside [0, 1] raise errors naming the column and row.
@@ -33,12 +36,12 @@ from ehr.schema import CXR_FINDINGS
 
 from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
-from .structure import CONTEXT, TARGET_EDGES_H, TESTED, node_roles
+from .structure import CONTEXT, DERIVED, TARGET_EDGES_H, TESTED, node_roles
 
 __all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "input_columns", "half_life_group",
            "target_states", "EVIDENCE_ROLES"]
 
-EVIDENCE_ROLES = ("context", "concept", "tested", "cxr")
+EVIDENCE_ROLES = ("context", "concept", "tested", "cxr", "derived")
 _CONTEXT_COLUMN = {"age_band": "age", "hours_band": "hours_since_admit", "department": "department"}
 
 
@@ -96,6 +99,9 @@ def input_columns(info: NetworkInfo) -> list[str]:
             cols.append(_CONTEXT_COLUMN[v])
         elif role == "tested":
             cols += [f"{c}_age_h" for c in TESTED[v][0]]
+        elif role == "derived":
+            c = DERIVED[v][0]
+            cols += ["stay_id", "screen_time", c, f"{c}_age_h"]
     return list(dict.fromkeys(cols))
 
 
@@ -103,9 +109,39 @@ def _numeric_columns(screens: pd.DataFrame, info: NetworkInfo) -> dict:
     """Every numeric column the network reads that ``screens`` has, read in one go: name -> float array
     (one conversion of the block instead of a pandas lookup per column, which costs more than the
     arithmetic on a batch of a few hundred screens)."""
-    names = [c for c in input_columns(info) if c != "department" and c in screens.columns]
+    names = [c for c in input_columns(info) if c not in ("department", "stay_id", "screen_time")
+             and c in screens.columns]
     block = screens[names].to_numpy(dtype=float) if names else np.empty((len(screens), 0))
     return dict(zip(names, block.T))
+
+
+def _derived_values(screens: pd.DataFrame, info: NetworkInfo) -> dict:
+    """Each derived leaf's value per screen (NaN: no evidence) from :func:`ehr.trends.trend_features`
+    over the stays' screens; none when ``screens`` lacks ``stay_id``, ``screen_time`` or the concept."""
+    nodes = [v for v in info.evidence_nodes if info.roles[v] == "derived"
+             and {"stay_id", "screen_time", DERIVED[v][0], f"{DERIVED[v][0]}_age_h"} <= set(screens.columns)]
+    if not nodes or not len(screens):
+        return {}
+    from ehr.trends import trend_features
+
+    concepts = list(dict.fromkeys(DERIVED[v][0] for v in nodes))
+    t = trend_features(screens, concepts, (6, 24), counts=True)
+    out = {}
+    for v in nodes:
+        c, stat = DERIVED[v][:2]
+        now = screens[c].to_numpy(dtype=float)
+        if stat == "rise_6h":
+            x = now - t[f"{c}_min_6h"]
+        elif stat == "fall_6h":
+            x = t[f"{c}_max_6h"] - now
+        elif stat == "delta":
+            x = t[f"{c}_delta"]
+        elif stat == "n_24h":  # no measurement in the window at all: no evidence either way
+            x = np.where(np.isnan(now), np.nan, t[f"{c}_n_24h"])
+        else:  # max_24h, min_24h
+            x = t[f"{c}_{stat}"]
+        out[v] = np.asarray(x, dtype=float)
+    return out
 
 
 def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *,
@@ -135,6 +171,7 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
     concepts = load_concepts()
     n = len(screens)
     read = _numeric_columns(screens, info)
+    trends = _derived_values(screens, info)
     ev, det = {}, {}
     for v in info.evidence_nodes:
         role, k = info.roles[v], len(info.states[v])
@@ -188,6 +225,12 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
                 recent = np.nanmin(np.where(np.isnan(ages), np.inf, ages), axis=1) <= TESTED[v][1]
             state = recent.astype(np.int64)
             value = state.astype(float)
+            ev[v] = soft_evidence(state, np.ones(n), k)
+        elif role == "derived":
+            if v not in trends:
+                continue
+            value = trends[v]
+            state = band_states(value, DERIVED[v][2])
             ev[v] = soft_evidence(state, np.ones(n), k)
         else:  # pragma: no cover - roles are validated with the network
             continue

@@ -34,7 +34,8 @@ from ehr.splits import holdout_groups
 
 from ._pgmpy import pgmpy_classes
 from .evidence import half_life_group, input_columns, target_states
-from .learning import conditional_loglik, fit_em, optimise_half_lives, search_half_lives
+from .learning import (binary_target_evidence, conditional_loglik, fit_em, optimise_half_lives,
+                       refine_discriminative, search_half_lives)
 from .scoring import _GROUPS, NETWORK_FILE, CPNScoring
 from .structure import TARGET, TARGET_STATES, load_network, save_network, validate_network
 
@@ -108,6 +109,17 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         Fraction of stays held out for half-life selection (:func:`ehr.splits.holdout_groups`,
         stratified by whether a stay has a screen within 48 h of onset).
     random_state : int
+    discriminative_iter : int
+        Steps of discriminative refinement after EM (0, the default: none).
+        :func:`cpn.learning.refine_discriminative` raises the conditional log-likelihood of "onset
+        within 48 h" given the evidence on the training stays (Adam on the CPD columns'
+        log-parameters, gradient from two exact expected-count passes, L2 pull to EM's CPDs) and keeps
+        the step with the best AUROC on ``validation_fraction`` of the stays held out (patience 15).
+        The network stays a proper BN, so explanations stay exact Bayes factors. PhysioNet set A,
+        5-fold grouped CV (issue 13): 40 steps lift the first fold from 0.748 to 0.764 AUROC; see
+        the issue's report for the pooled numbers. Off by default until CV on more than set A supports it.
+    discriminative_l2, discriminative_lr : float
+        The L2 pull (on the mean conditional log-likelihood) and Adam's step size.
     batch_size : int
         Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
         explanations where numba is installed, runs tiles of its own; its threads are set by
@@ -130,13 +142,17 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
     em_history_ : list of float
     n_train_rows_ : int
         Screens EM was fitted on (all of them unless ``max_rows`` drew a subset).
+    discriminative_history_ : list of dict
+        Per refinement step: training conditional log-likelihood and held-out AUROC (empty when
+        ``discriminative_iter`` is 0).
     """
 
     def __init__(self, network="physionet", *, half_lives="learn",
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid",
-                 half_life_fixed=("cxr",)):
+                 half_life_fixed=("cxr",), discriminative_iter=0, discriminative_l2=1e-4,
+                 discriminative_lr=0.02):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
@@ -151,6 +167,9 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.batch_size = batch_size
+        self.discriminative_iter = discriminative_iter
+        self.discriminative_l2 = discriminative_l2
+        self.discriminative_lr = discriminative_lr
 
     # ------------------------------------------------------------------ helpers
     def _cxr_sums(self, screens) -> dict:
@@ -249,8 +268,40 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
         self.em_history_ = fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
                                   max_iter=self.max_iter, tol=self.tol, batch_size=self.batch_size)
+        self.discriminative_history_ = []
+        if self.discriminative_iter:
+            self.discriminative_history_ = self._refine(ev, rows, stays, t_state)
         self._sync_network()
         return self
+
+    def _refine(self, ev, rows, stays, t_state):
+        """Discriminative refinement after EM (:func:`cpn.learning.refine_discriminative`): the
+        conditional log-likelihood of "onset within 48 h" on the training stays, early-stopped on the
+        AUROC of ``validation_fraction`` of the stays held out. (Not on their conditional
+        log-likelihood: on PhysioNet set A that worsens from the first step, through calibration,
+        while the ranking of held-out screens improves by 0.015 AUROC.)"""
+        from sklearn.metrics import roc_auc_score
+
+        y = _GROUPS[t_state[rows], 0]
+        s = stays[rows]
+        if len(np.unique(s)) < 2:
+            logger.warning("too few stays for the discriminative refinement; EM's CPDs kept")
+            return []
+        tr, va = holdout_groups(s, self.validation_fraction, y=y, random_state=self.random_state + 1)
+        ev = {k: v for k, v in ev.items() if k != TARGET}
+        ev_tr = {k: v[tr] for k, v in ev.items()}
+        ev_va = {k: v[va] for k, v in ev.items()}
+        y_va = y[va].astype(bool)
+
+        def val_score(engine):
+            if y_va.all() or not y_va.any():
+                return 0.0
+            return float(roc_auc_score(y_va, engine.posterior(ev_va, batch_size=self.batch_size) @ _GROUPS[:, 0]))
+
+        return refine_discriminative(self.engine_, ev_tr, binary_target_evidence(_GROUPS, y[tr]), target=TARGET,
+                                     val_score=val_score, max_iter=int(self.discriminative_iter),
+                                     learning_rate=self.discriminative_lr, l2=self.discriminative_l2,
+                                     optimizer="adam", patience=15)
 
     def _learn_half_lives(self, screens, rows, stays, t_state, hl):
         if len(np.unique(stays[rows])) < 2:
@@ -329,7 +380,8 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         return {"evidence_nodes": self.features_, "half_lives": self.half_lives_,
                 "half_life_scale": self.half_life_scale_, "half_life_profile": self.half_life_profile_,
                 "cxr_prior": self.cxr_prior_,
-                "em_history": self.em_history_, "n_train_rows": self.n_train_rows_}
+                "em_history": self.em_history_, "n_train_rows": self.n_train_rows_,
+                "discriminative_history": self.discriminative_history_}
 
     def _restore(self, directory: Path, meta: dict) -> None:
         super()._restore(directory, meta)  # CPNScoring: network, evidence nodes, half-lives, CXR calibration
@@ -337,4 +389,5 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self.half_life_scale_ = dict(state["half_life_scale"])
         self.half_life_profile_ = dict(state.get("half_life_profile", {}))  # absent in older model.json
         self.em_history_ = list(state["em_history"])
+        self.discriminative_history_ = list(state.get("discriminative_history", []))  # absent in older model.json
         self.n_train_rows_ = state["n_train_rows"]

@@ -31,7 +31,7 @@ from ehr.schema import CXR_FINDINGS
 from ._pgmpy import pgmpy_classes
 
 __all__ = [
-    "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "EDGES",
+    "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
     "validate_network", "node_roles", "network_path", "write_shipped_networks",
 ]
@@ -56,6 +56,33 @@ TESTED = {
     "bloodgas_tested_24h": (("ph", "paco2", "pao2", "sao2", "base_excess"), 24.0),
     # "cxr" stands for the chest X-ray (``cxr_age_h``); only the "full" network has it
     "xray_taken_24h": (("cxr",), 24.0),
+}
+
+#: derived evidence leaves (issue 13 item 2; ``build_expert_network(..., derived=True)``): name ->
+#: (concept, statistic, cut-points, a typical normal value). Statistics come from the stay's screens
+#: (:mod:`ehr.trends`): ``max_24h``/``min_24h`` the worst carried-forward value in the last 24 h,
+#: ``rise_6h`` the value minus its 6 h minimum, ``fall_6h`` the 6 h maximum minus the value, ``delta``
+#: the change since the previous measurement, ``n_24h`` the measurements in the last 24 h (monitoring
+#: intensity). Cuts are clinical (NEWS2 / SOFA / KDIGO bands) where they exist.
+DERIVED = {
+    "hr_max_24h": ("hr", "max_24h", (91.0, 111.0, 131.0), 80.0),
+    "resp_max_24h": ("resp", "max_24h", (21.0, 25.0, 30.0), 16.0),
+    "temp_max_24h": ("temp", "max_24h", (38.1, 39.1), 37.0),
+    "temp_min_24h": ("temp", "min_24h", (35.1, 36.1), 37.0),
+    "map_min_24h": ("map", "min_24h", (55.0, 65.0, 70.0), 85.0),
+    "sbp_min_24h": ("sbp", "min_24h", (91.0, 101.0, 111.0), 120.0),
+    "spo2_min_24h": ("spo2", "min_24h", (88.0, 92.0, 94.0), 97.0),
+    "hr_rise_6h": ("hr", "rise_6h", (10.0, 20.0, 30.0), 0.0),
+    "resp_rise_6h": ("resp", "rise_6h", (4.0, 8.0), 0.0),
+    "temp_rise_6h": ("temp", "rise_6h", (0.5, 1.0), 0.0),
+    "map_fall_6h": ("map", "fall_6h", (10.0, 20.0, 30.0), 0.0),
+    "spo2_fall_6h": ("spo2", "fall_6h", (2.0, 4.0), 0.0),
+    "crea_delta": ("crea", "delta", (-0.3, 0.3), 0.0),
+    "plt_delta": ("plt", "delta", (-50.0, -15.0, 15.0), 0.0),
+    "lact_delta": ("lact", "delta", (-0.5, 0.5), 0.0),
+    "wbc_delta": ("wbc", "delta", (-3.0, 3.0), 0.0),
+    "wbc_n_24h": ("wbc", "n_24h", (1.0, 2.0, 3.0), 1.0),
+    "temp_n_24h": ("temp", "n_24h", (4.0, 8.0, 12.0), 6.0),
 }
 
 _LATENT_STATES = {
@@ -143,6 +170,24 @@ EDGES: tuple[tuple[str, str, str], ...] = (
     ("coagulation", "fibrinogen", "fibrinogen is consumed in DIC (and is an acute-phase protein)"),
     ("cns", "gcs", "GCS defines SOFA CNS failure"),
     ("cns", "acvpu", "new confusion or lower ACVPU is the NEWS2 consciousness item"),
+    ("circulation", "hr_max_24h", "the worst tachycardia of the day marks circulatory stress between charted values"),
+    ("respiration", "resp_max_24h", "the day's peak respiratory rate catches intermittent tachypnoea (qSOFA >= 22)"),
+    ("inflammation", "temp_max_24h", "a fever spike in the last day is the inflammatory response even after it settles"),
+    ("inflammation", "temp_min_24h", "hypothermia at any point of the day marks a severe inflammatory response"),
+    ("circulation", "map_min_24h", "the day's lowest MAP defines SOFA cardiovascular failure (< 70 mmHg)"),
+    ("circulation", "sbp_min_24h", "the day's lowest systolic pressure (qSOFA <= 100 mmHg) marks hypotension"),
+    ("respiration", "spo2_min_24h", "the day's lowest saturation marks hypoxaemia between readings"),
+    ("circulation", "hr_rise_6h", "a rising heart rate is early circulatory compensation"),
+    ("respiration", "resp_rise_6h", "a rising respiratory rate precedes respiratory failure"),
+    ("inflammation", "temp_rise_6h", "a rising temperature is a developing febrile response"),
+    ("circulation", "map_fall_6h", "falling pressure is developing vasodilatory shock"),
+    ("respiration", "spo2_fall_6h", "falling saturation is worsening gas exchange"),
+    ("kidney", "crea_delta", "a creatinine rise of >= 0.3 mg/dL is acute kidney injury (KDIGO)"),
+    ("coagulation", "plt_delta", "a falling platelet count is sepsis-induced coagulopathy in progress"),
+    ("perfusion", "lact_delta", "rising lactate is worsening hypoperfusion; clearance is recovery"),
+    ("inflammation", "wbc_delta", "a changing white count tracks the inflammatory response"),
+    ("infection", "wbc_n_24h", "blood counts are repeated when clinicians suspect infection"),
+    ("infection", "temp_n_24h", "temperature is checked more often when clinicians suspect infection"),
     ("resp_infection", "cxr_consolidation", "pneumonia shows as consolidation on the chest X-ray"),
     ("sepsis", "cxr_consolidation", "extensive (multilobar) consolidation marks the severe pneumonia that "
      "progresses to sepsis (an IDSA/ATS severe-pneumonia criterion)"),
@@ -198,7 +243,7 @@ def _variant_concepts(variant: str) -> list[str]:
     return list(concepts)
 
 
-def _nodes_and_edges(variant: str, drop=()):
+def _nodes_and_edges(variant: str, drop=(), derived: bool = False):
     import networkx as nx  # (here only: scoring a saved network does not need networkx)
 
     if variant not in DEPARTMENTS:
@@ -216,6 +261,10 @@ def _nodes_and_edges(variant: str, drop=()):
         states[k], roles[k] = ("no", "yes"), "tested"
     for c in leaves:
         states[c], roles[c] = state_names(concepts[c].cuts), "concept"
+    if derived:
+        for k, (c, _, cuts, _) in DERIVED.items():
+            if c in leaves:
+                states[k], roles[k] = state_names(cuts), "derived"
     if variant == "full":
         for f in CXR_FINDINGS:
             states[f"cxr_{f}"], roles[f"cxr_{f}"] = ("absent", "present"), "cxr"
@@ -269,6 +318,10 @@ def _prior_values(node, role, states, parent_states, concepts):
             if node in _NORMAL else k // 2
         dist = np.abs(np.arange(k) - normal)[:, None]
         logits = -dist * (2.0 - 2.5 * sev[None, :])
+    elif role == "derived":
+        normal = int(np.searchsorted(DERIVED[node][2], DERIVED[node][3], side="right"))
+        dist = np.abs(np.arange(k) - normal)[:, None]
+        logits = -dist * (2.0 - 2.5 * sev[None, :])
     elif role in ("tested", "cxr") or k == 2:
         p1 = 0.15 + 0.5 * sev
         return np.vstack([1 - p1, p1])
@@ -279,12 +332,14 @@ def _prior_values(node, role, states, parent_states, concepts):
     return v / v.sum(axis=0)
 
 
-def build_expert_network(variant: str = "full", *, drop=()) -> DiscreteBayesianNetwork:
+def build_expert_network(variant: str = "full", *, drop=(), derived: bool = False) -> DiscreteBayesianNetwork:
     """The expert DAG of ``variant`` ("full" or "physionet") with monotone prior CPDs.
 
     ``drop`` removes observable nodes (context parents, ``*_tested_24h`` leaves, concept or CXR
     leaves) with their edges, for ablations; latent nodes left without an observable descendant
-    go with them.
+    go with them. ``derived=True`` adds the derived evidence leaves of :data:`DERIVED` (worst value
+    in 24 h, 6 h trends, change since the previous lab, monitoring intensity) under their organ
+    nodes (off by default: the shipped networks do not have them).
 
     Examples
     --------
@@ -296,11 +351,11 @@ def build_expert_network(variant: str = "full", *, drop=()) -> DiscreteBayesianN
     """
     DiscreteBayesianNetwork, TabularCPD, _, _ = pgmpy_classes()
     concepts = load_concepts()
-    states, roles, edges = _nodes_and_edges(variant, drop)
+    states, roles, edges = _nodes_and_edges(variant, drop, derived)
     net = DiscreteBayesianNetwork()
     net.add_nodes_from(states)
     net.add_edges_from([(p, c) for p, c, _ in edges])
-    net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop))
+    net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop)) + ("_derived" if derived else "")
     for v in net.nodes():
         parents = [p for p, c, _ in edges if c == v]
         vals = _prior_values(v, roles[v], states[v], [(p, states[p]) for p in parents], concepts)
@@ -383,7 +438,7 @@ def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -
             raise NetworkError(f"{origin}: CPD of '{v}' does not sum to 1 (column {col} sums to "
                                f"{sums[col]:.6g})")
         role = roles[v]
-        if role not in ("target", "latent", "context", "concept", "tested", "cxr"):
+        if role not in ("target", "latent", "context", "concept", "tested", "cxr", "derived"):
             raise NetworkError(f"{origin}: node '{v}' has unknown role '{role}'")
         if role == "concept":
             if v not in concepts:
@@ -393,6 +448,12 @@ def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -
             if have != want:
                 raise NetworkError(f"{origin}: concept leaf '{v}' has states {have}, but the cuts in "
                                    f"concepts.toml define {want}")
+        if role == "derived":
+            if v not in DERIVED:
+                raise NetworkError(f"{origin}: derived leaf '{v}' is not one of cpn.structure.DERIVED")
+            if tuple(cpd.state_names[v]) != state_names(DERIVED[v][2]):
+                raise NetworkError(f"{origin}: derived leaf '{v}' has states {tuple(cpd.state_names[v])}, but "
+                                   f"its cuts define {state_names(DERIVED[v][2])}")
         if role == "cxr":
             finding = v[len("cxr_"):]
             if finding not in CXR_FINDINGS or tuple(cpd.state_names[v]) != ("absent", "present"):
@@ -455,6 +516,14 @@ def write_shipped_networks(directory=None) -> list[Path]:
         "## Edges and their clinical reasons", "",
         "| parent | child | reason | in physionet |", "|---|---|---|---|"]
     lines += [f"| {p} | {c} | {r} | {'yes' if (p, c) in in_phys else 'no'} |" for p, c, r in full_edges]
+    _, _, derived_edges = _nodes_and_edges("physionet", derived=True)
+    lines += [
+        "", "## Optional derived evidence leaves", "",
+        "Not in the shipped files: `build_expert_network(variant, derived=True)` adds them (issue 13 item 2).",
+        "Each is computed from the stay's screens by `ehr.trends` (`cpn.structure.DERIVED`: the concept, the",
+        "statistic and the clinical cut-points); a missing value is no evidence, a present one is hard evidence.", "",
+        "| parent | child | reason |", "|---|---|---|"]
+    lines += [f"| {p} | {c} | {r} |" for p, c, r in derived_edges if c in DERIVED]
     readme = out / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return written + [readme]

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ehr.schema import CXR_FINDINGS, SchemaError, screen_concept_columns
+from ehr.trends import TREND_WINDOWS_H, baseline_names, trend_features, trend_names
 
 __all__ = ["ScreenFeatures", "REQUIRED_COLUMNS", "STATIC_FEATURES", "CATEGORICAL_FEATURES",
            "LABEL_COLUMNS", "TREND_WINDOWS_H", "BASELINE_WINDOW_H"]
@@ -55,13 +56,8 @@ STATIC_FEATURES: tuple[str, ...] = ("age", "sex", "department", "hours_since_adm
 CATEGORICAL_FEATURES: tuple[str, ...] = ("sex", "department")
 #: Label / outcome columns of the screens table: never features, whatever columns sit beside them.
 LABEL_COLUMNS: tuple[str, ...] = ("label", "onset_in_h", "sepsis_label")
-#: Rolling windows (hours) of the trend features.
-TREND_WINDOWS_H: tuple[int, ...] = (6, 24)
 #: Hours after a stay's first screen that define its baseline, and the window of the measurement counts.
 BASELINE_WINDOW_H: int = 24
-
-# A new measurement shows as a jump in (screen_time - age_h); allow for float round-off.
-_SAME_MEASUREMENT_TOL_H = 1e-6
 
 
 class ScreenFeatures:
@@ -186,14 +182,11 @@ class ScreenFeatures:
 
 
 def _trend_names(c: str) -> list[str]:
-    names = [f"{c}_delta"]
-    for w in TREND_WINDOWS_H:
-        names += [f"{c}_min_{w}h", f"{c}_max_{w}h"]
-    return names
+    return trend_names(c, TREND_WINDOWS_H)
 
 
 def _baseline_names(c: str) -> list[str]:
-    return [f"{c}_dev_base", f"{c}_n_{BASELINE_WINDOW_H}h"]
+    return baseline_names(c, BASELINE_WINDOW_H)
 
 
 def _check_required(screens: pd.DataFrame) -> None:
@@ -226,103 +219,7 @@ def _encode(s: pd.Series, categories: list[str]) -> np.ndarray:
 
 def _history_features(screens: pd.DataFrame, concepts: list[str], *, trend: bool = True,
                       baseline: bool = False) -> dict[str, np.ndarray]:
-    """Trend (delta, rolling extremes) and baseline (deviation, counts) features per concept,
-    computed per stay on time-sorted rows."""
-    n = len(screens)
-    stay = screens["stay_id"].to_numpy()
-    t_ns = screens["screen_time"].to_numpy(dtype="datetime64[ns]").view("int64")
-    order = np.lexsort((t_ns, stay))
-    stay, t_ns = stay[order], t_ns[order]
-    if n > 1:
-        dup = (stay[1:] == stay[:-1]) & (t_ns[1:] == t_ns[:-1])
-        if dup.any():
-            row = int(order[np.flatnonzero(dup)[0] + 1])
-            raise SchemaError(f"screens: duplicate (stay_id, screen_time) at row {row}")
-    first = np.ones(n, dtype=bool)
-    first[1:] = stay[1:] != stay[:-1]
-    starts = np.flatnonzero(first)
-    stay_start = np.repeat(starts, np.diff(np.append(starts, n)))
-    rel_s = (t_ns - t_ns[stay_start]) // 1_000_000_000  # seconds since the stay's first screen
-    rank = np.cumsum(first) - 1
-    key = (rank.astype("int64") << 32) + rel_s  # sorted: stays in order, time within stay
-
-    values = np.column_stack([screens[c].to_numpy(dtype="float32", na_value=np.nan)[order]
-                              for c in concepts])
-    ages = np.column_stack([screens[f"{c}_age_h"].to_numpy(dtype="float64", na_value=np.nan)[order]
-                            for c in concepts])
-    out: dict[str, np.ndarray] = {}
-
-    # Change since the previous value: a new measurement is a row where the measurement time
-    # (screen time - age) moved; its delta is carried forward until the next measurement.
-    meas_h = rel_s[:, None] / 3600.0 - ages
-    prev_meas = np.vstack([np.full((1, len(concepts)), np.nan), meas_h[:-1]])
-    prev_val = np.vstack([np.full((1, len(concepts)), np.nan, dtype="float32"), values[:-1]])
-    prev_meas[first] = np.nan
-    prev_val[first] = np.nan
-    new = ~np.isnan(ages) & ~(np.abs(meas_h - prev_meas) <= _SAME_MEASUREMENT_TOL_H)
-    step = values - prev_val
-    idx = np.where(new, np.arange(n)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)
-    valid = last >= stay_start[:, None]
-    delta = np.take_along_axis(step, np.maximum(last, 0), axis=0)
-    delta[~valid] = np.nan
-    del meas_h, prev_meas, prev_val, step, idx, last, valid
-
-    inv = np.empty(n, dtype=np.int64)
-    inv[order] = np.arange(n)
-    if baseline:
-        # running per-stay sums: a global cumulative sum minus its value just before the stay's first row
-        def stay_cumsum(a):
-            cs = np.cumsum(a, axis=0)
-            return cs - np.vstack([np.zeros((1, a.shape[1])), cs[:-1]])[stay_start]
-
-        early = ~np.isnan(values) & (rel_s <= BASELINE_WINDOW_H * 3600)[:, None]
-        total = stay_cumsum(np.where(early, values, 0.0).astype("float64"))
-        count = stay_cumsum(early.astype("float64"))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dev = (values - total / count).astype("float32")  # NaN until the first value
-        new_cum = stay_cumsum(new.astype("float64"))
-        lo = np.searchsorted(key, key - BASELINE_WINDOW_H * 3600, side="right")
-        # measurements in (t - w, t]: the running count now minus the running count just before lo
-        before = np.where((lo > stay_start)[:, None], new_cum[np.maximum(lo - 1, 0)], 0.0)
-        n_recent = (new_cum - before).astype("float32")
-        for j, c in enumerate(concepts):
-            out[f"{c}_dev_base"] = dev[inv, j]
-            out[f"{c}_n_{BASELINE_WINDOW_H}h"] = n_recent[inv, j]
-    if not trend:
-        return out
-    for j, c in enumerate(concepts):
-        out[f"{c}_delta"] = delta[inv, j]
-    for w in TREND_WINDOWS_H:
-        lo = np.searchsorted(key, key - w * 3600, side="right")
-        mn = _window_extrema(values, lo, np.fmin)
-        mx = _window_extrema(values, lo, np.fmax)
-        for j, c in enumerate(concepts):
-            out[f"{c}_min_{w}h"] = mn[inv, j]
-            out[f"{c}_max_{w}h"] = mx[inv, j]
-    return out
-
-
-def _window_extrema(values: np.ndarray, lo: np.ndarray, op) -> np.ndarray:
-    """``op``-reduce ``values[lo[i] : i + 1]`` for every row ``i`` (NaN-ignoring ``op``).
-
-    A sparse table: level ``j`` holds the reduction over ``2**j`` rows, and any window is the
-    reduction of two overlapping power-of-two blocks. ``O(n log w)`` and fully vectorised.
-    """
-    n = len(values)
-    hi = np.arange(n)
-    length = hi - lo + 1
-    k = np.zeros(n, dtype=np.int64)
-    k[length > 0] = np.floor(np.log2(length[length > 0])).astype(np.int64)
-    out = np.empty_like(values)
-    level = values
-    for j in range(int(k.max(initial=0)) + 1):
-        if j > 0:
-            half = 1 << (j - 1)
-            nxt = level.copy()
-            nxt[: n - half] = op(level[: n - half], level[half:])
-            level = nxt
-        rows = np.flatnonzero(k == j)
-        if rows.size:
-            out[rows] = op(level[lo[rows]], level[hi[rows] - (1 << j) + 1])
-    return out
+    """Trend (delta, rolling extremes) and baseline (deviation, counts) features per concept: the
+    one implementation in :mod:`ehr.trends`, which the CPN's derived evidence also reads."""
+    return trend_features(screens, concepts, TREND_WINDOWS_H, trend=trend,
+                          baseline_h=BASELINE_WINDOW_H if baseline else None)

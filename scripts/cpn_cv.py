@@ -11,7 +11,13 @@ observation in their hour; the models are also reported on exactly that subset) 
 
     nice -n 5 .venv/bin/python scripts/cpn_cv.py --out runs/cpn_cv \\
         [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet] \\
-        [--half-life-search grid golden]
+        [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 1e-4]
+
+``--discriminative N`` adds, per configuration, a ``CONFIG+disc`` model: the same network with the
+discriminative refinement of its CPDs after EM (``SepsisCPN(discriminative_iter=N)``, issue 13).
+After the pooled table, the AUROC within bands of hours since admission and its positives-weighted
+mean (:func:`evaluation.stratified.auroc_by_hours_band`: screens with new data before onset) is
+printed per model and written to ``bands.csv``.
 
 Writes ``cv_results.csv`` (one row per configuration and fold, plus pooled rows) and
 ``half_lives.json`` into ``--out``.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -51,6 +58,14 @@ def _metrics(y, p):
     return {"auroc": roc_auc(y, p), "auprc": average_precision(y, p)}
 
 
+def _bands(screens, stays, risks: dict) -> pd.DataFrame:
+    from ehr.estimator import predictions_frame
+    from evaluation.stratified import auroc_by_hours_band
+
+    pred = pd.concat([predictions_frame(screens, r, model=name, split="cv") for name, r in risks.items()])
+    return auroc_by_hours_band(pred, screens, stays)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--zip", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -61,12 +76,19 @@ def main() -> None:
                     choices=sorted(CONFIGS))
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--max-folds", type=int, default=None, help="run only the first N folds")
-    ap.add_argument("--max-rows", type=int, default=300_000)
+    ap.add_argument("--max-rows", type=int, default=300_000, help="0: every training screen")
     ap.add_argument("--max-iter", type=int, default=15)
     ap.add_argument("--half-lives", default="learn", choices=["learn", "prior"])
     ap.add_argument("--half-life-search", nargs="+", default=["grid"], choices=["grid", "golden"],
                     help="SepsisCPN half_life_search; several: each configuration is fitted with each "
                          "(named CONFIG+golden for the golden-section search)")
+    ap.add_argument("--discriminative", type=int, default=0, metavar="N",
+                    help="also fit each configuration with N discriminative refinement steps (CONFIG+disc)")
+    ap.add_argument("--derived", action="store_true",
+                    help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
+    ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
+    ap.add_argument("--disc-lr", type=float, default=0.05)
+    ap.add_argument("--disc-l2", type=float, default=1e-4)
     ap.add_argument("--gbdt", action="store_true", help="also fit LightGBM (defaults) on the same folds")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -97,7 +119,9 @@ def main() -> None:
 
     folds = list(GroupKFold(n_splits=a.folds).split(s, y, groups=s["subject_id"]))[: a.max_folds]
     searches = {"grid": "", "golden": "+golden"}
-    cpn_models = {f"{c}{searches[h]}": (c, h) for c in a.configs for h in a.half_life_search}
+    discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
+    cpn_models = {f"{c}{'+derived' if a.derived else ''}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
+                  for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
     rows, half_lives = [], {}
@@ -107,16 +131,21 @@ def main() -> None:
             if name == "lightgbm":
                 from gbdt import GBDTClassifier
 
-                m = GBDTClassifier(random_state=a.seed, n_jobs=2).fit(s.iloc[tr], groups=s["subject_id"].iloc[tr])
+                m = GBDTClassifier(random_state=a.seed, n_jobs=int(os.environ.get("SEPSISCOPE_THREADS") or 2)).fit(s.iloc[tr], groups=s["subject_id"].iloc[tr])
                 info = ""
             else:
-                config, search = cpn_models[name]
-                net = build_expert_network("physionet", drop=CONFIGS[config])
-                m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows, max_iter=a.max_iter,
-                              half_life_search=search, random_state=a.seed + k).fit(s.iloc[tr])
+                config, search, disc = cpn_models[name]
+                net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived)
+                m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
+                              half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
+                              discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2).fit(s.iloc[tr])
                 half_lives.setdefault(name, []).append({"scale": m.half_life_scale_, "hours": m.half_lives_,
                                                         "profile": m.half_life_profile_})
                 info = f" half-life x {m.half_life_scale_}, EM {len(m.em_history_)} it"
+                if disc:
+                    h = m.discriminative_history_
+                    info += f", discriminative {len(h)} steps (held-out AUROC {max(r['val'] for r in h):.4f})" if h else ""
+
             risk[name][te] = m.predict_proba(s.iloc[te])[:, 1]
             yt, pt, hn = y[te], risk[name][te], has_news2[te]
             rows.append({"config": name, "fold": k, **_metrics(yt, pt),
@@ -160,6 +189,10 @@ def main() -> None:
             nd = sum(bool(f["profile"].get(g, {}).get("no_decay")) for f in fits)
             print(f"  {g}: x{2 ** x.mean():.3g} [{2 ** (x.mean() - hw):.3g}, {2 ** (x.mean() + hw):.3g}]"
                   f"{f'; no decay in {nd}/{len(fits)} folds' if nd else ''}")
+    bands = _bands(s.iloc[done], stays, {name: risk[name][done] for name in models})
+    bands.to_csv(out / "bands.csv", index=False)
+    print("\nAUROC within bands of hours since admission (screens with new data before onset):\n"
+          + bands.pivot(index="model", columns="band", values="auroc").round(4).to_string())
     print(f"\nwritten {out / 'cv_results.csv'} [{time.time() - t0:.0f} s]")
 
 
