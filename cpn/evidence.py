@@ -6,7 +6,10 @@
 * tested leaves: was any of the concepts measured within the window (hard evidence, from ages);
 * derived leaves (``cpn.structure.DERIVED``): a trend of a concept over the stay's screens (worst
   value in 24 h, 6 h rise or fall, change since the previous measurement, measurements in 24 h) from
-  :func:`ehr.trends.trend_features` (hard evidence; needs ``stay_id`` and ``screen_time``).
+  :func:`ehr.trends.trend_features` (hard evidence; needs ``stay_id`` and ``screen_time``). They
+  read the stay's earlier screens *in the same table*: score a screen together with its stay's last
+  24 h of screens (as the pipeline, the service's bundles and ``explain --run`` do), or a "worst in
+  24 h" falls back to the screen's own value.
 
 Missing values give NaN rows (no evidence). Unknown concept columns, out-of-range values and CXR
 probabilities outside [0, 1] raise errors naming the column and row.
