@@ -208,6 +208,9 @@ def fit_partitioned(model, parts: list, mapper):
     -------
     model, fitted
     """
+    if model.discriminative_iter:
+        raise ValueError(f"discriminative_iter={model.discriminative_iter}: the discriminative refinement has no "
+                         "partitioned fit yet; fit in one process, or set discriminative_iter=0")
     model._prepare_network()
     summaries = mapper.gather(mapper.map(_summary, parts))
     columns = summaries[0]["columns"]
@@ -243,5 +246,6 @@ def fit_partitioned(model, parts: list, mapper):
         hl = fit.learn_half_lives(hl)
     model.half_lives_ = hl
     model.em_history_ = fit.em(hl, None, n_rows, model.max_iter)
+    model.discriminative_history_ = []
     model._sync_network()
     return model

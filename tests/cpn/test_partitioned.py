@@ -41,6 +41,30 @@ def test_learned_half_lives_subsample_and_em_match_the_single_fit(screens):
     assert parts.data_hashes_.keys() == {"screens_parts"}
 
 
+def test_a_partitioned_fit_saves_and_loads(screens, tmp_path):
+    parts = fit_partitioned(SepsisCPN("full", half_lives="prior", max_iter=1), _parts(screens, 2), SerialMapper())
+    back = SepsisCPN.load(parts.save(tmp_path / "cpn"))
+    assert back.discriminative_history_ == []
+    np.testing.assert_array_equal(back.predict_proba(screens), parts.predict_proba(screens))
+
+
+def test_derived_leaves_fit_by_parts_as_in_one_process(screens):
+    # the trends read a stay's earlier screens; parts hold whole stays, so the evidence is the same
+    from cpn.structure import build_expert_network
+
+    kw = dict(half_lives="prior", max_iter=2)
+    one = SepsisCPN(build_expert_network("full", derived=True), **kw).fit(screens)
+    parts = fit_partitioned(SepsisCPN(build_expert_network("full", derived=True), **kw), _parts(screens, 3),
+                            SerialMapper())
+    for v, cpd in one.engine_.cpds.items():
+        np.testing.assert_allclose(parts.engine_.cpds[v], cpd, rtol=0, atol=1e-9, err_msg=v)
+
+
+def test_the_discriminative_refinement_has_no_partitioned_fit(screens):
+    with pytest.raises(ValueError, match="no partitioned fit"):
+        fit_partitioned(SepsisCPN("full", discriminative_iter=5), _parts(screens, 2), SerialMapper())
+
+
 def test_parts_must_hold_whole_stays_and_the_same_columns(screens):
     a, b = _parts(screens, 2)
     stray = a.iloc[:1]
