@@ -27,13 +27,15 @@ import pandas as pd
 
 from ehr.schema import require_columns
 
-from .calibration import PlattScaler, TemperatureScaler, brier_score, expected_calibration_error
+from .calibration import (PlattScaler, TemperatureScaler, brier_from_sums, brier_score,  # noqa: F401 (one definition, re-exported)
+                          calibration_sums, ece_from_sums, expected_calibration_error)
 from .tables import join_labels
 
-__all__ = ["calibrate_predictions", "calibration_table"]
+__all__ = ["calibrate_predictions", "calibration_table", "calibration_row", "make_scaler"]
 
 
-def _make_scaler(method: str):
+def make_scaler(method: str):
+    """An unfitted scaler of ``method`` (``platt``, ``platt-score``, ``temperature``)."""
     if method == "platt":
         return PlattScaler(input="probability")
     if method == "platt-score":
@@ -83,7 +85,7 @@ def calibrate_predictions(predictions: pd.DataFrame, screens: pd.DataFrame, *, m
         fit_rows = sel & (data["split"] == fit_split).to_numpy()
         if not fit_rows.any():
             raise ValueError(f"predictions: model '{model}' has no rows in split '{fit_split}' to fit on")
-        scaler = _make_scaler(method).fit(data["risk"].to_numpy()[fit_rows], data["y"].to_numpy()[fit_rows])
+        scaler = make_scaler(method).fit(data["risk"].to_numpy()[fit_rows], data["y"].to_numpy()[fit_rows])
         scalers[model] = scaler
         part = predictions.loc[sel].copy()
         part["risk"] = scaler.transform(part["risk"].to_numpy())
@@ -125,16 +127,23 @@ def calibration_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, metho
         y = before["y"].to_numpy()[sel]
         p0 = before["risk"].to_numpy()[sel]
         p1 = after_risk[sel]
-        row = {"model": model, "method": method, "n": int(sel.sum()),
-               "prevalence": float(y.mean()) if len(y) else float("nan"),
-               "brier_before": brier_score(y, p0) if method != "platt-score" else float("nan"),
-               "brier_after": brier_score(y, p1),
-               "ece_before": (expected_calibration_error(y, p0, n_bins=n_bins) if method != "platt-score"
-                              else float("nan")),
-               "ece_after": expected_calibration_error(y, p1, n_bins=n_bins)}
-        if isinstance(scaler, TemperatureScaler):
-            row["temperature"] = scaler.temperature_
-        else:
-            row["coef"], row["intercept"] = scaler.coef_, scaler.intercept_
-        rows.append(row)
+        sums0 = calibration_sums(y, p0, n_bins=n_bins) if method != "platt-score" else None
+        rows.append(calibration_row(model, method, scaler, sums0, calibration_sums(y, p1, n_bins=n_bins),
+                                    n=int(sel.sum()), n_positive=float(y.sum())))
     return pd.DataFrame(rows)
+
+
+def calibration_row(model: str, method: str, scaler, before, after, *, n: int, n_positive: float) -> dict:
+    """One row of :func:`calibration_table` from the :func:`evaluation.calibration.calibration_sums` of the
+    evaluated screens before (None: not probabilities) and after recalibration; sums add up over parts."""
+    nan = float("nan")
+    row = {"model": model, "method": method, "n": int(n), "prevalence": n_positive / n if n else nan,
+           "brier_before": brier_from_sums(before) if before is not None else nan,
+           "brier_after": brier_from_sums(after),
+           "ece_before": ece_from_sums(before) if before is not None else nan,
+           "ece_after": ece_from_sums(after)}
+    if isinstance(scaler, TemperatureScaler):
+        row["temperature"] = scaler.temperature_
+    else:
+        row["coef"], row["intercept"] = scaler.coef_, scaler.intercept_
+    return row
