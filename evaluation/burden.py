@@ -42,7 +42,7 @@ def threshold_ranks(n: int, n_points: int = 40, min_fraction: float = 2e-4, max_
     """Positions in the ascending order of ``n`` scores whose values are the sweep's thresholds.
 
     >>> threshold_ranks(1000, 3, 0.01, 0.5).tolist()
-    [500, 929, 990]
+    [500, 930, 990]
     """
     fractions = np.geomspace(max_fraction, min_fraction, n_points)
     return np.clip(np.ceil(n * (1 - fractions)).astype(int), 0, n - 1)
