@@ -75,13 +75,13 @@ def _bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return out
 
 
-def _counts_of_single(single: Path, out: Path, n_boot: int, seed: int) -> Path:
+def _counts_of_single(single: Path, out: Path, n_boot: int, seed: int, subgroup_n_boot: int) -> Path:
     """The count-based evaluation of the single-process run's gathered tables, written as a run writes it."""
     from evaluation.counts import evaluate_run_counts
 
     pred, screens, stays = (pd.read_parquet(single / f) for f in ("predictions.parquet", "screens.parquet",
                                                                    "stays.parquet"))
-    ev = evaluate_run_counts(pred, screens, stays, n_boot=n_boot, seed=seed)
+    ev = evaluate_run_counts(pred, screens, stays, n_boot=n_boot, seed=seed, subgroup_n_boot=subgroup_n_boot)
     out.mkdir(parents=True, exist_ok=True)
     ev.write(out)
     return out
@@ -151,13 +151,26 @@ def main() -> None:
         report[f"{model}_risk_max_abs_difference"] = float((x["risk"] - y["risk"]).abs().max()) if same_keys \
             else f"keys differ ({len(x)} vs {len(y)} rows)"
     if args.dask_evaluation == "counts":
-        counted = _counts_of_single(single, args.out / "single_counts", args.n_boot, 0)
+        counted = _counts_of_single(single, args.out / "single_counts", args.n_boot, 0, RunConfig().subgroup_n_boot)
         report["tables_vs_counts_of_single"] = {**_compare_tables(counted, dask_dir),
                                                 **_compare_tables(counted / "tables", dask_dir / "tables")}
         a, b = (pd.read_csv(d / "tables" / "bootstrap_metrics.csv") for d in (single, dask_dir))
         report["bootstrap_vs_single_exact_max_abs_difference"] = _bootstrap_differences(a, b)
         a, b = (pd.read_csv(d / "main_table.csv") for d in (single, dask_dir))
         report["main_table_vs_single_exact"] = _compare_tables(single, dask_dir).get("main_table.csv")
+        # every further section against the single-process run's own (exact) tables: max |difference| per model
+        report["sections_vs_single_exact"] = {
+            **{k: v for k, v in _compare_tables(single, dask_dir).items() if k != "main_table.csv"},
+            **{f"tables/{k}": v for k, v in _compare_tables(single / "tables", dask_dir / "tables").items()}}
+        report["utility"] = {d.name: json.loads((d / "utility.json").read_text()) if (d / "utility.json").exists()
+                             else None for d in (single, dask_dir)}
+
+        def files(d):
+            return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()
+                    and p.relative_to(d).parts[0] not in ("parts", "models")}
+
+        report["files_only_in_single"] = sorted(files(single) - files(dask_dir))
+        report["files_only_in_dask"] = sorted(files(dask_dir) - files(single))
         report["thresholds_vs_single_exact"] = {
             f"{r.model} {r.operating_point}": [r.threshold_a, r.threshold_b] for r in
             a.merge(b, on=["model", "operating_point"], suffixes=("_a", "_b")).itertuples()
