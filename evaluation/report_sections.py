@@ -106,7 +106,9 @@ def paired(ctx) -> dict:
                 view[name] = t[col].fillna("")
         n = int(t["n_resamples"].iloc[0]) if len(t) else 0
         parts.append({"label": label, "table": TableView.of(view, max_rows=500), "n_resamples": n})
-    return {"parts": parts}
+    ev = ctx.run.run_json.get("evaluation")
+    method = ev.get("paired") if isinstance(ev, dict) and ev.get("method") == "counts" else None
+    return {"parts": parts, "method_note": method}
 
 
 def operating_points(ctx) -> dict:

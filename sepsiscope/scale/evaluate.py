@@ -166,6 +166,11 @@ def finish_counts(out: Path, cfg, mapper, *, n: int, split_of: list, screens_dir
     extra = {"source_info": source_info, "results": ev.headline(),
              "evaluation": {"method": "counts", "bootstrap": "poisson (hash of seed, resample, stay_id)",
                             "score_grid": "2^16 logit bins in [-16, 16] (resamples: 2^12); NEWS2 exact",
+                            "paired": ("Evaluated on counts per partition: bootstrap differences on the Poisson "
+                                       "resamples; DeLong's test (by stay and screens iid) is exact for the scores "
+                                       "rounded to 2^16 logit bins (NEWS2 exact), from each pair's merged "
+                                       "histograms and per-stay placement sums"),
+                            "platt": "fitted on dev score-bin cells (count and mean logit per bin and label)",
                             "not_available": list(NOT_AVAILABLE),
                             "partitioned_tables": ["parts/predictions", "parts/alarms"]
                             + (["parts/explanations"] if explain else [])},
