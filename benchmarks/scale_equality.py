@@ -57,7 +57,8 @@ def _compare_tables(a_dir: Path, b_dir: Path) -> dict:
             if x.equals(y):
                 res[model] = "equal"
                 continue
-            num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and c in y.columns]
+            num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])
+                   and c in y.columns]
             diff = (x[num] - y[num]).abs().max().max() if len(x) == len(y) and num else None
             res[model] = f"differs (max |numeric difference| {diff})"
         out[name] = res
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--dask-evaluation", choices=("counts", "gather"), default="counts")
     ap.add_argument("--cpn-max-iter", type=int, default=30)
     ap.add_argument("--cpn-half-lives", choices=("learn", "prior"), default="learn")
+    ap.add_argument("--compare-only", action="store_true", help="compare the runs already under --out")
     args = ap.parse_args()
 
     from ehr.cohort import Cohort
@@ -114,13 +116,14 @@ def main() -> None:
     timings = {}
     if args.physionet is None and args.n_stays > 5000:
         raise SystemExit("synthetic: the partitioned path streams chunks of 5000 stays, a different cohort above that")
-    t = time.perf_counter()
-    run_main_job(single, RunConfig(**kw))
-    timings["single_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
-        run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))
-    timings["dask_s"] = round(time.perf_counter() - t, 1)
+    if not args.compare_only:
+        t = time.perf_counter()
+        run_main_job(single, RunConfig(**kw))
+        timings["single_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
+            run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))
+        timings["dask_s"] = round(time.perf_counter() - t, 1)
 
     report: dict = {"timings": timings, "workers": args.workers, "partitions": args.partitions}
     cohort = Cohort.load(dask_dir / "parts" / "cohort")
