@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--cpn-max-iter", type=int, default=30)
     ap.add_argument("--cpn-half-lives", choices=("learn", "prior"), default="learn")
     ap.add_argument("--compare-only", action="store_true", help="compare the runs already under --out")
+    ap.add_argument("--reuse-single", action="store_true", help="keep the single-process run under --out, rerun the Dask one")
     args = ap.parse_args()
 
     from ehr.cohort import Cohort
@@ -118,8 +119,9 @@ def main() -> None:
         raise SystemExit("synthetic: the partitioned path streams chunks of 5000 stays, a different cohort above that")
     if not args.compare_only:
         t = time.perf_counter()
-        run_main_job(single, RunConfig(**kw))
-        timings["single_s"] = round(time.perf_counter() - t, 1)
+        if not args.reuse_single:
+            run_main_job(single, RunConfig(**kw))
+            timings["single_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
             run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))

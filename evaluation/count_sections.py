@@ -80,7 +80,7 @@ from .tables import join_labels
 from .utility import normalised_utility, utility_from_tables
 
 __all__ = ["SectionPlan", "section_counts", "merge_sections", "evaluate_counts", "fit_platt_cells", "platt_cells",
-           "delong_counts"]
+           "delong_counts", "EXACT_CANDIDATES_MAX"]
 
 _SENS_KEYS = ["window_h", "silencing_h", "model", "operating_point", "threshold"]
 _SCREEN_COUNTS = ["_tp", "_fp", "_pos", "_neg"]
@@ -477,13 +477,28 @@ def _values_in(predictions, screens, stays, *, wanted: dict, reference):
     return out
 
 
+#: most distinct dev scores per model kept as the threshold search's exact candidates (16 MB);
+#: beyond, the search runs over the score bins' maxima (:func:`evaluation.counts.dev_candidates`)
+EXACT_CANDIDATES_MAX = 2 ** 21
+
+
 def _dev_part(predictions, screens, stays, *, models, reference):
     if not len(screens):
         return None
     cand = dev_candidates(predictions, screens, stays, models=models, reference=reference)
     cells = {m: [platt_cells(predictions, screens, m, grid_for(m, reference), new_data_only=False),
                  platt_cells(predictions, screens, m, grid_for(m, reference), new_data_only=True)] for m in models}
-    return {"candidates": cand, "cells": cells}
+    distinct = {m: np.unique(prepare_screens(predictions, stays, screens, model=m).frame["risk"].to_numpy())
+                for m in models}
+    return {"candidates": cand, "cells": cells, "distinct": {m: v if len(v) <= EXACT_CANDIDATES_MAX else None
+                                                            for m, v in distinct.items()}}
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return None
+    u = np.union1d(a, b)
+    return u if len(u) <= EXACT_CANDIDATES_MAX else None
 
 
 def _merge_dev(items):
@@ -495,7 +510,8 @@ def _merge_dev(items):
             out = it
             continue
         out = {"candidates": {m: np.maximum(out["candidates"][m], it["candidates"][m]) for m in out["candidates"]},
-               "cells": _add(out["cells"], it["cells"])}
+               "cells": _add(out["cells"], it["cells"]),
+               "distinct": {m: _union(out["distinct"][m], it["distinct"][m]) for m in out["distinct"]}}
     return out
 
 
@@ -550,7 +566,10 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
         return over("dev", lambda k, p, s, st: detected_at(p, s, st, asked, window_h=window_h, silencing_h=silencing_h)
                     if len(s) else None, _merge_sum)
 
-    thresholds = choose_thresholds_from_counts(dev["candidates"], detect, models=models, reference=reference)
+    # the exact search's candidates (every distinct dev score) while they are few enough, else bin maxima
+    exact = {m: dev["distinct"][m] is not None for m in models}
+    candidates = {m: dev["distinct"][m] if exact[m] else dev["candidates"][m] for m in models}
+    thresholds = choose_thresholds_from_counts(candidates, detect, models=models, reference=reference)
     test = over(split, lambda k, p, s, st: _test_scores(p, s, st, models=models, **kw), _merge_sum)
     if test is None:
         raise ValueError(f"the {split} split has no screens; use more stays")
@@ -597,4 +616,7 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
     delong = over(split, lambda k, p, s, st: delong_counts(p, s, st, pairs, reference=reference, window_h=window_h),
                   _merge_sum) if pairs else None
     sections = {split: tables_from_sections(plan, merged.sections, delong, ci=ci)}
-    return evaluation_from_counts(thresholds, {split: merged}, reference=reference, ci=ci, sections=sections)
+    ev = evaluation_from_counts(thresholds, {split: merged}, reference=reference, ci=ci, sections=sections)
+    ev.threshold_candidates = {m: ("every distinct dev score (the exact search)" if exact[m] else
+                                   "the highest dev score of each score bin") for m in models}
+    return ev

@@ -171,6 +171,7 @@ def finish_counts(out: Path, cfg, mapper, *, n: int, split_of: list, screens_dir
                                        "rounded to 2^16 logit bins (NEWS2 exact), from each pair's merged "
                                        "histograms and per-stay placement sums"),
                             "platt": "fitted on dev score-bin cells (count and mean logit per bin and label)",
+                            "threshold_candidates": getattr(ev, "threshold_candidates", None),
                             "not_available": list(NOT_AVAILABLE),
                             "partitioned_tables": ["parts/predictions", "parts/alarms"]
                             + (["parts/explanations"] if explain else [])},

@@ -194,8 +194,10 @@ def test_alarm_examples_and_context_share_merged_from_parts_equal_the_whole():
     pd.testing.assert_frame_equal(share, merge_context_top_share(parts_share), check_dtype=False)
 
 
-def test_burden_thresholds_are_the_exact_order_statistics_where_bins_hold_several_scores():
-    """Scores rounded to 1e-5 crowd several into one logit bin; the sweep's thresholds still equal the exact ones."""
+def test_burden_and_operating_point_thresholds_are_exact_where_bins_hold_several_scores():
+    """Scores crowded several into one logit bin: the sweep's thresholds still equal the exact order
+    statistics, and the operating points the exact search's (its candidates, every distinct dev score,
+    are merged over the parts while they number at most EXACT_CANDIDATES_MAX)."""
     pred, screens, stays = _tables(n_stays=150, seed=7)
     cpn = pred["model"] == "cpn"
     pred.loc[cpn, "risk"] = (pred.loc[cpn, "risk"] * 200).round() / 200  # 201 values over 2^16 bins: ties galore
@@ -205,3 +207,14 @@ def test_burden_thresholds_are_the_exact_order_statistics_where_bins_hold_severa
     exact = evaluate_run(pred, screens, stays, n_boot=5, subgroups=False, sensitivity=False)
     counted = evaluate_run_counts(pred, screens, stays, n_boot=5, parts=2, subgroups=False, sensitivity=False)
     pd.testing.assert_frame_equal(exact.burden, counted.burden, check_exact=False, rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(exact.thresholds, counted.thresholds)
+    # over bin maxima (what a run falls back to beyond EXACT_CANDIDATES_MAX) the search lands elsewhere here
+    import evaluation.count_sections as cs
+
+    old, cs.EXACT_CANDIDATES_MAX = cs.EXACT_CANDIDATES_MAX, 10
+    try:
+        binned = evaluate_run_counts(pred, screens, stays, n_boot=5, parts=2, subgroups=False, sensitivity=False)
+    finally:
+        cs.EXACT_CANDIDATES_MAX = old
+    assert not binned.thresholds["threshold"].equals(exact.thresholds["threshold"])
+    assert set(binned.threshold_candidates.values()) == {"the highest dev score of each score bin"}
