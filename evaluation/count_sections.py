@@ -52,6 +52,7 @@ predictions, screens, stays)`` to every part ``k`` of a split and merges the res
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,8 @@ from .utility import normalised_utility, utility_from_tables
 
 __all__ = ["SectionPlan", "section_counts", "merge_sections", "evaluate_counts", "fit_platt_cells", "platt_cells",
            "delong_counts", "EXACT_CANDIDATES_MAX"]
+
+log = logging.getLogger(__name__)
 
 _SENS_KEYS = ["window_h", "silencing_h", "model", "operating_point", "threshold"]
 _SCREEN_COUNTS = ["_tp", "_fp", "_pos", "_neg"]
@@ -540,6 +543,14 @@ def _burden_thresholds(hist: np.ndarray, grid, values) -> np.ndarray:
     return sweep_thresholds(v[start + off])
 
 
+def _safely(what: str, fn) -> dict:
+    try:
+        return fn()
+    except ValueError as exc:
+        log.warning("%s skipped: %s", what, exc)
+        return {}
+
+
 def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str = "news2", window_h: float = 48.0,
                     silencing_h: float = 48.0, n_boot: int = 200, subgroup_n_boot: int | None = None, seed: int = 0,
                     split: str = "test", subgroups: bool = True, sensitivity: bool = True, utility_part=None,
@@ -584,9 +595,12 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
     burden = {m: _burden_thresholds(test[m], grids[m], values[m]["risk"].to_numpy() if m in (values or {}) else [])
               for m in models}
     cells = dev["cells"]
-    calibration = {m: fit_platt_cells(cells[m][0], True) for m in models if grids[m].probability}
-    decision = {m: (fit_platt_cells(cells[m][1], grids[m].probability),
-                    "platt (dev)" if grids[m].probability else "platt-score (dev)") for m in models}
+    # as evaluate_run's optional tables: a scaler that cannot be fitted (one class on dev) drops its table
+    calibration = _safely("calibration", lambda: {m: fit_platt_cells(cells[m][0], True)
+                                                  for m in models if grids[m].probability})
+    decision = _safely("decision curve", lambda: {
+        m: (fit_platt_cells(cells[m][1], grids[m].probability),
+            "platt (dev)" if grids[m].probability else "platt-score (dev)") for m in models})
     jobs = []
     if subgroups:
         split_stays = stays[stays["stay_id"].isin(test["_stays"]["stay_id"])]
