@@ -122,7 +122,48 @@ def _bands(ctx, split, curve):
     return None if b is None else b[b["curve"] == curve]
 
 
+def _curves_from_bands(ctx, split):
+    """ROC and PR Displays from ``curve_bands.csv`` alone (a partitioned run evaluated on counts has no
+    one-file predictions): each curve at its 101 grid points, the AUROC/AUPRC of the bootstrap table,
+    the operating points' screen-level rates of the protocol summary."""
+    bands = _of_split(ctx.written("curve_bands.csv"), split)
+    boot = _of_split(ctx.run.frames.get("tables", {}).get("bootstrap_metrics"), split)
+    summary = _of_split(ctx.run.frames.get("tables", {}).get("protocol_summary"), split)
+    if boot is None:
+        raise Missing("tables/bootstrap_metrics.csv not found (needed with curve_bands.csv when predictions.parquet "
+                      "is not there)")
+    est = boot[boot["operating_point"].fillna("") == ""].set_index(["model", "metric"])["estimate"]
+    roc, pr = bands[bands["curve"] == "roc"], bands[bands["curve"] == "pr"]
+    models = list(dict.fromkeys(roc["model"]))
+    points = None
+    if summary is not None and len(summary):
+        points = pd.DataFrame({"model": summary["model"], "label": summary["operating_point"],
+                               "threshold": summary["threshold"], "fpr": 1 - summary["screen_specificity"],
+                               "tpr": summary["screen_sensitivity"], "precision": summary["screen_precision"],
+                               "specificity": summary["screen_specificity"]})
+    xs = {m: g.sort_values("x") for m, g in roc.groupby("model", sort=False)}
+    ps = {m: g.sort_values("x") for m, g in pr.groupby("model", sort=False)}
+    r = RocDisplay(fpr={m: xs[m]["x"].to_numpy() for m in models}, tpr={m: xs[m]["estimate"].to_numpy() for m in models},
+                   roc_auc={m: float(est.get((m, "auroc"), np.nan)) for m in models}, operating_points=points)
+    p = PrDisplay(precision={m: ps[m]["estimate"].to_numpy() for m in models if m in ps},
+                  recall={m: ps[m]["x"].to_numpy() for m in models if m in ps},
+                  average_precision={m: float(est.get((m, "auprc"), np.nan)) for m in models if m in ps},
+                  prevalence={m: np.nan for m in models if m in ps}, operating_points=points)
+    r.bands = {m: tuple(g[c].to_numpy("float64") for c in ("x", "ci_low", "ci_high")) for m, g in xs.items()}
+    p.bands = {m: tuple(g[c].to_numpy("float64") for c in ("x", "ci_low", "ci_high")) for m, g in ps.items()}
+    return r, p
+
+
 def discrimination(ctx) -> dict:
+    if ctx.run.get("predictions.parquet") is None and ctx.run.get("curve_bands.csv") is not None:
+        parts = []
+        splits = list(dict.fromkeys(ctx.run.get("curve_bands.csv").get("split", pd.Series([None]))))
+        for split in splits:
+            roc, pr = _curves_from_bands(ctx, split)
+            tag = split or "all"
+            parts.append({"label": ctx.split_label(split) if split else None,
+                          "figures": [ctx.figure(roc, f"roc_{tag}"), ctx.figure(pr, f"precision_recall_{tag}")]})
+        return {"parts": parts, "banded": True, "from_bands": True}
     ctx.need("predictions.parquet", "screens.parquet")
     parts = []
     for split in ctx.splits:
@@ -132,7 +173,7 @@ def discrimination(ctx) -> dict:
         tag = split or "all"
         parts.append({"label": ctx.split_label(split) if split else None,
                       "figures": [ctx.figure(roc, f"roc_{tag}"), ctx.figure(pr, f"precision_recall_{tag}")]})
-    return {"parts": parts, "banded": ctx.run.get("curve_bands.csv") is not None}
+    return {"parts": parts, "banded": ctx.run.get("curve_bands.csv") is not None, "from_bands": False}
 
 
 def burden(ctx) -> dict:
@@ -146,11 +187,26 @@ def burden(ctx) -> dict:
 
 
 def calibration(ctx) -> dict:
-    ctx.need("predictions.parquet", "screens.parquet")
     decision = ctx.run.get("decision_curve.csv")
+    if ctx.run.get("predictions.parquet") is None and decision is not None:
+        # a partitioned run evaluated on counts: the decision curves and the table, no reliability figure
+        reliability_missing = ctx.run.missing("predictions.parquet")
+        splits = list(dict.fromkeys(decision["split"])) if "split" in decision.columns else [None]
+        preds = None
+    else:
+        ctx.need("predictions.parquet", "screens.parquet")
+        reliability_missing, splits, preds = None, ctx.splits, ctx.preds
     parts = []
-    for split in ctx.splits:
-        preds = ctx.preds
+    for split in splits:
+        if preds is None:
+            figures = []
+            d = _of_split(decision, split)
+            if len(d):
+                dc = DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev")
+                figures.append(ctx.figure(dc, f"decision_curve_{split or 'all'}"))
+            parts.append({"label": ctx.split_label(split) if split else None, "figures": figures,
+                          "score_models": []})
+            continue
         rel = ReliabilityDisplay.from_frames(preds, ctx.screens, split=split)
         score_models = [m for m in ctx.models if m not in rel.mean_predicted]
         if score_models and split and (preds["split"] == "dev").any():
@@ -169,6 +225,7 @@ def calibration(ctx) -> dict:
                       "score_models": score_models})
     cal_table = ctx.run.get("calibration.csv")
     return {"parts": parts, "decision_available": decision is not None, "calibration_note": CALIBRATION_NOTE,
+            "reliability_missing": reliability_missing,
             "decision_missing": ctx.run.missing("decision_curve.csv"),
             "table": TableView.of(cal_table) if cal_table is not None else None,
             "table_missing": f"{ctx.run.missing('calibration.csv')} (written by evaluate_run)"}

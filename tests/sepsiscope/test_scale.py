@@ -269,3 +269,8 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is True and run["evaluation"]["method"] == "counts"
     assert (out / "report.html").exists()
+    # every report section renders; of the figures only the reliability diagram and the risk traces need
+    # the one-file predictions (the ROC/PR figures are drawn from curve_bands.csv)
+    html, single_html = ((d / "report.html").read_text() for d in (out, single_run))
+    assert html.count("not available:") == single_html.count("not available:") + 2
+    assert "Reliability figure: predictions.parquet" in html and "Drawn from curve_bands.csv" in html
