@@ -169,9 +169,16 @@ def reliability_curve(y_true, y_prob, *, n_bins: int = 10, strategy: str = "unif
     ([0.1, 0.9], [0.0, 1.0], [2, 2])
     """
     s = calibration_sums(y_true, y_prob, n_bins=n_bins, strategy=strategy, sample_weight=sample_weight)
+    return reliability_from_sums(s, integer_counts=sample_weight is None)
+
+
+def reliability_from_sums(sums, *, integer_counts: bool = True):
+    """:func:`reliability_curve` from one :func:`calibration_sums` row (sums add up over parts)."""
+    s = np.asarray(sums, dtype="float64")
+    n_bins = _n_bins_of(s)
     count, sum_p, sum_y = s[2:2 + n_bins], s[2 + n_bins:2 + 2 * n_bins], s[2 + 2 * n_bins:]
     keep = count > 0
-    counts = count[keep] if sample_weight is not None else count[keep].astype("int64")
+    counts = count[keep].astype("int64") if integer_counts else count[keep]
     return sum_p[keep] / count[keep], sum_y[keep] / count[keep], counts
 
 

@@ -71,7 +71,7 @@ from .metrics import screen_labels
 from .operating_points import ThresholdSweep
 from .paired import OPERATING_POINT_METRICS, RANK_METRICS, delong_columns, model_pairs
 from .protocol import prepare_screens
-from .recalibration import calibration_row
+from .recalibration import PLATT_SUFFIX, calibration_row, reliability_rows
 from .sensitivity import protocol_sensitivity
 from .stratified import band_index, band_labels, band_rows, band_table, context_top_share, merge_context_top_share
 from .subgroup_metrics import _COLUMNS as SUBGROUP_COLUMNS
@@ -237,7 +237,7 @@ def section_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.D
             hb[m] = RankCounts(pos, neg)
         out["hours"] = hb
     # calibration before/after (every screen) and decision curve counts (screens with new data)
-    cal, dec = {}, {}
+    cal, dec, rel = {}, {}, {}
     for m in models:
         p = predictions[predictions["model"] == m]
         if m in plan.calibration:
@@ -254,6 +254,8 @@ def section_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.D
             d = join_labels(pn, screens)
             y = d["y"].to_numpy().astype(bool)
             cp = plan.decision[m][0].transform(d["risk"].to_numpy("float64"))
+            # the report's reliability diagram: probabilities as they are, scores after Platt (dev)
+            rel[m] = calibration_sums(y.astype(int), d["risk"].to_numpy("float64") if grids[m].probability else cp)
             # as evaluation.decision.net_benefit counts them, summed over the parts
             order = np.argsort(cp, kind="mergesort")
             q, ys = cp[order], y[order].astype("float64")
@@ -261,7 +263,7 @@ def section_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.D
             first = np.searchsorted(q, plan.pt, side="left")
             tp = pos_after[first]
             dec[m] = [tp, (len(q) - first) - tp, len(q), float(y.sum())]
-    out["calibration"], out["decision"] = cal, dec
+    out["calibration"], out["decision"], out["reliability"] = cal, dec, rel
     # alarm burden at the (exact) sweep thresholds
     bur = {}
     for m, ts in plan.burden.items():
@@ -369,6 +371,7 @@ def _delong_table(pairs: dict, sums: dict) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- tables
 
+
 def _sensitivity_table(frame: pd.DataFrame) -> pd.DataFrame:
     s = frame.copy()
     s["sensitivity"] = [_ratio(a, b) for a, b in zip(s["n_detected"], s["n_septic_screenable"])]
@@ -422,6 +425,10 @@ def tables_from_sections(plan: SectionPlan, s: dict, delong: dict | None, *, ci:
         out["calibration"] = pd.DataFrame([calibration_row(m, "platt", plan.calibration[m], before, after, n=n,
                                                            n_positive=k)
                                            for m, (before, after, n, k) in s["calibration"].items()])
+    if s.get("reliability"):
+        out["reliability"] = pd.concat([reliability_rows(m if grid_for(m, plan.reference).probability
+                                                         else m + PLATT_SUFFIX, sums)
+                                        for m, sums in s["reliability"].items()], ignore_index=True)
     if s.get("decision"):
         rows = [pd.DataFrame({"model": m, "calibration": plan.decision[m][1], "threshold": plan.pt,
                               "net_benefit": net_benefit_from_counts(tp, fp, n, plan.pt)})

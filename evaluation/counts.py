@@ -428,7 +428,7 @@ def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference:
     return RunEvaluation(thresholds=thresholds, alarms=pd.DataFrame(),
                          **{n: stacked(n) for n in ("summary", "bootstrap", "paired", "main_table", "timeliness",
                                                     "bands", "burden", "decision", "calibration", "subgroups",
-                                                    "sensitivity", "hours_bands")},
+                                                    "sensitivity", "hours_bands", "reliability")},
                          explained=as_is("explained"), context_share=as_is("context_share"), utility=utility,
                          n_boot=n_boot, splits=tuple(per))
 

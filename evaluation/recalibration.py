@@ -28,10 +28,11 @@ import pandas as pd
 from ehr.schema import require_columns
 
 from .calibration import (PlattScaler, TemperatureScaler, brier_from_sums, brier_score,  # noqa: F401 (one definition, re-exported)
-                          calibration_sums, ece_from_sums, expected_calibration_error)
+                          calibration_sums, ece_from_sums, expected_calibration_error, reliability_from_sums)
 from .tables import join_labels
 
-__all__ = ["calibrate_predictions", "calibration_table", "calibration_row", "make_scaler"]
+__all__ = ["calibrate_predictions", "calibration_table", "calibration_row", "make_scaler", "reliability_table",
+           "reliability_rows", "PLATT_SUFFIX"]
 
 
 def make_scaler(method: str):
@@ -147,3 +148,43 @@ def calibration_row(model: str, method: str, scaler, before, after, *, n: int, n
     else:
         row["coef"], row["intercept"] = scaler.coef_, scaler.intercept_
     return row
+
+
+#: suffix of a score model (NEWS2) in the reliability table: drawn after Platt scaling fitted on dev
+PLATT_SUFFIX = " (Platt on dev)"
+
+
+def reliability_rows(model: str, sums) -> pd.DataFrame:
+    """The reliability table's rows of one model from its :func:`evaluation.calibration.calibration_sums`
+    (non-empty bins: mean risk, observed fraction positive, screens; the model's Brier and ECE)."""
+    mp, fp, n = reliability_from_sums(sums)
+    return pd.DataFrame({"model": model, "mean_predicted": mp, "fraction_positive": fp, "n": n,
+                         "brier": brier_from_sums(sums), "ece": ece_from_sums(sums)})
+
+
+def reliability_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fit_split: str = "dev",
+                      eval_split: str = "test", n_bins: int = 10) -> pd.DataFrame:
+    """The reliability diagram's bins on ``eval_split``'s screens with new data: probabilities as they
+    are, scores (NEWS2) after Platt scaling fitted on ``fit_split`` (named ``model + PLATT_SUFFIX``).
+
+    What the report draws; a partitioned run evaluated on counts writes it from summed bins
+    (:mod:`evaluation.count_sections`), having no one-file predictions to draw from.
+    """
+    preds = predictions
+    if "new_data" in screens.columns:
+        keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
+                           ["stay_id", "screen_time"]]
+        preds = preds.merge(keys, on=["stay_id", "screen_time"], how="inner")
+    ranges = preds.groupby("model", sort=False)["risk"].agg(["min", "max"])
+    probability = [m for m in ranges.index if ranges.loc[m, "min"] >= 0 and ranges.loc[m, "max"] <= 1]
+    scores = [m for m in ranges.index if m not in probability]
+    parts = [preds[preds["model"].isin(probability)]]
+    if scores:
+        cal, _ = calibrate_predictions(preds[preds["model"].isin(scores)], screens, method="platt-score",
+                                       fit_split=fit_split, suffix=PLATT_SUFFIX)
+        parts.append(cal[cal["model"].str.endswith(PLATT_SUFFIX)])
+    data = join_labels(pd.concat(parts, ignore_index=True), screens)
+    data = data[data["split"] == eval_split]
+    rows = [reliability_rows(m, calibration_sums(g["y"].to_numpy(), g["risk"].to_numpy(), n_bins=n_bins))
+            for m, g in data.groupby("model", sort=False)]
+    return pd.concat(rows, ignore_index=True) if rows else None

@@ -15,13 +15,13 @@ import pandas as pd
 from evaluation.displays import (AlarmBurdenDisplay, BayesFactorDisplay, DecisionCurveDisplay, PrDisplay,
                                  ReliabilityDisplay, RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
 from evaluation.decision import CALIBRATION_NOTE
-from evaluation.recalibration import calibrate_predictions
+from evaluation.recalibration import PLATT_SUFFIX, calibrate_predictions
 from evaluation.render import Missing, TableView
 from evaluation.rundir import RUN_FILES, find_key
 
 __all__ = ["SECTIONS"]
 
-_PLATT = " (Platt on dev)"
+_PLATT = PLATT_SUFFIX
 _METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "sensitivity": "sensitivity",
             "alarms_per_admission": "alarms / admission", "false_alarms_per_true_alarm": "false / true alarm"}
 
@@ -188,9 +188,10 @@ def burden(ctx) -> dict:
 
 def calibration(ctx) -> dict:
     decision = ctx.run.get("decision_curve.csv")
+    reliability = ctx.run.frames.get("tables", {}).get("reliability")
     if ctx.run.get("predictions.parquet") is None and decision is not None:
-        # a partitioned run evaluated on counts: the decision curves and the table, no reliability figure
-        reliability_missing = ctx.run.missing("predictions.parquet")
+        # a partitioned run evaluated on counts: the reliability diagram from its bins' sums
+        reliability_missing = None if reliability is not None else ctx.run.missing("predictions.parquet")
         splits = list(dict.fromkeys(decision["split"])) if "split" in decision.columns else [None]
         preds = None
     else:
@@ -200,12 +201,22 @@ def calibration(ctx) -> dict:
     for split in splits:
         if preds is None:
             figures = []
+            r = _of_split(reliability, split) if reliability is not None else None
+            if r is not None and len(r):
+                g = {m: x for m, x in r.groupby("model", sort=False)}
+                rel = ReliabilityDisplay(mean_predicted={m: x["mean_predicted"].to_numpy() for m, x in g.items()},
+                                         fraction_positive={m: x["fraction_positive"].to_numpy() for m, x in g.items()},
+                                         counts={m: x["n"].to_numpy() for m, x in g.items()},
+                                         brier={m: float(x["brier"].iloc[0]) for m, x in g.items()},
+                                         ece={m: float(x["ece"].iloc[0]) for m, x in g.items()})
+                figures.append(ctx.figure(rel, f"reliability_{split or 'all'}"))
+            score_models = [m[:-len(_PLATT)] for m in (g if r is not None and len(r) else {}) if m.endswith(_PLATT)]
             d = _of_split(decision, split)
             if len(d):
                 dc = DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev")
                 figures.append(ctx.figure(dc, f"decision_curve_{split or 'all'}"))
             parts.append({"label": ctx.split_label(split) if split else None, "figures": figures,
-                          "score_models": []})
+                          "score_models": score_models})
             continue
         rel = ReliabilityDisplay.from_frames(preds, ctx.screens, split=split)
         score_models = [m for m in ctx.models if m not in rel.mean_predicted]

@@ -30,7 +30,7 @@ from test_counts import T0, _tables  # noqa: E402
 N_BOOT = 40
 #: RunEvaluation tables an exact evaluation writes without explanations (those come from add_explanations)
 SECTIONS = ("summary", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
-            "calibration", "subgroups", "sensitivity", "hours_bands")
+            "calibration", "subgroups", "sensitivity", "hours_bands", "reliability")
 
 
 def _with_fields(pred, screens, stays):
@@ -103,6 +103,17 @@ def test_calibration_on_bin_cells_within_1e_6_of_the_fit_on_the_screens(run):
     assert np.allclose(a[["prevalence", "brier_before", "ece_before"]], b[["prevalence", "brier_before", "ece_before"]],
                        rtol=0, atol=1e-12)
     assert np.allclose(a[["brier_after", "ece_after"]], b[["brier_after", "ece_after"]], rtol=0, atol=1e-7)
+
+
+def test_reliability_bins_from_summed_bins(run):
+    """The report's reliability diagram: probabilities' bins exact, NEWS2's after Platt on dev cells within 1e-6."""
+    *_, exact, counted = run
+    a, b = exact.reliability, counted.reliability
+    assert list(a["model"]) == list(b["model"]) and "news2 (Platt on dev)" in set(a["model"])
+    assert (a["n"] == b["n"]).all()
+    prob = (a["model"] == "cpn").to_numpy()
+    assert np.allclose(a.loc[prob, _num(a)], b.loc[prob, _num(b)], rtol=0, atol=1e-12)
+    assert np.allclose(a.loc[~prob, _num(a)], b.loc[~prob, _num(b)], rtol=0, atol=1e-6)
 
 
 def test_weighted_platt_fit_equals_the_fit_on_repeated_rows():

@@ -239,7 +239,8 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
              "paired_differences.csv", "bands": "curve_bands.csv", "timeliness": "timeliness.csv",
              "summary": "tables/protocol_summary.csv", "burden": "alarm_burden.csv",
              "decision": "decision_curve.csv", "calibration": "calibration.csv", "subgroups": "subgroups.csv",
-             "sensitivity": "sensitivity.csv", "hours_bands": "tables/auroc_by_hours_band.csv"}
+             "sensitivity": "sensitivity.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
+             "reliability": "tables/reliability.csv"}
     for name, f in files.items():
         getattr(ref, name).to_csv(tmp_path / "ref.csv", index=False)
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref.csv"), pd.read_csv(out / f), check_exact=False,
@@ -269,8 +270,8 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is True and run["evaluation"]["method"] == "counts"
     assert (out / "report.html").exists()
-    # every report section renders; of the figures only the reliability diagram and the risk traces need
-    # the one-file predictions (the ROC/PR figures are drawn from curve_bands.csv)
+    # every report section renders; of the figures only the risk traces need the one-file predictions
+    # (ROC/PR from curve_bands.csv, the reliability diagram from tables/reliability.csv)
     html, single_html = ((d / "report.html").read_text() for d in (out, single_run))
-    assert html.count("not available:") == single_html.count("not available:") + 2
-    assert "Reliability figure: predictions.parquet" in html and "Drawn from curve_bands.csv" in html
+    assert html.count("not available:") == single_html.count("not available:") + 1
+    assert "Risk traces" in html and "Drawn from curve_bands.csv" in html
