@@ -21,8 +21,8 @@ the workers, ``mapper.reduce``, four at a time, so the client receives one set o
 The run directory has every table and file of a single-process run but the one-file
 ``predictions.parquet``, ``screens.parquet``, ``test_screens.parquet``, ``alarms.parquet`` and
 ``explanations.parquet`` (their parts are under ``RUN/parts``); the report draws its ROC and PR
-figures from ``curve_bands.csv``, and its reliability diagram and risk traces say they are not
-available. ``--dask-evaluation gather`` gathers the predictions and writes them too.
+figures from ``curve_bands.csv`` and the reliability diagram from ``tables/reliability.csv``; its
+risk traces say they are not available. ``--dask-evaluation gather`` gathers the predictions and writes them too.
 """
 
 from __future__ import annotations
