@@ -71,7 +71,7 @@ from .metrics import screen_labels
 from .operating_points import ThresholdSweep
 from .paired import OPERATING_POINT_METRICS, RANK_METRICS, delong_columns, model_pairs
 from .protocol import prepare_screens
-from .recalibration import PLATT_SUFFIX, calibration_row, reliability_rows
+from .recalibration import PLATT_SUFFIX, calibration_row, reliability_rows, with_new_data
 from .sensitivity import protocol_sensitivity
 from .stratified import band_index, band_labels, band_rows, band_table, context_top_share, merge_context_top_share
 from .subgroup_metrics import _COLUMNS as SUBGROUP_COLUMNS
@@ -139,11 +139,7 @@ def platt_cells(predictions: pd.DataFrame, screens: pd.DataFrame, model: str, gr
     :func:`evaluation.recalibration.calibrate_predictions` reads it.
     """
     p = predictions[predictions["model"] == model]
-    if new_data_only and "new_data" in screens.columns:
-        keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
-                           ["stay_id", "screen_time"]]
-        p = p.merge(keys, on=["stay_id", "screen_time"], how="inner")
-    d = join_labels(p, screens)
+    d = join_labels(with_new_data(p, screens) if new_data_only else p, screens)
     risk, y = d["risk"].to_numpy("float64"), d["y"].to_numpy().astype(bool)
     x = _logit(risk) if grid.probability else risk
     b = grid.bins(risk, what=f"{model} risk")
@@ -246,12 +242,7 @@ def section_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.D
             cal[m] = [calibration_sums(y, risk), calibration_sums(y, plan.calibration[m].transform(risk)),
                       len(y), float(y.sum())]
         if m in plan.decision:
-            pn = p
-            if "new_data" in screens.columns:
-                keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
-                                   ["stay_id", "screen_time"]]
-                pn = p.merge(keys, on=["stay_id", "screen_time"], how="inner")
-            d = join_labels(pn, screens)
+            d = join_labels(with_new_data(p, screens), screens)
             y = d["y"].to_numpy().astype(bool)
             cp = plan.decision[m][0].transform(d["risk"].to_numpy("float64"))
             # the report's reliability diagram: probabilities as they are, scores after Platt (dev)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .recalibration import calibrate_predictions
+from .recalibration import calibrate_predictions, probability_models, with_new_data
 from .tables import join_labels
 
 __all__ = ["net_benefit", "net_benefit_from_counts", "treat_all", "decision_curve_table", "CALIBRATION_NOTE",
@@ -97,14 +97,9 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
         (``calibration`` empty) come last.
     """
     pt = DEFAULT_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype="float64")
-    preds = predictions
-    if new_data_only and "new_data" in screens.columns:
-        keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
-                           ["stay_id", "screen_time"]]
-        preds = preds.merge(keys, on=["stay_id", "screen_time"], how="inner")
-    ranges = preds.groupby("model", sort=False)["risk"].agg(["min", "max"])
-    probability = [m for m in ranges.index if ranges.loc[m, "min"] >= 0 and ranges.loc[m, "max"] <= 1]
-    scores = [m for m in ranges.index if m not in probability]
+    preds = with_new_data(predictions, screens) if new_data_only else predictions
+    probability, scores = probability_models(preds)
+    order = list(dict.fromkeys(preds["model"]))
     parts = []
     for method, models in (("platt", probability), ("platt-score", scores)):
         if models:
@@ -114,7 +109,7 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
     data = join_labels(pd.concat(parts, ignore_index=True), screens)
     data = data[data["split"] == eval_split]
     rows = []
-    for m in ranges.index:
+    for m in order:
         g = data[data["model"] == m]
         if g.empty:
             continue
@@ -123,7 +118,7 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
     if not rows:
         return pd.DataFrame(columns=["model", "calibration", "threshold", "net_benefit"])
     # one population for the reference lines: the first model's screens
-    first = data[data["model"] == ranges.index[0]]
+    first = data[data["model"] == order[0]]
     prev = float(first["y"].mean())
     rows.append(pd.DataFrame({"model": "treat all", "calibration": "", "threshold": pt,
                               "net_benefit": treat_all(prev, pt)}))

@@ -28,11 +28,11 @@ import pandas as pd
 from ehr.schema import require_columns
 
 from .calibration import (PlattScaler, TemperatureScaler, brier_from_sums, brier_score,  # noqa: F401 (one definition, re-exported)
-                          calibration_sums, ece_from_sums, expected_calibration_error, reliability_from_sums)
+                          calibration_sums, ece_from_sums, reliability_from_sums)
 from .tables import join_labels
 
 __all__ = ["calibrate_predictions", "calibration_table", "calibration_row", "make_scaler", "reliability_table",
-           "reliability_rows", "PLATT_SUFFIX"]
+           "reliability_rows", "PLATT_SUFFIX", "with_new_data", "probability_models"]
 
 
 def make_scaler(method: str):
@@ -170,14 +170,8 @@ def reliability_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fit_s
     What the report draws; a partitioned run evaluated on counts writes it from summed bins
     (:mod:`evaluation.count_sections`), having no one-file predictions to draw from.
     """
-    preds = predictions
-    if "new_data" in screens.columns:
-        keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
-                           ["stay_id", "screen_time"]]
-        preds = preds.merge(keys, on=["stay_id", "screen_time"], how="inner")
-    ranges = preds.groupby("model", sort=False)["risk"].agg(["min", "max"])
-    probability = [m for m in ranges.index if ranges.loc[m, "min"] >= 0 and ranges.loc[m, "max"] <= 1]
-    scores = [m for m in ranges.index if m not in probability]
+    preds = with_new_data(predictions, screens)
+    probability, scores = probability_models(preds)
     parts = [preds[preds["model"].isin(probability)]]
     if scores:
         cal, _ = calibrate_predictions(preds[preds["model"].isin(scores)], screens, method="platt-score",
@@ -188,3 +182,18 @@ def reliability_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fit_s
     rows = [reliability_rows(m, calibration_sums(g["y"].to_numpy(), g["risk"].to_numpy(), n_bins=n_bins))
             for m, g in data.groupby("model", sort=False)]
     return pd.concat(rows, ignore_index=True) if rows else None
+
+
+def with_new_data(predictions: pd.DataFrame, screens: pd.DataFrame) -> pd.DataFrame:
+    """The predictions at screens with new data (all of them when ``screens`` has no ``new_data``)."""
+    if "new_data" not in screens.columns:
+        return predictions
+    keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool), ["stay_id", "screen_time"]]
+    return predictions.merge(keys, on=["stay_id", "screen_time"], how="inner")
+
+
+def probability_models(predictions: pd.DataFrame) -> tuple[list, list]:
+    """Models whose risks lie in [0, 1] (probabilities), and the others (scores such as NEWS2), in order."""
+    ranges = predictions.groupby("model", sort=False)["risk"].agg(["min", "max"])
+    probability = [m for m in ranges.index if ranges.loc[m, "min"] >= 0 and ranges.loc[m, "max"] <= 1]
+    return probability, [m for m in ranges.index if m not in probability]

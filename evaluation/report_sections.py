@@ -186,6 +186,14 @@ def burden(ctx) -> dict:
     return {"parts": parts}
 
 
+def _decision_figures(ctx, decision, split) -> list:
+    d = _of_split(decision, split) if decision is not None else None
+    if d is None or not len(d):
+        return []
+    return [ctx.figure(DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev"),
+                       f"decision_curve_{split or 'all'}")]
+
+
 def calibration(ctx) -> dict:
     decision = ctx.run.get("decision_curve.csv")
     reliability = ctx.run.frames.get("tables", {}).get("reliability")
@@ -211,12 +219,8 @@ def calibration(ctx) -> dict:
                                          ece={m: float(x["ece"].iloc[0]) for m, x in g.items()})
                 figures.append(ctx.figure(rel, f"reliability_{split or 'all'}"))
             score_models = [m[:-len(_PLATT)] for m in (g if r is not None and len(r) else {}) if m.endswith(_PLATT)]
-            d = _of_split(decision, split)
-            if len(d):
-                dc = DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev")
-                figures.append(ctx.figure(dc, f"decision_curve_{split or 'all'}"))
-            parts.append({"label": ctx.split_label(split) if split else None, "figures": figures,
-                          "score_models": score_models})
+            parts.append({"label": ctx.split_label(split) if split else None,
+                          "figures": figures + _decision_figures(ctx, decision, split), "score_models": score_models})
             continue
         rel = ReliabilityDisplay.from_frames(preds, ctx.screens, split=split)
         score_models = [m for m in ctx.models if m not in rel.mean_predicted]
@@ -227,13 +231,8 @@ def calibration(ctx) -> dict:
             rel = ReliabilityDisplay.from_frames(pd.concat([preds, cal[cal["model"].str.endswith(_PLATT)]]),
                                                  ctx.screens, split=split)
         figures = [ctx.figure(rel, f"reliability_{split or 'all'}")] if rel.mean_predicted else []
-        if decision is not None:
-            d = _of_split(decision, split)
-            if len(d):
-                dc = DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev")
-                figures.append(ctx.figure(dc, f"decision_curve_{split or 'all'}"))
-        parts.append({"label": ctx.split_label(split) if split else None, "figures": figures,
-                      "score_models": score_models})
+        parts.append({"label": ctx.split_label(split) if split else None,
+                      "figures": figures + _decision_figures(ctx, decision, split), "score_models": score_models})
     cal_table = ctx.run.get("calibration.csv")
     return {"parts": parts, "decision_available": decision is not None, "calibration_note": CALIBRATION_NOTE,
             "reliability_missing": reliability_missing,
