@@ -57,7 +57,8 @@ def _compare_tables(a_dir: Path, b_dir: Path) -> dict:
             if x.equals(y):
                 res[model] = "equal"
                 continue
-            num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and c in y.columns]
+            num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])
+                   and c in y.columns]
             diff = (x[num] - y[num]).abs().max().max() if len(x) == len(y) and num else None
             res[model] = f"differs (max |numeric difference| {diff})"
         out[name] = res
@@ -75,13 +76,13 @@ def _bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return out
 
 
-def _counts_of_single(single: Path, out: Path, n_boot: int, seed: int) -> Path:
+def _counts_of_single(single: Path, out: Path, n_boot: int, seed: int, subgroup_n_boot: int) -> Path:
     """The count-based evaluation of the single-process run's gathered tables, written as a run writes it."""
     from evaluation.counts import evaluate_run_counts
 
     pred, screens, stays = (pd.read_parquet(single / f) for f in ("predictions.parquet", "screens.parquet",
                                                                    "stays.parquet"))
-    ev = evaluate_run_counts(pred, screens, stays, n_boot=n_boot, seed=seed)
+    ev = evaluate_run_counts(pred, screens, stays, n_boot=n_boot, seed=seed, subgroup_n_boot=subgroup_n_boot)
     out.mkdir(parents=True, exist_ok=True)
     ev.write(out)
     return out
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--dask-evaluation", choices=("counts", "gather"), default="counts")
     ap.add_argument("--cpn-max-iter", type=int, default=30)
     ap.add_argument("--cpn-half-lives", choices=("learn", "prior"), default="learn")
+    ap.add_argument("--compare-only", action="store_true", help="compare the runs already under --out")
+    ap.add_argument("--reuse-single", action="store_true", help="keep the single-process run under --out, rerun the Dask one")
     args = ap.parse_args()
 
     from ehr.cohort import Cohort
@@ -114,13 +117,15 @@ def main() -> None:
     timings = {}
     if args.physionet is None and args.n_stays > 5000:
         raise SystemExit("synthetic: the partitioned path streams chunks of 5000 stays, a different cohort above that")
-    t = time.perf_counter()
-    run_main_job(single, RunConfig(**kw))
-    timings["single_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
-        run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))
-    timings["dask_s"] = round(time.perf_counter() - t, 1)
+    if not args.compare_only:
+        t = time.perf_counter()
+        if not args.reuse_single:
+            run_main_job(single, RunConfig(**kw))
+            timings["single_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        with dask_client(n_workers=args.workers, memory_limit="6GB") as client:
+            run_partitioned(dask_dir, RunConfig(**kw, dask_evaluation=args.dask_evaluation), DaskMapper(client))
+        timings["dask_s"] = round(time.perf_counter() - t, 1)
 
     report: dict = {"timings": timings, "workers": args.workers, "partitions": args.partitions}
     cohort = Cohort.load(dask_dir / "parts" / "cohort")
@@ -151,13 +156,26 @@ def main() -> None:
         report[f"{model}_risk_max_abs_difference"] = float((x["risk"] - y["risk"]).abs().max()) if same_keys \
             else f"keys differ ({len(x)} vs {len(y)} rows)"
     if args.dask_evaluation == "counts":
-        counted = _counts_of_single(single, args.out / "single_counts", args.n_boot, 0)
+        counted = _counts_of_single(single, args.out / "single_counts", args.n_boot, 0, RunConfig().subgroup_n_boot)
         report["tables_vs_counts_of_single"] = {**_compare_tables(counted, dask_dir),
                                                 **_compare_tables(counted / "tables", dask_dir / "tables")}
         a, b = (pd.read_csv(d / "tables" / "bootstrap_metrics.csv") for d in (single, dask_dir))
         report["bootstrap_vs_single_exact_max_abs_difference"] = _bootstrap_differences(a, b)
         a, b = (pd.read_csv(d / "main_table.csv") for d in (single, dask_dir))
         report["main_table_vs_single_exact"] = _compare_tables(single, dask_dir).get("main_table.csv")
+        # every further section against the single-process run's own (exact) tables: max |difference| per model
+        report["sections_vs_single_exact"] = {
+            **{k: v for k, v in _compare_tables(single, dask_dir).items() if k != "main_table.csv"},
+            **{f"tables/{k}": v for k, v in _compare_tables(single / "tables", dask_dir / "tables").items()}}
+        report["utility"] = {d.name: json.loads((d / "utility.json").read_text()) if (d / "utility.json").exists()
+                             else None for d in (single, dask_dir)}
+
+        def files(d):
+            return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()
+                    and p.relative_to(d).parts[0] not in ("parts", "models")}
+
+        report["files_only_in_single"] = sorted(files(single) - files(dask_dir))
+        report["files_only_in_dask"] = sorted(files(dask_dir) - files(single))
         report["thresholds_vs_single_exact"] = {
             f"{r.model} {r.operating_point}": [r.threshold_a, r.threshold_b] for r in
             a.merge(b, on=["model", "operating_point"], suffixes=("_a", "_b")).itertuples()

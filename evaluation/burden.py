@@ -31,18 +31,40 @@ import pandas as pd
 from .operating_points import ThresholdSweep
 from .protocol import prepare_screens
 
-__all__ = ["alarm_burden", "BURDEN_COLUMNS"]
+__all__ = ["alarm_burden", "BURDEN_COLUMNS", "threshold_ranks", "sweep_thresholds", "burden_row"]
 
 #: columns of :func:`alarm_burden`'s table
 BURDEN_COLUMNS = ("model", "threshold", "screen_alarm_fraction", "sensitivity", "alarms_per_admission",
                   "false_alarms_per_true_alarm", "n_alarms", "n_true_alarms")
 
 
+def threshold_ranks(n: int, n_points: int = 40, min_fraction: float = 2e-4, max_fraction: float = 0.6) -> np.ndarray:
+    """Positions in the ascending order of ``n`` scores whose values are the sweep's thresholds.
+
+    >>> threshold_ranks(1000, 3, 0.01, 0.5).tolist()
+    [500, 930, 990]
+    """
+    fractions = np.geomspace(max_fraction, min_fraction, n_points)
+    return np.clip(np.ceil(n * (1 - fractions)).astype(int), 0, n - 1)
+
+
 def _thresholds(scores: np.ndarray, n_points: int, min_fraction: float, max_fraction: float) -> np.ndarray:
     s = np.sort(scores)
-    fractions = np.geomspace(max_fraction, min_fraction, n_points)
-    idx = np.clip(np.ceil(len(s) * (1 - fractions)).astype(int), 0, len(s) - 1)
-    return np.unique(s[idx])[::-1]  # high to low: sensitivity rises along the table
+    return sweep_thresholds(s[threshold_ranks(len(s), n_points, min_fraction, max_fraction)])
+
+
+def sweep_thresholds(values: np.ndarray) -> np.ndarray:
+    """The scores at :func:`threshold_ranks`, distinct, high to low (sensitivity rises along the table)."""
+    return np.unique(values)[::-1]
+
+
+def burden_row(model: str, threshold: float, n_at_or_above: int, n_scores: int, detected: int, n_alarms: int,
+               n_true: int, n_screenable: int, n_stays: int) -> tuple:
+    """One row of :data:`BURDEN_COLUMNS` from the protocol's counts at ``threshold`` (counts add up over stays)."""
+    return (model, float(threshold), n_at_or_above / n_scores if n_scores else np.nan,
+            detected / n_screenable if n_screenable else np.nan,
+            n_alarms / n_stays if n_stays else np.nan,
+            (n_alarms - n_true) / n_true if n_true else np.nan, n_alarms, n_true)
 
 
 def alarm_burden(predictions: pd.DataFrame, screens: pd.DataFrame | None, stays: pd.DataFrame, *, models=None,
@@ -81,8 +103,6 @@ def alarm_burden(predictions: pd.DataFrame, screens: pd.DataFrame | None, stays:
         n_stays = len(ss.population)
         for t in _thresholds(risk, n_points, min_fraction, max_fraction):
             detected, n_alarms, n_true = sweep.outcome(float(t))
-            rows.append((m, float(t), float(np.mean(risk >= t)),
-                         detected / sweep.n_screenable if sweep.n_screenable else np.nan,
-                         n_alarms / n_stays if n_stays else np.nan,
-                         (n_alarms - n_true) / n_true if n_true else np.nan, n_alarms, n_true))
+            rows.append(burden_row(m, t, int(np.sum(risk >= t)), len(risk), detected, n_alarms, n_true,
+                                   sweep.n_screenable, n_stays))
     return pd.DataFrame(rows, columns=list(BURDEN_COLUMNS))

@@ -169,9 +169,16 @@ def reliability_curve(y_true, y_prob, *, n_bins: int = 10, strategy: str = "unif
     ([0.1, 0.9], [0.0, 1.0], [2, 2])
     """
     s = calibration_sums(y_true, y_prob, n_bins=n_bins, strategy=strategy, sample_weight=sample_weight)
+    return reliability_from_sums(s, integer_counts=sample_weight is None)
+
+
+def reliability_from_sums(sums, *, integer_counts: bool = True):
+    """:func:`reliability_curve` from one :func:`calibration_sums` row (sums add up over parts)."""
+    s = np.asarray(sums, dtype="float64")
+    n_bins = _n_bins_of(s)
     count, sum_p, sum_y = s[2:2 + n_bins], s[2 + n_bins:2 + 2 * n_bins], s[2 + 2 * n_bins:]
     keep = count > 0
-    counts = count[keep] if sample_weight is not None else count[keep].astype("int64")
+    counts = count[keep].astype("int64") if integer_counts else count[keep]
     return sum_p[keep] / count[keep], sum_y[keep] / count[keep], counts
 
 
@@ -328,20 +335,32 @@ class PlattScaler(_Recalibrator):
     def __init__(self, input: str = "probability"):
         self.input = input
 
-    def fit(self, risk, y) -> PlattScaler:
-        """Fit slope and intercept on risks ``risk`` and 0/1 outcomes ``y``; return self."""
+    def fit(self, risk, y, sample_weight=None) -> PlattScaler:
+        """Fit slope and intercept on risks ``risk`` and 0/1 outcomes ``y``; return self.
+
+        ``sample_weight`` (e.g. the counts of a histogram's cells, :mod:`evaluation.count_sections`)
+        weighs each row's log-likelihood; without it the fit is that of the unweighted rows exactly.
+        """
         x = _as_1d(self._x(risk))
-        y, x, _ = check_binary_scores(y, x, score_name="risk")
-        if not len(y) or y.min() == y.max():
+        y, x, w = check_binary_scores(y, x, sample_weight, score_name="risk")
+        if not len(y) or y[w > 0].min() == y[w > 0].max():
             raise ValueError("PlattScaler.fit needs both outcomes (0 and 1) in y")
+        if sample_weight is None:
+            mean = np.mean
+        else:
+            def mean(v):
+                return float(np.dot(w, v) / w.sum())
         # Standardise x so the two-parameter optimisation is well conditioned on raw scores.
-        mu, sd = float(x.mean()), float(x.std()) or 1.0
+        mu = float(mean(x))
+        sd = float(x.std()) if sample_weight is None else float(np.sqrt(mean((x - mu) ** 2)))
+        sd = sd or 1.0
         xs = (x - mu) / sd
 
         def fun(theta):
             z = theta[0] * xs + theta[1]
             g = expit(z) - y
-            return _nll(z, y), np.array([np.mean(g * xs), np.mean(g)])
+            nll = _nll(z, y) if sample_weight is None else -mean(y * log_expit(z) + (1 - y) * log_expit(-z))
+            return nll, np.array([mean(g * xs), mean(g)])
 
         res = optimize.minimize(fun, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
         a, b = res.x

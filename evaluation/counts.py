@@ -299,6 +299,7 @@ class SplitCounts:
     lead_times: pd.DataFrame
     n_resamples: int
     alarms: pd.DataFrame | None = field(default=None, repr=False)
+    sections: dict | None = field(default=None, repr=False)  # evaluation.count_sections.section_counts
 
 
 def split_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, thresholds, *,
@@ -347,7 +348,12 @@ def merge_counts(parts) -> SplitCounts | None:
             summary[c] = summary[c].to_numpy() + p.summary[c].to_numpy()
     leads = [p.lead_times for p in parts if p.lead_times is not None]
     lead = pd.concat(leads, ignore_index=True) if leads else None
-    return SplitCounts(models, summary, lead, first.n_resamples)
+    sections = None
+    if any(p.sections is not None for p in parts):
+        from .count_sections import merge_sections
+
+        sections = merge_sections([p.sections for p in parts])
+    return SplitCounts(models, summary, lead, first.n_resamples, sections=sections)
 
 
 def _ratio(a, b):
@@ -369,16 +375,16 @@ def _summary(merged: SplitCounts, estimates: dict) -> pd.DataFrame:
 
 
 def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference: str | None = "news2",
-                           ci: float = 0.95, curve_points: int = 101):
+                           ci: float = 0.95, curve_points: int = 101, sections: dict | None = None):
     """The report's tables from merged counts: ``{split: SplitCounts}`` -> :class:`evaluation.summary.RunEvaluation`.
 
     Gives the protocol summary, the main table, the bootstrap table, paired differences of every
-    pair of models (bootstrap CIs and p-values; DeLong's test needs the screens and is left out),
-    ROC/PR bands and timeliness. The tables that need every screen or every prediction (decision
-    and calibration curves, alarm burden sweep, subgroups, sensitivity analyses, hours-since-
-    admission bands, the PhysioNet utility) are None.
+    pair of models (bootstrap CIs and p-values), ROC/PR bands and timeliness; ``sections``
+    (``{split: tables}``, :func:`evaluation.count_sections.tables_from_sections`) adds the rest of the
+    report (alarm burden, decision and calibration curves, subgroups, sensitivity analyses, AUROC by
+    hours since admission, the utility, alarm examples) and DeLong's test to the paired table.
     """
-    from .paired import paired_differences
+    from .paired import join_delong, paired_differences
     from .summary import RunEvaluation, _main_table, _with_split
 
     grid = np.linspace(0.0, 1.0, curve_points) if curve_points else None
@@ -390,13 +396,7 @@ def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference:
         n_boot = m.n_resamples
         estimates, samples, curves, thr = {}, {}, {}, {}
         for name, mc in m.models.items():
-            est = {k: float(v[0]) for k, v in mc.layout.metrics(mc.sums[:1]).items()}
-            smp = dict(mc.layout.metrics(mc.sums[1:]))
-            a = mc.fine.metrics()
-            r = mc.reps.metrics()
-            for j, metric in enumerate(("auroc", "auprc", "fpr_at_80_tpr")):
-                est[("", metric)], smp[("", metric)] = a[j], r[:, j]
-            estimates[name], samples[name] = est, smp
+            estimates[name], samples[name] = estimates_of(mc)
             if grid is not None:
                 (roc, pr), (roc_s, pr_s) = mc.fine.curves(grid), mc.reps.curves(grid)
                 curves[name] = {"roc": [roc, roc_s], "pr": [pr, pr_s]}
@@ -408,18 +408,40 @@ def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference:
             "model", "threshold", "operating_point", "stay_id", "alarm_time", "onset_time", "hours_before_onset",
             "antibiotic_time", "hours_before_antibiotic"])
         timeliness = timeliness_from_lead_times(lt, by=["model", "threshold", "operating_point"], reference=reference)
+        paired = paired_differences(boot, reference=reference, ci=ci)
+        extra = dict((sections or {}).get(split) or {})
+        if extra.get("delong") is not None and len(paired):
+            paired = join_delong(paired, extra.pop("delong"))
         per[split] = {"summary": summary, "bootstrap": boot.table, "bands": boot.bands, "timeliness": timeliness,
-                      "paired": paired_differences(boot, reference=reference, ci=ci),
-                      "main_table": _main_table(thresholds, boot.table, timeliness, summary)}
+                      "paired": paired, "main_table": _main_table(thresholds, boot.table, timeliness, summary),
+                      **extra}
 
     def stacked(name):
         parts = [_with_split(d[name], split) for split, d in per.items() if d.get(name) is not None]
         return pd.concat(parts, ignore_index=True) if parts else None
 
+    def as_is(name):  # tables that carry their split already
+        parts = [d[name] for d in per.values() if d.get(name) is not None]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    utility = {split: d["utility"] for split, d in per.items() if d.get("utility")} or None
     return RunEvaluation(thresholds=thresholds, alarms=pd.DataFrame(),
                          **{n: stacked(n) for n in ("summary", "bootstrap", "paired", "main_table", "timeliness",
-                                                    "bands")},
+                                                    "bands", "burden", "decision", "calibration", "subgroups",
+                                                    "sensitivity", "hours_bands", "reliability")},
+                         explained=as_is("explained"), context_share=as_is("context_share"), utility=utility,
                          n_boot=n_boot, splits=tuple(per))
+
+
+def estimates_of(mc: ModelCounts) -> tuple[dict, dict]:
+    """A model's point estimates and resample values ``{(operating_point, metric): ...}`` from its counts."""
+    est = {k: float(v[0]) for k, v in mc.layout.metrics(mc.sums[:1]).items()}
+    smp = dict(mc.layout.metrics(mc.sums[1:]))
+    a = mc.fine.metrics()
+    r = mc.reps.metrics()
+    for j, metric in enumerate(("auroc", "auprc", "fpr_at_80_tpr")):
+        est[("", metric)], smp[("", metric)] = a[j], r[:, j]
+    return est, smp
 
 
 def dev_candidates(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, *, models,
@@ -492,36 +514,45 @@ def choose_thresholds_from_counts(candidates: dict, detect, *, models, reference
 
 def evaluate_run_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, *,
                         reference: str = "news2", window_h: float = 48.0, silencing_h: float = 48.0,
-                        n_boot: int = 200, seed: int = 0, parts: int = 1, splits=("test",)):
+                        n_boot: int = 200, subgroup_n_boot: int | None = None, seed: int = 0, parts: int = 1,
+                        splits=("test",), subgroups: bool = True, sensitivity: bool = True,
+                        utility_tables: dict | tuple | None = None):
     """The count-based evaluation of whole tables in this process, its stays cut into ``parts``.
 
-    What a partitioned run computes part by part (thresholds on ``dev``, then each of ``splits``),
-    here on tables in memory: the same numbers for any ``parts`` (the check of
-    :mod:`tests.evaluation.test_counts`), and the reference a partitioned run is compared with.
+    What a partitioned run computes part by part (thresholds on ``dev``, then the evaluated split,
+    every section of :mod:`evaluation.count_sections`), here on tables in memory: the same numbers
+    for any ``parts`` (the check of :mod:`tests.evaluation.test_counts`), and the reference a
+    partitioned run is compared with. ``utility_tables``: as :func:`evaluation.summary.evaluate_run`'s.
     """
     from ehr.partitions import bucket_of
 
+    from .count_sections import evaluate_counts
+
+    if len(splits) != 1:
+        raise ValueError(f"evaluate_run_counts evaluates one split; got {list(splits)}")
+    split = splits[0]
     models = list(dict.fromkeys(predictions["model"]))
     models = [m for m in models if m != reference] + [reference]
 
-    def pieces(split):
-        p, s = predictions[predictions["split"] == split], screens[screens["split"] == split]
+    def cut(table, k):
+        return table[bucket_of(table["stay_id"].to_numpy(), parts) == k]
+
+    def pieces(name):
+        p, s = predictions[predictions["split"] == name], screens[screens["split"] == name]
         st = stays[stays["stay_id"].isin(s["stay_id"].unique())]
-        bp, bs, bt = (bucket_of(t["stay_id"].to_numpy(), parts) for t in (p, s, st))
-        return [(p[bp == k], s[bs == k], st[bt == k]) for k in range(parts)]
+        return [(k, cut(p, k), cut(s, k), cut(st, k)) for k in range(parts)]
 
-    dev = pieces("dev")
-    cand = [dev_candidates(*x, models=models, reference=reference) for x in dev if len(x[1])]
-    candidates = {m: np.maximum.reduce([c[m] for c in cand]) for m in models}
+    cache: dict = {}
 
-    def detect(asked):
-        got = [detected_at(*x, asked, window_h=window_h, silencing_h=silencing_h) for x in dev if len(x[1])]
-        return {k: sum(g[k] for g in got) for k in got[0]}
+    def over(name, fn, merge):
+        if name not in cache:
+            cache[name] = pieces(name)
+        return merge([fn(*x) for x in cache[name]])
 
-    thresholds = choose_thresholds_from_counts(candidates, detect, models=models, reference=reference)
-    merged = {}
-    for split in splits:
-        cs = [split_counts(*x, thresholds, n_resamples=n_boot, seed=seed, reference=reference, window_h=window_h,
-                           silencing_h=silencing_h) for x in pieces(split)]
-        merged[split] = merge_counts(cs)
-    return evaluation_from_counts(thresholds, merged, reference=reference)
+    if isinstance(utility_tables, tuple):
+        utility_tables = {"test": utility_tables}
+    ut = (utility_tables or {}).get(split)
+    utility_part = (lambda k: (cut(ut[0], k), cut(ut[1], k))) if ut is not None else None
+    return evaluate_counts(over, models=models, stays=stays, reference=reference, window_h=window_h,
+                           silencing_h=silencing_h, n_boot=n_boot, subgroup_n_boot=subgroup_n_boot, seed=seed,
+                           split=split, subgroups=subgroups, sensitivity=sensitivity, utility_part=utility_part)

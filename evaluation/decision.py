@@ -19,14 +19,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .recalibration import calibrate_predictions
+from .recalibration import calibrate_predictions, probability_models, with_new_data
 from .tables import join_labels
 
-__all__ = ["net_benefit", "decision_curve_table", "CALIBRATION_NOTE"]
+__all__ = ["net_benefit", "net_benefit_from_counts", "treat_all", "decision_curve_table", "CALIBRATION_NOTE",
+           "DEFAULT_THRESHOLDS"]
 
 #: how the decision curve's probabilities are made (shown with the figure)
 CALIBRATION_NOTE = ("Platt scaling fitted on the dev split (on the logit of the risk; on the raw score for "
                     "models whose scores are not probabilities, e.g. NEWS2), evaluated on the screens with new data")
+
+#: threshold probabilities of the decision curve: 0.01, 0.02, ..., 0.50
+DEFAULT_THRESHOLDS = np.round(np.linspace(0.01, 0.5, 50), 10)
 
 
 def net_benefit(y_true, probability, thresholds) -> np.ndarray:
@@ -48,7 +52,27 @@ def net_benefit(y_true, probability, thresholds) -> np.ndarray:
     first = np.searchsorted(ps, pt, side="left")
     tp = pos_after[first]
     fp = (n - first) - tp
+    return net_benefit_from_counts(tp, fp, n, pt)
+
+
+def net_benefit_from_counts(tp, fp, n, thresholds) -> np.ndarray:
+    """Net benefit ``TP/N - FP/N * p_t / (1 - p_t)`` from the counts at each threshold probability.
+
+    The counts add up over disjoint sets of screens, so a partitioned run sums them per part
+    (:mod:`evaluation.count_sections`).
+
+    >>> net_benefit_from_counts([2, 1], [1, 0], 4, [0.2, 0.5]).tolist()
+    [0.4375, 0.25]
+    """
+    pt = np.asarray(thresholds, dtype="float64")
+    tp, fp = np.asarray(tp, dtype="float64"), np.asarray(fp, dtype="float64")
     return tp / n - fp / n * pt / (1 - pt)
+
+
+def treat_all(prevalence: float, thresholds) -> np.ndarray:
+    """Net benefit of treating everyone: ``prevalence - (1 - prevalence) * p_t / (1 - p_t)``."""
+    pt = np.asarray(thresholds, dtype="float64")
+    return prevalence - (1 - prevalence) * pt / (1 - pt)
 
 
 def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fit_split: str = "dev",
@@ -72,15 +96,10 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
         ``model, calibration, threshold, net_benefit``; the rows ``treat all`` and ``treat none``
         (``calibration`` empty) come last.
     """
-    pt = np.round(np.linspace(0.01, 0.5, 50), 10) if thresholds is None else np.asarray(thresholds, dtype="float64")
-    preds = predictions
-    if new_data_only and "new_data" in screens.columns:
-        keys = screens.loc[screens["new_data"].astype("boolean").fillna(False).to_numpy(bool),
-                           ["stay_id", "screen_time"]]
-        preds = preds.merge(keys, on=["stay_id", "screen_time"], how="inner")
-    ranges = preds.groupby("model", sort=False)["risk"].agg(["min", "max"])
-    probability = [m for m in ranges.index if ranges.loc[m, "min"] >= 0 and ranges.loc[m, "max"] <= 1]
-    scores = [m for m in ranges.index if m not in probability]
+    pt = DEFAULT_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype="float64")
+    preds = with_new_data(predictions, screens) if new_data_only else predictions
+    probability, scores = probability_models(preds)
+    order = list(dict.fromkeys(preds["model"]))
     parts = []
     for method, models in (("platt", probability), ("platt-score", scores)):
         if models:
@@ -90,7 +109,7 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
     data = join_labels(pd.concat(parts, ignore_index=True), screens)
     data = data[data["split"] == eval_split]
     rows = []
-    for m in ranges.index:
+    for m in order:
         g = data[data["model"] == m]
         if g.empty:
             continue
@@ -99,9 +118,9 @@ def decision_curve_table(predictions: pd.DataFrame, screens: pd.DataFrame, *, fi
     if not rows:
         return pd.DataFrame(columns=["model", "calibration", "threshold", "net_benefit"])
     # one population for the reference lines: the first model's screens
-    first = data[data["model"] == ranges.index[0]]
+    first = data[data["model"] == order[0]]
     prev = float(first["y"].mean())
     rows.append(pd.DataFrame({"model": "treat all", "calibration": "", "threshold": pt,
-                              "net_benefit": prev - (1 - prev) * pt / (1 - pt)}))
+                              "net_benefit": treat_all(prev, pt)}))
     rows.append(pd.DataFrame({"model": "treat none", "calibration": "", "threshold": pt, "net_benefit": 0.0}))
     return pd.concat(rows, ignore_index=True)

@@ -42,7 +42,8 @@ from scipy import stats
 
 from .metrics import check_binary_scores
 
-__all__ = ["DeLongResult", "placement_values", "auc_covariance", "delong_test"]
+__all__ = ["DeLongResult", "placement_values", "auc_covariance", "clustered_covariance", "iid_covariance",
+           "delong_test", "delong_result"]
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,31 @@ def auc_covariance(y, scores, groups=None) -> tuple[np.ndarray, np.ndarray]:
     d10 = np.stack([np.bincount(code[pos], weights=v, minlength=n_clusters) for v in v10]) - np.outer(theta, m_k)
     d01 = np.stack([np.bincount(code[neg], weights=v, minlength=n_clusters) for v in v01]) - np.outer(theta, n_k)
     i10, i01, i_all = int((m_k > 0).sum()), int((n_k > 0).sum()), n_clusters
-    s10 = d10 @ d10.T * (i10 / ((i10 - 1) * m)) if i10 > 1 else np.zeros((len(theta),) * 2)
-    s01 = d01 @ d01.T * (i01 / ((i01 - 1) * n)) if i01 > 1 else np.zeros((len(theta),) * 2)
-    s11 = d10 @ d01.T * (i_all / (i_all - 1)) if i_all > 1 else np.zeros((len(theta),) * 2)
-    return theta, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+    return theta, clustered_covariance(d10 @ d10.T, d01 @ d01.T, d10 @ d01.T, m=m, n=n, i10=i10, i01=i01,
+                                       i_all=i_all)
+
+
+def clustered_covariance(sum10, sum01, sum11, *, m: int, n: int, i10: int, i01: int, i_all: int) -> np.ndarray:
+    """Obuchowski's covariance from its sums over clusters: ``sum10 = sum_k d10_k d10_k'``,
+    ``sum01 = sum_k d01_k d01_k'``, ``sum11 = sum_k d10_k d01_k'`` (module docstring).
+
+    The sums add up over disjoint sets of clusters, so a partitioned run (a part holds whole stays)
+    sums them per part (:mod:`evaluation.count_sections`).
+    """
+    k = len(sum10)
+    s10 = sum10 * (i10 / ((i10 - 1) * m)) if i10 > 1 else np.zeros((k, k))
+    s01 = sum01 * (i01 / ((i01 - 1) * n)) if i01 > 1 else np.zeros((k, k))
+    s11 = sum11 * (i_all / (i_all - 1)) if i_all > 1 else np.zeros((k, k))
+    return s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def iid_covariance(sum10, sum01, *, m: int, n: int) -> np.ndarray:
+    """DeLong's covariance from ``sum10 = sum_i (V10_i - theta)(V10_i - theta)'`` over positives and
+    ``sum01`` likewise over negatives (``np.cov`` with ddof 1: the mean of the placements is theta)."""
+    k = len(sum10)
+    s10 = sum10 / (m - 1) if m > 1 else np.zeros((k, k))
+    s01 = sum01 / (n - 1) if n > 1 else np.zeros((k, k))
+    return s10 / m + s01 / n
 
 
 def delong_test(y_true, score_a, score_b, *, groups=None, ci: float = 0.95) -> DeLongResult:
@@ -159,6 +181,14 @@ def delong_test(y_true, score_a, score_b, *, groups=None, ci: float = 0.95) -> D
     y, a, _ = check_binary_scores(y_true, score_a, score_name="score_a")
     _, b, _ = check_binary_scores(y_true, score_b, score_name="score_b")
     theta, cov = auc_covariance(y, np.vstack([a, b]), groups)
+    n_clusters = int(len(np.unique(groups))) if groups is not None else int(len(y))
+    return delong_result(theta, cov, clustered=groups is not None, n_positive=int(y.sum()),
+                         n_negative=int(len(y) - y.sum()), n_clusters=n_clusters, ci=ci)
+
+
+def delong_result(theta, cov, *, clustered: bool, n_positive: int, n_negative: int, n_clusters: int,
+                  ci: float = 0.95) -> DeLongResult:
+    """The test of ``theta[0] = theta[1]`` from the two AUROCs and their covariance."""
     diff = float(theta[0] - theta[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0)))
@@ -168,7 +198,6 @@ def delong_test(y_true, score_a, score_b, *, groups=None, ci: float = 0.95) -> D
     else:  # identical rankings: no evidence of a difference
         z, p = 0.0 if diff == 0 else float(np.sign(diff) * np.inf), 1.0 if diff == 0 else 0.0
     half = float(stats.norm.ppf(0.5 + ci / 2)) * se
-    n_clusters = int(len(np.unique(groups))) if groups is not None else int(len(y))
     return DeLongResult(auc_a=float(theta[0]), auc_b=float(theta[1]), difference=diff, se=se, z=float(z),
-                        p_value=p, ci_low=diff - half, ci_high=diff + half, clustered=groups is not None,
-                        n_positive=int(y.sum()), n_negative=int(len(y) - y.sum()), n_clusters=n_clusters)
+                        p_value=p, ci_low=diff - half, ci_high=diff + half, clustered=clustered,
+                        n_positive=int(n_positive), n_negative=int(n_negative), n_clusters=int(n_clusters))

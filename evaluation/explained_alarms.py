@@ -43,7 +43,7 @@ import pandas as pd
 from ehr.schema import require_columns
 from ehr.state_labels import feature_label, feature_unit, state_label
 
-__all__ = ["alarm_explanations", "EXPLAINED_COLUMNS"]
+__all__ = ["alarm_explanations", "merge_alarm_explanations", "EXPLAINED_COLUMNS"]
 
 _HOUR = np.timedelta64(1, "h")
 _CATEGORICAL = ("department", "sex")
@@ -162,4 +162,29 @@ def alarm_explanations(explanations: pd.DataFrame, alarms: pd.DataFrame, predict
                                           hours_before_onset=a.hours_before_onset, risk=float(a.risk), **head))
     if not parts:
         return pd.DataFrame(columns=list(EXPLAINED_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(EXPLAINED_COLUMNS)]
+
+
+def merge_alarm_explanations(tables, *, per_kind: int = 3) -> pd.DataFrame:
+    """:func:`alarm_explanations` of the union of disjoint sets of whole stays, from each set's table.
+
+    Each set's table holds its top ``per_kind`` true and false alarms per model and split (one per
+    stay, the stay's highest-risk one); the top of the union is the top of these candidates, in the
+    same order (risk descending, then stay and time), so the merged table is the table of the union.
+    """
+    tables = [t for t in tables if t is not None and len(t)]
+    if not tables:
+        return pd.DataFrame(columns=list(EXPLAINED_COLUMNS))
+    cat = pd.concat(tables, ignore_index=True)
+    keys = ["split", "model", "stay_id", "screen_time"]
+    alarms = cat.drop_duplicates(keys)[keys + ["true_alarm", "risk"]]
+    alarms = alarms.sort_values(["risk", "stay_id", "screen_time"], ascending=[False, True, True], kind="stable")
+    parts = []
+    for model in dict.fromkeys(cat["model"]):
+        for split in dict.fromkeys(cat.loc[cat["model"] == model, "split"]):
+            a = alarms[(alarms["model"] == model) & (alarms["split"] == split)]
+            for kind in (True, False):
+                for r in a[a["true_alarm"] == kind].head(per_kind).itertuples():
+                    parts.append(cat[(cat["model"] == model) & (cat["split"] == split) & (cat["stay_id"] == r.stay_id)
+                                     & (cat["screen_time"] == r.screen_time)])
     return pd.concat(parts, ignore_index=True)[list(EXPLAINED_COLUMNS)]

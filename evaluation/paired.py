@@ -33,7 +33,7 @@ from .metrics import screen_labels
 from .protocol import prepare_screens
 
 __all__ = ["RANK_METRICS", "OPERATING_POINT_METRICS", "model_pairs", "format_p_value", "paired_differences",
-           "delong_pairs", "paired_comparisons"]
+           "delong_pairs", "paired_comparisons", "delong_columns", "join_delong"]
 
 #: threshold-free metrics compared for every pair
 RANK_METRICS = ("auroc", "auprc")
@@ -140,13 +140,23 @@ def delong_pairs(predictions: pd.DataFrame, screens: pd.DataFrame | None, stays:
         row = {"model_a": a, "model_b": b, "n_screens": int(len(both)), "n_stays": int(both["stay_id"].nunique())}
         if 0 < y.sum() < len(y):
             ra, rb = both["risk_a"].to_numpy(), both["risk_b"].to_numpy()
-            clustered = delong_test(y, ra, rb, groups=both["stay_id"].to_numpy())
-            iid = delong_test(y, ra, rb)
-            row.update(delong_difference=clustered.difference, delong_se=clustered.se, delong_z=clustered.z,
-                       delong_p=clustered.p_value, delong_p_text=format_p_value(clustered.p_value),
-                       delong_p_iid=iid.p_value, delong_p_iid_text=format_p_value(iid.p_value))
+            row.update(delong_columns(delong_test(y, ra, rb, groups=both["stay_id"].to_numpy()),
+                                      delong_test(y, ra, rb)))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def delong_columns(clustered, iid) -> dict:
+    """The DeLong columns of a pair's row from the clustered and the plain :class:`evaluation.delong.DeLongResult`."""
+    return dict(delong_difference=clustered.difference, delong_se=clustered.se, delong_z=clustered.z,
+                delong_p=clustered.p_value, delong_p_text=format_p_value(clustered.p_value),
+                delong_p_iid=iid.p_value, delong_p_iid_text=format_p_value(iid.p_value))
+
+
+def join_delong(diff: pd.DataFrame, delong: pd.DataFrame) -> pd.DataFrame:
+    """:func:`paired_differences` with the DeLong columns (:func:`delong_pairs`) joined to each pair's AUROC row."""
+    dl = delong.drop(columns=["n_screens", "n_stays"], errors="ignore").assign(metric="auroc", operating_point="")
+    return diff.merge(dl, on=["model_a", "model_b", "operating_point", "metric"], how="left")
 
 
 def paired_comparisons(boot: BootstrapResult, predictions: pd.DataFrame, screens: pd.DataFrame | None,
@@ -180,5 +190,4 @@ def paired_comparisons(boot: BootstrapResult, predictions: pd.DataFrame, screens
     if diff.empty or len(models) < 2:
         return diff
     dl = delong_pairs(predictions, screens, stays, models=models, window_h=window_h, new_data_only=new_data_only)
-    dl = dl.drop(columns=["n_screens", "n_stays"]).assign(metric="auroc", operating_point="")
-    return diff.merge(dl, on=["model_a", "model_b", "operating_point", "metric"], how="left")
+    return join_delong(diff, dl)

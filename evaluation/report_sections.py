@@ -15,13 +15,13 @@ import pandas as pd
 from evaluation.displays import (AlarmBurdenDisplay, BayesFactorDisplay, DecisionCurveDisplay, PrDisplay,
                                  ReliabilityDisplay, RiskTraceDisplay, RocDisplay, TrueAlarmTimingDisplay)
 from evaluation.decision import CALIBRATION_NOTE
-from evaluation.recalibration import calibrate_predictions
+from evaluation.recalibration import PLATT_SUFFIX, calibrate_predictions
 from evaluation.render import Missing, TableView
 from evaluation.rundir import RUN_FILES, find_key
 
 __all__ = ["SECTIONS"]
 
-_PLATT = " (Platt on dev)"
+_PLATT = PLATT_SUFFIX
 _METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "sensitivity": "sensitivity",
             "alarms_per_admission": "alarms / admission", "false_alarms_per_true_alarm": "false / true alarm"}
 
@@ -106,7 +106,9 @@ def paired(ctx) -> dict:
                 view[name] = t[col].fillna("")
         n = int(t["n_resamples"].iloc[0]) if len(t) else 0
         parts.append({"label": label, "table": TableView.of(view, max_rows=500), "n_resamples": n})
-    return {"parts": parts}
+    ev = ctx.run.run_json.get("evaluation")
+    method = ev.get("paired") if isinstance(ev, dict) and ev.get("method") == "counts" else None
+    return {"parts": parts, "method_note": method}
 
 
 def operating_points(ctx) -> dict:
@@ -120,7 +122,48 @@ def _bands(ctx, split, curve):
     return None if b is None else b[b["curve"] == curve]
 
 
+def _curves_from_bands(ctx, split):
+    """ROC and PR Displays from ``curve_bands.csv`` alone (a partitioned run evaluated on counts has no
+    one-file predictions): each curve at its 101 grid points, the AUROC/AUPRC of the bootstrap table,
+    the operating points' screen-level rates of the protocol summary."""
+    bands = _of_split(ctx.written("curve_bands.csv"), split)
+    boot = _of_split(ctx.run.frames.get("tables", {}).get("bootstrap_metrics"), split)
+    summary = _of_split(ctx.run.frames.get("tables", {}).get("protocol_summary"), split)
+    if boot is None:
+        raise Missing("tables/bootstrap_metrics.csv not found (needed with curve_bands.csv when predictions.parquet "
+                      "is not there)")
+    est = boot[boot["operating_point"].fillna("") == ""].set_index(["model", "metric"])["estimate"]
+    roc, pr = bands[bands["curve"] == "roc"], bands[bands["curve"] == "pr"]
+    models = list(dict.fromkeys(roc["model"]))
+    points = None
+    if summary is not None and len(summary):
+        points = pd.DataFrame({"model": summary["model"], "label": summary["operating_point"],
+                               "threshold": summary["threshold"], "fpr": 1 - summary["screen_specificity"],
+                               "tpr": summary["screen_sensitivity"], "precision": summary["screen_precision"],
+                               "specificity": summary["screen_specificity"]})
+    xs = {m: g.sort_values("x") for m, g in roc.groupby("model", sort=False)}
+    ps = {m: g.sort_values("x") for m, g in pr.groupby("model", sort=False)}
+    r = RocDisplay(fpr={m: xs[m]["x"].to_numpy() for m in models}, tpr={m: xs[m]["estimate"].to_numpy() for m in models},
+                   roc_auc={m: float(est.get((m, "auroc"), np.nan)) for m in models}, operating_points=points)
+    p = PrDisplay(precision={m: ps[m]["estimate"].to_numpy() for m in models if m in ps},
+                  recall={m: ps[m]["x"].to_numpy() for m in models if m in ps},
+                  average_precision={m: float(est.get((m, "auprc"), np.nan)) for m in models if m in ps},
+                  prevalence={m: np.nan for m in models if m in ps}, operating_points=points)
+    r.bands = {m: tuple(g[c].to_numpy("float64") for c in ("x", "ci_low", "ci_high")) for m, g in xs.items()}
+    p.bands = {m: tuple(g[c].to_numpy("float64") for c in ("x", "ci_low", "ci_high")) for m, g in ps.items()}
+    return r, p
+
+
 def discrimination(ctx) -> dict:
+    if ctx.run.get("predictions.parquet") is None and ctx.run.get("curve_bands.csv") is not None:
+        parts = []
+        splits = list(dict.fromkeys(ctx.run.get("curve_bands.csv").get("split", pd.Series([None]))))
+        for split in splits:
+            roc, pr = _curves_from_bands(ctx, split)
+            tag = split or "all"
+            parts.append({"label": ctx.split_label(split) if split else None,
+                          "figures": [ctx.figure(roc, f"roc_{tag}"), ctx.figure(pr, f"precision_recall_{tag}")]})
+        return {"parts": parts, "banded": True, "from_bands": True}
     ctx.need("predictions.parquet", "screens.parquet")
     parts = []
     for split in ctx.splits:
@@ -130,7 +173,7 @@ def discrimination(ctx) -> dict:
         tag = split or "all"
         parts.append({"label": ctx.split_label(split) if split else None,
                       "figures": [ctx.figure(roc, f"roc_{tag}"), ctx.figure(pr, f"precision_recall_{tag}")]})
-    return {"parts": parts, "banded": ctx.run.get("curve_bands.csv") is not None}
+    return {"parts": parts, "banded": ctx.run.get("curve_bands.csv") is not None, "from_bands": False}
 
 
 def burden(ctx) -> dict:
@@ -143,12 +186,42 @@ def burden(ctx) -> dict:
     return {"parts": parts}
 
 
+def _decision_figures(ctx, decision, split) -> list:
+    d = _of_split(decision, split) if decision is not None else None
+    if d is None or not len(d):
+        return []
+    return [ctx.figure(DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev"),
+                       f"decision_curve_{split or 'all'}")]
+
+
 def calibration(ctx) -> dict:
-    ctx.need("predictions.parquet", "screens.parquet")
     decision = ctx.run.get("decision_curve.csv")
+    reliability = ctx.run.frames.get("tables", {}).get("reliability")
+    if ctx.run.get("predictions.parquet") is None and decision is not None:
+        # a partitioned run evaluated on counts: the reliability diagram from its bins' sums
+        reliability_missing = None if reliability is not None else ctx.run.missing("predictions.parquet")
+        splits = list(dict.fromkeys(decision["split"])) if "split" in decision.columns else [None]
+        preds = None
+    else:
+        ctx.need("predictions.parquet", "screens.parquet")
+        reliability_missing, splits, preds = None, ctx.splits, ctx.preds
     parts = []
-    for split in ctx.splits:
-        preds = ctx.preds
+    for split in splits:
+        if preds is None:
+            figures = []
+            r = _of_split(reliability, split) if reliability is not None else None
+            if r is not None and len(r):
+                g = {m: x for m, x in r.groupby("model", sort=False)}
+                rel = ReliabilityDisplay(mean_predicted={m: x["mean_predicted"].to_numpy() for m, x in g.items()},
+                                         fraction_positive={m: x["fraction_positive"].to_numpy() for m, x in g.items()},
+                                         counts={m: x["n"].to_numpy() for m, x in g.items()},
+                                         brier={m: float(x["brier"].iloc[0]) for m, x in g.items()},
+                                         ece={m: float(x["ece"].iloc[0]) for m, x in g.items()})
+                figures.append(ctx.figure(rel, f"reliability_{split or 'all'}"))
+            score_models = [m[:-len(_PLATT)] for m in (g if r is not None and len(r) else {}) if m.endswith(_PLATT)]
+            parts.append({"label": ctx.split_label(split) if split else None,
+                          "figures": figures + _decision_figures(ctx, decision, split), "score_models": score_models})
+            continue
         rel = ReliabilityDisplay.from_frames(preds, ctx.screens, split=split)
         score_models = [m for m in ctx.models if m not in rel.mean_predicted]
         if score_models and split and (preds["split"] == "dev").any():
@@ -158,15 +231,11 @@ def calibration(ctx) -> dict:
             rel = ReliabilityDisplay.from_frames(pd.concat([preds, cal[cal["model"].str.endswith(_PLATT)]]),
                                                  ctx.screens, split=split)
         figures = [ctx.figure(rel, f"reliability_{split or 'all'}")] if rel.mean_predicted else []
-        if decision is not None:
-            d = _of_split(decision, split)
-            if len(d):
-                dc = DecisionCurveDisplay.from_table(d, calibration_note="Platt-calibrated on dev")
-                figures.append(ctx.figure(dc, f"decision_curve_{split or 'all'}"))
-        parts.append({"label": ctx.split_label(split) if split else None, "figures": figures,
-                      "score_models": score_models})
+        parts.append({"label": ctx.split_label(split) if split else None,
+                      "figures": figures + _decision_figures(ctx, decision, split), "score_models": score_models})
     cal_table = ctx.run.get("calibration.csv")
     return {"parts": parts, "decision_available": decision is not None, "calibration_note": CALIBRATION_NOTE,
+            "reliability_missing": reliability_missing,
             "decision_missing": ctx.run.missing("decision_curve.csv"),
             "table": TableView.of(cal_table) if cal_table is not None else None,
             "table_missing": f"{ctx.run.missing('calibration.csv')} (written by evaluate_run)"}

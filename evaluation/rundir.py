@@ -144,9 +144,9 @@ def load_run(run_dir) -> Run:
     for name in RUN_FILES[1:]:
         p = run_dir / name
         if not p.is_file():
-            run.problems[name] = (f"{name}: not computed by a partitioned run evaluated on counts (it needs every "
-                                  "screen in one place; --dask-evaluation gather writes it)") if name in skipped \
-                else f"{name} not found"
+            run.problems[name] = (f"{name}: not written by a partitioned run evaluated on counts (its parts are "
+                                  "under parts/; no process holds the whole table; --dask-evaluation gather "
+                                  "writes it)") if name in skipped else f"{name} not found"
             continue
         try:
             frame = _read(p)

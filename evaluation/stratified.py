@@ -35,7 +35,8 @@ import pandas as pd
 from .metrics import roc_auc
 from .protocol import prepare_screens
 
-__all__ = ["HOURS_BANDS", "CONTEXT_FEATURES", "auroc_by_hours_band", "context_top_share"]
+__all__ = ["HOURS_BANDS", "CONTEXT_FEATURES", "auroc_by_hours_band", "context_top_share", "band_labels", "band_index",
+           "band_rows", "band_table", "merge_context_top_share"]
 
 #: band edges in hours since admission (left-closed)
 HOURS_BANDS = (0.0, 6.0, 24.0, 72.0, np.inf)
@@ -54,25 +55,48 @@ def auroc_by_hours_band(predictions: pd.DataFrame, screens: pd.DataFrame, stays:
     of the band AUROCs weighted by their positives. Bands with one class only are left out."""
     hours = screens[["stay_id", "screen_time", "hours_since_admit"]]
     edges = list(bands)
-    labels = [_band_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    labels = band_labels(bands)
     rows = []
     for model in dict.fromkeys(predictions["model"]):
         frame = prepare_screens(predictions[predictions["model"] == model], stays, screens, model=model).frame
         frame = frame.merge(hours, on=["stay_id", "screen_time"], how="left").dropna(subset=["risk"])
         y = (frame["onset_in_h"] <= window_h).to_numpy()
-        band = pd.cut(frame["hours_since_admit"], edges, right=False, labels=labels)
-        kept = []
-        for label in labels:
-            m = (band == label).to_numpy()
-            if m.any() and 0 < y[m].sum() < m.sum():
-                kept.append({"model": model, "band": label, "n_screens": int(m.sum()), "n_positive": int(y[m].sum()),
-                             "auroc": roc_auc(y[m], frame["risk"].to_numpy()[m])})
-        if kept:
-            w = np.array([r["n_positive"] for r in kept], dtype=float)
-            mean = float(np.average([r["auroc"] for r in kept], weights=w))
-            kept.append({"model": model, "band": "positives-weighted mean", "n_screens": sum(r["n_screens"] for r in kept),
-                         "n_positive": int(w.sum()), "auroc": mean})
-        rows += kept
+        band = band_index(frame["hours_since_admit"].to_numpy(), edges)
+        risk = frame["risk"].to_numpy()
+        rows += band_rows(model, labels, [int((band == b).sum()) for b in range(len(labels))],
+                          [int(y[band == b].sum()) for b in range(len(labels))],
+                          lambda b: roc_auc(y[band == b], risk[band == b]))
+    return band_table(rows)
+
+
+def band_labels(bands=HOURS_BANDS) -> list[str]:
+    """``0-6 h``, ..., ``>= 72 h``."""
+    edges = list(bands)
+    return [_band_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def band_index(hours, bands=HOURS_BANDS) -> np.ndarray:
+    """Band of each screen (left-closed), -1 outside every band (or NaN hours)."""
+    h = np.asarray(hours, dtype="float64")
+    edges = np.asarray(list(bands), dtype="float64")
+    b = np.searchsorted(edges, h, side="right") - 1
+    return np.where(np.isnan(h) | (b >= len(edges) - 1), -1, b)
+
+
+def band_rows(model: str, labels, n_screens, n_positive, auroc) -> list[dict]:
+    """A model's rows of :func:`auroc_by_hours_band` from each band's counts; ``auroc(b)`` is called
+    only for bands with both classes, then the positives-weighted mean."""
+    kept = [{"model": model, "band": label, "n_screens": int(n), "n_positive": int(k), "auroc": float(auroc(b))}
+            for b, (label, n, k) in enumerate(zip(labels, n_screens, n_positive)) if 0 < k < n]
+    if kept:
+        w = np.array([r["n_positive"] for r in kept], dtype=float)
+        mean = float(np.average([r["auroc"] for r in kept], weights=w))
+        kept.append({"model": model, "band": "positives-weighted mean", "n_screens": sum(r["n_screens"] for r in kept),
+                     "n_positive": int(w.sum()), "auroc": mean})
+    return kept
+
+
+def band_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "band", "n_screens", "n_positive", "auroc"])
 
 
@@ -102,3 +126,22 @@ def context_top_share(explanations: pd.DataFrame, alarms: pd.DataFrame, *,
         rows.append({**dict(zip(by, k if isinstance(k, tuple) else (k,))), "n_alarms": len(g),
                      "n_explained": len(m), "context_top_share": share})
     return pd.DataFrame(rows)
+
+
+def merge_context_top_share(tables) -> pd.DataFrame | None:
+    """:func:`context_top_share` of the union of disjoint sets of stays, from each set's table.
+
+    The shares are counts over explained alarms (``share * n_explained`` is a whole number), so
+    the parts' counts add up and the merged table equals the table of the union.
+    """
+    tables = [t for t in tables if t is not None and len(t)]
+    if not tables:
+        return None
+    cat = pd.concat(tables, ignore_index=True)
+    by = [c for c in ("split", "model", "operating_point") if c in cat.columns]
+    n_context = np.round(cat["context_top_share"].fillna(0.0) * cat["n_explained"]).astype("int64")
+    g = cat.assign(n_context=n_context).groupby(by, sort=False)[["n_alarms", "n_explained", "n_context"]].sum()
+    out = g.reset_index()
+    out["context_top_share"] = np.where(out["n_explained"] > 0, out["n_context"] / out["n_explained"].where(
+        out["n_explained"] > 0, 1), np.nan)
+    return out.drop(columns="n_context")

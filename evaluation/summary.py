@@ -39,7 +39,7 @@ from .decision import decision_curve_table
 from .explained_alarms import alarm_explanations
 from .operating_points import apply_thresholds, choose_thresholds
 from .paired import paired_comparisons
-from .recalibration import calibration_table
+from .recalibration import calibration_table, reliability_table
 from .sensitivity import protocol_sensitivity
 from .subgroup_metrics import subgroup_table
 from .stratified import auroc_by_hours_band, context_top_share
@@ -62,7 +62,7 @@ _FILES = {"main_table": "main_table.csv", "timeliness": "timeliness.csv", "paire
           "calibration": "calibration.csv", "subgroups": "subgroups.csv", "sensitivity": "sensitivity.csv",
           "explained": "alarm_explanations.csv", "summary": "tables/protocol_summary.csv",
           "bootstrap": "tables/bootstrap_metrics.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
-          "context_share": "tables/context_top_share.csv"}
+          "context_share": "tables/context_top_share.csv", "reliability": "tables/reliability.csv"}
 
 
 def format_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -106,6 +106,7 @@ class RunEvaluation:
     hours_bands: pd.DataFrame | None = None  # AUROC within bands of hours since admission
     context_share: pd.DataFrame | None = None  # alarms whose top in-context factor is context (add_explanations)
     utility: dict | None = None              # {split: {model: {operating_point: utility}}}
+    reliability: pd.DataFrame | None = None  # reliability diagram's bins (counts runs: no one-file predictions)
     n_boot: int = 0
     splits: tuple = ("test",)
 
@@ -203,7 +204,8 @@ def _evaluate_split(split, predictions, screens, stays, thresholds, *, reference
            "burden": alarm_burden(p, s, sts, **proto),
            "decision": _safely("decision curve", lambda: decision_curve_table(fitted, screens, eval_split=split)),
            "calibration": _safely("calibration", lambda: calibration_table(fitted, screens, method="platt",
-                                                                         eval_split=split))}
+                                                                         eval_split=split)),
+           "reliability": _safely("reliability", lambda: reliability_table(fitted, screens, eval_split=split))}
     if "hours_since_admit" in s.columns:  # is the signal physiology or the clock? (evaluation.stratified)
         out["hours_bands"] = auroc_by_hours_band(p, s, sts, window_h=window_h)
     if subgroups:
@@ -268,6 +270,6 @@ def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
 
     utility = {split: d["utility"] for split, d in per_split.items() if "utility" in d} or None
     names = ("summary", "alarms", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
-             "calibration", "subgroups", "sensitivity", "hours_bands")
+             "calibration", "subgroups", "sensitivity", "hours_bands", "reliability")
     return RunEvaluation(thresholds=thresholds, **{n: stacked(n) for n in names}, utility=utility, n_boot=n_boot,
                          splits=splits)

@@ -37,7 +37,7 @@ import pandas as pd
 
 from ehr.schema import require_columns
 
-__all__ = ["physionet_utility", "row_utilities", "utility_from_tables"]
+__all__ = ["physionet_utility", "row_utilities", "utility_from_tables", "normalised_utility"]
 
 
 def _positions(stay_ids: np.ndarray):
@@ -132,9 +132,19 @@ def physionet_utility(labels, predictions, stay_ids, **params) -> dict:
     inaction = float(u_neg.sum())
     if not (worst_u <= best_u and inaction <= best_u):
         raise ValueError("optimal utility must be higher than inaction utility")
-    norm = (observed - inaction) / (best_u - inaction) if best_u != inaction else float("nan")
+    norm = normalised_utility(observed, best_u, inaction)
     return {"utility": norm, "observed": observed, "best": best_u, "worst": worst_u, "inaction": inaction,
             "n_stays": int(len(np.unique(stay_ids))), "n_rows": int(len(p))}
+
+
+def normalised_utility(observed: float, best: float, inaction: float) -> float:
+    """``(observed - inaction) / (best - inaction)``: the sums add up over stays, so a partitioned run
+    sums each part's (:func:`physionet_utility`'s ``observed``, ``best``, ``inaction``) and normalises once.
+
+    >>> normalised_utility(3.0, 5.0, 1.0)
+    0.5
+    """
+    return (observed - inaction) / (best - inaction) if best != inaction else float("nan")
 
 
 def utility_from_tables(predictions: pd.DataFrame, screens: pd.DataFrame, *, threshold: float,

@@ -99,7 +99,7 @@ class RunConfig:
     cxr_encoder_epochs: int = 4        # synthetic films: epochs of the small encoder (train-split films only)
     explain_alarms: bool = True
     partitions: int = 16               # --dask: parts of the cohort written from the source
-    dask_evaluation: str = "counts"    # --dask: counts (per-part sums, evaluation.counts) | gather (every table)
+    dask_evaluation: str = "counts"    # --dask: counts (per-part sums, evaluation.counts) | gather (exact tables)
     timings: dict = field(default_factory=dict)
 
 

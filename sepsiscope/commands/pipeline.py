@@ -86,8 +86,9 @@ def run(
                                                "screens, drawn by stay (default: every training screen)."),
     dask: str = DASK,
     dask_evaluation: str = typer.Option("counts", "--dask-evaluation", help="With --dask: counts (per-part sums, "
-                                        "nothing gathered; the main tables) | gather (every prediction to this "
-                                        "process; every table)."),
+                                        "nothing gathered; every table, rank metrics and DeLong on 2^16 logit "
+                                        "bins, Poisson bootstrap) | gather (every prediction to this process; the "
+                                        "exact tables and the one-file predictions/alarms/explanations)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """The main job: source -> screens -> split -> models (CPN, GBDT; sequence, fusion, stack), NEWS2 -> report.

@@ -234,10 +234,13 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
     run_partitioned(out, RunConfig(**_RUN), DaskMapper(threads_client))
     pred, screens, stays = (pd.read_parquet(single_run / f) for f in ("predictions.parquet", "screens.parquet",
                                                                         "stays.parquet"))
-    ref = evaluate_run_counts(pred, screens, stays, n_boot=_RUN["n_boot"], seed=_RUN["seed"])
+    ref = evaluate_run_counts(pred, screens, stays, n_boot=_RUN["n_boot"], seed=_RUN["seed"], subgroup_n_boot=200)
     files = {"main_table": "main_table.csv", "bootstrap": "tables/bootstrap_metrics.csv", "paired":
              "paired_differences.csv", "bands": "curve_bands.csv", "timeliness": "timeliness.csv",
-             "summary": "tables/protocol_summary.csv"}
+             "summary": "tables/protocol_summary.csv", "burden": "alarm_burden.csv",
+             "decision": "decision_curve.csv", "calibration": "calibration.csv", "subgroups": "subgroups.csv",
+             "sensitivity": "sensitivity.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
+             "reliability": "tables/reliability.csv"}
     for name, f in files.items():
         getattr(ref, name).to_csv(tmp_path / "ref.csv", index=False)
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref.csv"), pd.read_csv(out / f), check_exact=False,
@@ -248,9 +251,27 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
     for col in ("auroc", "auprc", "sensitivity", "alarms_per_admission"):
         assert (single[col].str.split(" ").str[0] == counted[col].str.split(" ").str[0]).all(), col
     pd.testing.assert_frame_equal(pd.read_csv(single_run / "cohort_flow.csv"), pd.read_csv(out / "cohort_flow.csv"))
+    # every file of the single-process run directory but the one-file tables whose parts are under parts/
+    from sepsiscope.scale.evaluate import NOT_AVAILABLE
+
+    def written(d):
+        return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.relative_to(d).parts[0]
+                not in ("parts", "models")}
+
+    assert written(single_run) - set(NOT_AVAILABLE) == written(out), written(single_run) ^ written(out)
+    # the alarm examples are the very alarms of the single-process run (top-k per part, merged)
+    pd.testing.assert_frame_equal(pd.read_csv(single_run / "alarm_explanations.csv"),
+                                  pd.read_csv(out / "alarm_explanations.csv"), check_exact=False, rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(pd.read_csv(single_run / "tables" / "context_top_share.csv"),
+                                  pd.read_csv(out / "tables" / "context_top_share.csv"))
     assert not (out / "predictions.parquet").exists()
     assert PartitionedTable(out / "parts" / "predictions").partitions == _RUN["partitions"]
     assert PartitionedTable(out / "parts" / "alarms").partitions == _RUN["partitions"]
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is True and run["evaluation"]["method"] == "counts"
     assert (out / "report.html").exists()
+    # every report section renders; of the figures only the risk traces need the one-file predictions
+    # (ROC/PR from curve_bands.csv, the reliability diagram from tables/reliability.csv)
+    html, single_html = ((d / "report.html").read_text() for d in (out, single_run))
+    assert html.count("not available:") == single_html.count("not available:") + 1
+    assert "Risk traces" in html and "Drawn from curve_bands.csv" in html

@@ -1,0 +1,231 @@
+"""The report's further sections on counts (evaluation/count_sections.py) against the exact single-process tables.
+
+Tolerances, measured on this cohort (120 stays, 2 models): protocol counts, alarm burden, sensitivity
+analyses, decision curves and the utility equal to rounding; Platt parameters fitted on score-bin cells
+within 1e-6 of the fit on the screens (measured 7e-10); rank metrics (hours-band AUROC, subgroup AUROC,
+DeLong) within the bin resolution, and DeLong exactly that of the binned scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.calibration import PlattScaler
+from evaluation.counts import ScoreGrid, evaluate_run_counts, grid_for
+from evaluation.delong import delong_test
+from evaluation.explained_alarms import alarm_explanations, merge_alarm_explanations
+from evaluation.operating_points import apply_thresholds
+from evaluation.protocol import prepare_screens
+from evaluation.stratified import context_top_share, merge_context_top_share
+from evaluation.summary import evaluate_run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_counts import T0, _tables  # noqa: E402
+
+N_BOOT = 40
+#: RunEvaluation tables an exact evaluation writes without explanations (those come from add_explanations)
+SECTIONS = ("summary", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
+            "calibration", "subgroups", "sensitivity", "hours_bands", "reliability")
+
+
+def _with_fields(pred, screens, stays):
+    stays = stays.assign(sex=np.where(stays["stay_id"] % 3, "F", "M"), age=30 + (stays["stay_id"] * 7) % 60)
+    screens = screens.assign(hours_since_admit=(screens["screen_time"] - T0).dt.total_seconds() / 3600)
+    return pred, screens, stays
+
+
+def _utility_tables(pred, stays):
+    """Every hourly test row (also after onset) with the challenge label, and every model's risk there."""
+    rng = np.random.default_rng(5)
+    keys = pred.loc[pred["split"] == "test", ["stay_id", "screen_time"]].drop_duplicates()
+    onset = stays.set_index("stay_id")["onset_time"]
+    after = [pd.DataFrame({"stay_id": s, "screen_time": [o, o + pd.Timedelta(hours=1)]})
+             for s, o in onset.dropna().items() if s in set(keys["stay_id"])]
+    rows = pd.concat([keys, *after], ignore_index=True).sort_values(["stay_id", "screen_time"]).reset_index(drop=True)
+    h_to_onset = (rows["stay_id"].map(onset) - rows["screen_time"]).dt.total_seconds() / 3600
+    rows["sepsis_label"] = (h_to_onset <= 6).astype(int)
+    up = []
+    for m in ("cpn", "news2"):
+        p = rows[["stay_id", "screen_time"]].merge(pred[pred["model"] == m], how="left")
+        missing = p["risk"].isna().to_numpy()
+        p.loc[missing, "risk"] = rng.random(missing.sum()) if m == "cpn" else rng.integers(0, 12, missing.sum())
+        up.append(p.assign(model=m, fold=0, split="test"))
+    return pd.concat(up, ignore_index=True), rows
+
+
+@pytest.fixture(scope="module")
+def run():
+    pred, screens, stays = _with_fields(*_tables())
+    ut = _utility_tables(pred, stays)
+    exact = evaluate_run(pred, screens, stays, n_boot=N_BOOT, seed=0, utility_tables=ut)
+    counted = evaluate_run_counts(pred, screens, stays, n_boot=N_BOOT, seed=0, parts=3, utility_tables=ut)
+    return pred, screens, stays, exact, counted
+
+
+def _num(t):
+    return [c for c in t.columns if pd.api.types.is_numeric_dtype(t[c])]
+
+
+def test_counts_write_every_section_the_exact_evaluation_writes(run, tmp_path):
+    """Fails when a section goes missing from the count-based evaluation (it did: before #19's last
+    step only the main tables were written)."""
+    *_, exact, counted = run
+    have = {n for n in SECTIONS if getattr(exact, n) is not None}
+    assert have == set(SECTIONS)  # the fixture exercises every section
+    assert {n for n in SECTIONS if getattr(counted, n) is not None} == have
+    assert counted.utility is not None and exact.utility is not None
+    exact.write(tmp_path / "exact")
+    counted.write(tmp_path / "counted")
+    files = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in (tmp_path / "exact", tmp_path / "counted")]
+    assert files[0] == files[1]
+    for n in SECTIONS:
+        assert list(getattr(exact, n).columns) == list(getattr(counted, n).columns), n
+
+
+@pytest.mark.parametrize("name", ["burden", "sensitivity", "decision"])
+def test_protocol_and_decision_sections_equal_the_exact_tables(run, name):
+    *_, exact, counted = run
+    a, b = getattr(exact, name), getattr(counted, name)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=0, atol=1e-9)
+
+
+def test_calibration_on_bin_cells_within_1e_6_of_the_fit_on_the_screens(run):
+    *_, exact, counted = run
+    a, b = exact.calibration, counted.calibration
+    assert list(a["model"]) == list(b["model"]) == ["cpn"] and (a["n"] == b["n"]).all()
+    assert np.allclose(a[["coef", "intercept"]], b[["coef", "intercept"]], rtol=0, atol=1e-6)
+    # before recalibration the sums are exact; after, as close as the scaler
+    assert np.allclose(a[["prevalence", "brier_before", "ece_before"]], b[["prevalence", "brier_before", "ece_before"]],
+                       rtol=0, atol=1e-12)
+    assert np.allclose(a[["brier_after", "ece_after"]], b[["brier_after", "ece_after"]], rtol=0, atol=1e-7)
+
+
+def test_reliability_bins_from_summed_bins(run):
+    """The report's reliability diagram: probabilities' bins exact, NEWS2's after Platt on dev cells within 1e-6."""
+    *_, exact, counted = run
+    a, b = exact.reliability, counted.reliability
+    assert list(a["model"]) == list(b["model"]) and "news2 (Platt on dev)" in set(a["model"])
+    assert (a["n"] == b["n"]).all()
+    prob = (a["model"] == "cpn").to_numpy()
+    assert np.allclose(a.loc[prob, _num(a)], b.loc[prob, _num(b)], rtol=0, atol=1e-12)
+    assert np.allclose(a.loc[~prob, _num(a)], b.loc[~prob, _num(b)], rtol=0, atol=1e-6)
+
+
+def test_weighted_platt_fit_equals_the_fit_on_repeated_rows():
+    rng = np.random.default_rng(2)
+    x = rng.random(300)
+    y = (rng.random(300) < x).astype(int)
+    w = rng.integers(1, 5, 300)
+    a = PlattScaler().fit(x, y, sample_weight=w)
+    b = PlattScaler().fit(np.repeat(x, w), np.repeat(y, w))
+    assert a.coef_ == pytest.approx(b.coef_, abs=1e-5) and a.intercept_ == pytest.approx(b.intercept_, abs=1e-5)
+
+
+def test_hours_bands_and_subgroups_within_the_bin_resolution(run):
+    *_, exact, counted = run
+    a, b = exact.hours_bands, counted.hours_bands
+    assert (a[["model", "band", "n_screens", "n_positive"]] == b[["model", "band", "n_screens", "n_positive"]]).all().all()
+    assert np.allclose(a["auroc"], b["auroc"], rtol=0, atol=1e-3)
+    a, b = exact.subgroups, counted.subgroups
+    key = ["subgroup", "level", "model", "operating_point", "metric"]
+    assert (a[key + ["n_stays", "n_septic", "n_screens"]].fillna("") ==
+            b[key + ["n_stays", "n_septic", "n_screens"]].fillna("")).all().all()
+    rank = a["metric"].isin(["auroc", "auprc"]).to_numpy()
+    assert np.allclose(a.loc[~rank, "estimate"], b.loc[~rank, "estimate"], rtol=0, atol=1e-12, equal_nan=True)
+    assert np.allclose(a.loc[rank, "estimate"], b.loc[rank, "estimate"], rtol=0, atol=2e-3, equal_nan=True)
+
+
+def test_delong_on_counts_is_delong_on_the_binned_scores(run):
+    pred, screens, stays, exact, counted = run
+    row = counted.paired[counted.paired["metric"] == "auroc"].iloc[0]
+    ref = exact.paired[exact.paired["metric"] == "auroc"].iloc[0]
+    # against the raw scores: the ties binning adds
+    assert abs(row["delong_difference"] - ref["delong_difference"]) < 1e-3
+    assert abs(row["delong_se"] - ref["delong_se"]) < 1e-3
+    # against DeLong of the scores rounded to their bins: exact
+    p, s = pred[pred["split"] == "test"], screens[screens["split"] == "test"]
+    st = stays[stays["stay_id"].isin(s["stay_id"])]
+    f = {m: prepare_screens(p, st, s, model=m).frame for m in ("cpn", "news2")}
+    both = f["cpn"].merge(f["news2"][["stay_id", "screen_time", "risk"]], on=["stay_id", "screen_time"])
+    y = ((both["onset_in_h"] > 0) & (both["onset_in_h"] <= 48)).to_numpy().astype(int)
+    ba, bb = grid_for("cpn").bins(both["risk_x"]), grid_for("news2").bins(both["risk_y"])
+    clustered = delong_test(y, ba, bb, groups=both["stay_id"].to_numpy())
+    iid = delong_test(y, ba, bb)
+    assert row["delong_difference"] == pytest.approx(clustered.difference, abs=1e-12)
+    assert row["delong_se"] == pytest.approx(clustered.se, abs=1e-12)
+    assert row["delong_p"] == pytest.approx(clustered.p_value, abs=1e-12)
+    assert row["delong_p_iid"] == pytest.approx(iid.p_value, abs=1e-12)
+
+
+def test_utility_from_part_sums_equals_the_whole(run):
+    *_, exact, counted = run
+    assert exact.utility == counted.utility
+
+
+def test_sections_do_not_depend_on_the_partitioning(run):
+    pred, screens, stays, _, counted = run
+    one = evaluate_run_counts(pred, screens, stays, n_boot=N_BOOT, seed=0, parts=1)
+    for n in SECTIONS:
+        a, b = getattr(one, n), getattr(counted, n)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=0, atol=1e-12, obj=n)
+
+
+def test_alarm_examples_and_context_share_merged_from_parts_equal_the_whole():
+    pred, screens, stays = _tables(n_stays=200, seed=3)
+    p, s = pred[pred["split"] == "test"], screens[screens["split"] == "test"]
+    st = stays[stays["stay_id"].isin(s["stay_id"])]
+    alarms = apply_thresholds({"cpn": {"a": 0.3}, "news2": {"a": 6.0}}, p, s, st, check_range=False).alarms
+    alarms = alarms.assign(split="test")
+    fired = alarms[alarms["fired"]]
+    rng = np.random.default_rng(0)
+    ex = []
+    for r in fired.drop_duplicates(["stay_id", "screen_time", "model"]).itertuples():
+        c = rng.normal(size=3)
+        ex.append(pd.DataFrame({"stay_id": r.stay_id, "screen_time": r.screen_time, "model": r.model,
+                                "feature": ["hr", "hours_band", "total"], "contribution": [c[0], c[1], c[0] + c[1]],
+                                "baseline": np.nan, "value": [90.0, np.nan, np.nan], "state": ["high", "late", ""],
+                                "age_h": 0.0, "weight": 1.0}))
+    ex = pd.concat(ex, ignore_index=True)
+    whole = alarm_explanations(ex, alarms, p, st)
+    share = context_top_share(ex, alarms)
+    cut = st["stay_id"].to_numpy() % 3
+    parts_ex, parts_share = [], []
+    for k in range(3):
+        ids = st["stay_id"].to_numpy()[cut == k]
+        sel = [t[t["stay_id"].isin(ids)] for t in (ex, alarms, p, st)]
+        parts_ex.append(alarm_explanations(*sel))
+        parts_share.append(context_top_share(sel[0], sel[1]))
+    assert len(whole) and whole["stay_id"].nunique() > 3
+    pd.testing.assert_frame_equal(whole, merge_alarm_explanations(parts_ex))
+    pd.testing.assert_frame_equal(share, merge_context_top_share(parts_share), check_dtype=False)
+
+
+def test_burden_and_operating_point_thresholds_are_exact_where_bins_hold_several_scores():
+    """Scores crowded several into one logit bin: the sweep's thresholds still equal the exact order
+    statistics, and the operating points the exact search's (its candidates, every distinct dev score,
+    are merged over the parts while they number at most EXACT_CANDIDATES_MAX)."""
+    pred, screens, stays = _tables(n_stays=150, seed=7)
+    cpn = pred["model"] == "cpn"
+    pred.loc[cpn, "risk"] = (pred.loc[cpn, "risk"] * 200).round() / 200  # 201 values over 2^16 bins: ties galore
+    g = ScoreGrid()
+    assert len(np.unique(g.bins(pred.loc[cpn, "risk"]))) == pred.loc[cpn, "risk"].nunique()
+    pred.loc[cpn, "risk"] = np.clip(pred.loc[cpn, "risk"] + np.random.default_rng(0).normal(0, 1e-5, cpn.sum()), 0, 1)
+    exact = evaluate_run(pred, screens, stays, n_boot=5, subgroups=False, sensitivity=False)
+    counted = evaluate_run_counts(pred, screens, stays, n_boot=5, parts=2, subgroups=False, sensitivity=False)
+    pd.testing.assert_frame_equal(exact.burden, counted.burden, check_exact=False, rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(exact.thresholds, counted.thresholds)
+    # over bin maxima (what a run falls back to beyond EXACT_CANDIDATES_MAX) the search lands elsewhere here
+    import evaluation.count_sections as cs
+
+    old, cs.EXACT_CANDIDATES_MAX = cs.EXACT_CANDIDATES_MAX, 10
+    try:
+        binned = evaluate_run_counts(pred, screens, stays, n_boot=5, parts=2, subgroups=False, sensitivity=False)
+    finally:
+        cs.EXACT_CANDIDATES_MAX = old
+    assert not binned.thresholds["threshold"].equals(exact.thresholds["threshold"])
+    assert set(binned.threshold_candidates.values()) == {"the highest dev score of each score bin"}
