@@ -81,12 +81,75 @@ from .tables import join_labels
 from .utility import normalised_utility, utility_from_tables
 
 __all__ = ["SectionPlan", "section_counts", "merge_sections", "evaluate_counts", "fit_platt_cells", "platt_cells",
-           "delong_counts", "EXACT_CANDIDATES_MAX"]
+           "delong_counts", "EXACT_CANDIDATES_MAX", "TraceRows", "trace_rows", "merge_trace_rows", "primary_model"]
 
 log = logging.getLogger(__name__)
 
 _SENS_KEYS = ["window_h", "silencing_h", "model", "operating_point", "threshold"]
 _SCREEN_COUNTS = ["_tp", "_fp", "_pos", "_neg"]
+
+
+# --------------------------------------------------------------------------- risk traces
+
+@dataclass
+class TraceRows:
+    """The report's risk traces of a partitioned run: a few septic stays' predictions and alarms.
+
+    ``stays``: candidates ``stay_id, fired`` (fired at the model's first operating point);
+    ``predictions`` and ``alarms``: their rows (one model, screens with new data). Merging keeps the
+    first ``k`` stays in the order the single-process report draws them (fired first, then by
+    ``stay_id``), so parts give the same rows in any grouping.
+    """
+
+    stays: pd.DataFrame
+    predictions: pd.DataFrame
+    alarms: pd.DataFrame
+    k: int
+
+    def pruned(self) -> TraceRows:
+        keep = self.stays.sort_values(["fired", "stay_id"], ascending=[False, True], kind="mergesort")
+        ids = keep["stay_id"].to_numpy()[:self.k]
+        p = self.predictions[self.predictions["stay_id"].isin(ids)]
+        return TraceRows(keep[keep["stay_id"].isin(ids)].reset_index(drop=True),
+                         p.sort_values(["stay_id", "screen_time"], kind="mergesort").reset_index(drop=True),
+                         self.alarms[self.alarms["stay_id"].isin(ids)].reset_index(drop=True), self.k)
+
+
+def primary_model(models, reference: str | None = "news2") -> str | None:
+    """The model of the report's risk traces, as :func:`evaluation.report.write_report` picks it by default."""
+    models = list(models)
+    return "cpn" if "cpn" in models else next((m for m in models if m != reference), models[0] if models else None)
+
+
+def trace_rows(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.DataFrame, alarms: pd.DataFrame,
+               thresholds, *, model: str, k: int = 3) -> TraceRows | None:
+    """A part's candidates for the risk traces of ``model``: its septic stays scored by ``model`` (at most
+    ``k`` fired at the model's first operating point and ``k`` not), with their predictions and alarms."""
+    ops = normalise_thresholds(thresholds)
+    ops = ops[ops["model"] == model]
+    if not len(ops) or not len(predictions):
+        return None
+    threshold = float(ops["threshold"].iloc[0])
+    p = with_new_data(predictions[predictions["model"] == model], screens)
+    septic = stays.loc[stays["onset_time"].notna(), "stay_id"]
+    ids = np.unique(p.loc[p["stay_id"].isin(septic), "stay_id"].to_numpy())
+    a = alarms[alarms["model"] == model] if alarms is not None else alarms
+    fired = a.loc[a["fired"].astype(bool).to_numpy() & np.isclose(a["threshold"].to_numpy("float64"), threshold),
+                  "stay_id"] if a is not None else []
+    cand = pd.DataFrame({"stay_id": ids, "fired": np.isin(ids, np.asarray(fired))})
+    # k fired and k not: enough for the first k of any union of parts
+    cand = pd.concat([cand[cand["fired"]].head(k), cand[~cand["fired"]].head(k)], ignore_index=True)
+    a = a if a is not None else pd.DataFrame(columns=["stay_id"])
+    return TraceRows(cand, p[p["stay_id"].isin(cand["stay_id"])], a[a["stay_id"].isin(cand["stay_id"])], k)
+
+
+def merge_trace_rows(items) -> TraceRows | None:
+    """The first ``k`` stays of the parts' :class:`TraceRows` (Nones skipped)."""
+    items = [x for x in items if x is not None]
+    if not items:
+        return None
+    return TraceRows(*(pd.concat([getattr(x, n) for x in items], ignore_index=True)
+                       for n in ("stays", "predictions", "alarms")), items[0].k).pruned()
 
 
 # --------------------------------------------------------------------------- merging
@@ -552,7 +615,7 @@ def _safely(what: str, fn) -> dict:
 def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str = "news2", window_h: float = 48.0,
                     silencing_h: float = 48.0, n_boot: int = 200, subgroup_n_boot: int | None = None, seed: int = 0,
                     split: str = "test", subgroups: bool = True, sensitivity: bool = True, utility_part=None,
-                    on_part=None, ci: float = 0.95):
+                    on_part=None, ci: float = 0.95, max_traces: int = 3):
     """The count-based evaluation of ``split`` with thresholds chosen on ``dev``: every table of
     :func:`evaluation.summary.evaluate_run` (module docstring), as a :class:`evaluation.summary.RunEvaluation`.
 
@@ -563,8 +626,12 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
     ``on_part(k, predictions, screens, stays, counts)``: called on each part of the test pass with its
     :class:`evaluation.counts.SplitCounts` (e.g. to write its alarms); returns the part's
     explanations of its fired alarms, or None.
+    ``max_traces``: septic stays of the primary model (:func:`primary_model`) whose predictions and
+    alarms come back for the report's risk traces (:class:`TraceRows`; ``ev.trace_rows``).
     """
     from .counts import evaluation_from_counts, merge_counts
+
+    trace_model = primary_model(models, reference) if max_traces else None
 
     kw = dict(reference=reference)
     dev = over("dev", lambda k, p, s, st: _dev_part(p, s, st, models=models, **kw), _merge_dev)
@@ -619,6 +686,8 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
         c.alarms = None  # only the sums go back
         c.sections = section_counts(p, s, st, plan, utility_tables=utility_part(k) if utility_part else None,
                                     explanations=explanations, alarms=alarms)
+        if trace_model is not None:
+            c.traces = trace_rows(p, s, st, alarms, thresholds, model=trace_model, k=max_traces)
         return c
 
     merged = over(split, count, merge_counts)
@@ -629,6 +698,8 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
                   _merge_sum) if pairs else None
     sections = {split: tables_from_sections(plan, merged.sections, delong, ci=ci)}
     ev = evaluation_from_counts(thresholds, {split: merged}, reference=reference, ci=ci, sections=sections)
+    tr = merged.traces
+    ev.trace_rows = (tr.predictions, tr.alarms) if tr is not None and len(tr.stays) else None
     ev.threshold_candidates = {m: ("every distinct dev score (the exact search)" if exact[m] else
                                    "the highest dev score of each score bin") for m in models}
     return ev

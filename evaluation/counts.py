@@ -23,7 +23,8 @@ No process holds more than one part's screens.
   sensitivity/specificity/precision, Brier, ECE) are per-stay sums (the statistics of
   :mod:`evaluation.bootstrap`), weighted per resample and summed over a part's stays.
 * **Timeliness** from the first true alarm of each detected stay (one row per stay and operating
-  point, :func:`evaluation.timeliness.alarm_lead_times`).
+  point, :func:`evaluation.timeliness.alarm_lead_times`); every true alarm's lead time is gathered
+  too (a few rows per septic stay: the report's timing figure).
 * **Operating points** on dev (:func:`choose_thresholds_from_counts`): the candidates are the
   highest score of each occupied bin (every distinct score for NEWS2); the coarse-to-fine search of
   :func:`evaluation.operating_points.threshold_for_sensitivity` asks every part, once per round,
@@ -299,6 +300,9 @@ class SplitCounts:
     lead_times: pd.DataFrame
     n_resamples: int
     alarms: pd.DataFrame | None = field(default=None, repr=False)
+    #: every true alarm's lead time (``alarm_lead_times(first_only=False)``: the report's timing figure)
+    true_alarms: pd.DataFrame | None = field(default=None, repr=False)
+    traces: object = field(default=None, repr=False)  # evaluation.count_sections.TraceRows (the risk traces)
     sections: dict | None = field(default=None, repr=False)  # evaluation.count_sections.section_counts
 
 
@@ -325,9 +329,21 @@ def split_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
     applied = apply_thresholds(ops, None, None, stays, window_h=window_h, silencing_h=silencing_h,
                                check_range=False, prepared=prepared)
     lead = alarm_lead_times(applied.alarms, stays, window_h=window_h) if len(applied.alarms) else None
+    every = alarm_lead_times(applied.alarms, stays, window_h=window_h, first_only=False) \
+        if len(applied.alarms) else None
     columns = ["model", "operating_point", "threshold", "silencing_h", "window_h", *_COUNT_COLUMNS]
     summary = applied.summary[columns] if len(applied.summary) else pd.DataFrame(columns=columns)
-    return SplitCounts(counts, summary, lead, n_resamples, alarms=applied.alarms)
+    return SplitCounts(counts, summary, lead, n_resamples, alarms=applied.alarms, true_alarms=every)
+
+
+def _sorted_lead_times(frames) -> pd.DataFrame | None:
+    """The parts' lead-time rows in :func:`evaluation.timeliness.alarm_lead_times`' order (as one process has them)."""
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return None
+    lead = pd.concat(frames, ignore_index=True)
+    keys = [c for c in ("model", "threshold", "operating_point") if c in lead.columns] + ["stay_id", "alarm_time"]
+    return lead.sort_values(keys, kind="mergesort").reset_index(drop=True)
 
 
 def merge_counts(parts) -> SplitCounts | None:
@@ -348,12 +364,17 @@ def merge_counts(parts) -> SplitCounts | None:
             summary[c] = summary[c].to_numpy() + p.summary[c].to_numpy()
     leads = [p.lead_times for p in parts if p.lead_times is not None]
     lead = pd.concat(leads, ignore_index=True) if leads else None
-    sections = None
+    sections = traces = None
     if any(p.sections is not None for p in parts):
         from .count_sections import merge_sections
 
         sections = merge_sections([p.sections for p in parts])
-    return SplitCounts(models, summary, lead, first.n_resamples, sections=sections)
+    if any(p.traces is not None for p in parts):
+        from .count_sections import merge_trace_rows
+
+        traces = merge_trace_rows([p.traces for p in parts])
+    return SplitCounts(models, summary, lead, first.n_resamples, sections=sections, traces=traces,
+                       true_alarms=_sorted_lead_times([p.true_alarms for p in parts]))
 
 
 def _ratio(a, b):
@@ -413,6 +434,7 @@ def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference:
         if extra.get("delong") is not None and len(paired):
             paired = join_delong(paired, extra.pop("delong"))
         per[split] = {"summary": summary, "bootstrap": boot.table, "bands": boot.bands, "timeliness": timeliness,
+                      "true_alarm_lead_times": m.true_alarms,
                       "paired": paired, "main_table": _main_table(thresholds, boot.table, timeliness, summary),
                       **extra}
 
@@ -428,7 +450,8 @@ def evaluation_from_counts(thresholds: pd.DataFrame, merged: dict, *, reference:
     return RunEvaluation(thresholds=thresholds, alarms=pd.DataFrame(),
                          **{n: stacked(n) for n in ("summary", "bootstrap", "paired", "main_table", "timeliness",
                                                     "bands", "burden", "decision", "calibration", "subgroups",
-                                                    "sensitivity", "hours_bands", "reliability")},
+                                                    "sensitivity", "hours_bands", "reliability",
+                                                    "true_alarm_lead_times")},
                          explained=as_is("explained"), context_share=as_is("context_share"), utility=utility,
                          n_boot=n_boot, splits=tuple(per))
 

@@ -252,21 +252,39 @@ def _split_alarms(ctx, split):
 def timeliness(ctx) -> dict:
     table = ctx.written("timeliness.csv")
     figures = []
+    lead = ctx.run.frames.get("tables", {}).get("true_alarm_lead_times")
     if ctx.alarms is not None and ctx.stays is not None:
         for split in ctx.splits:
             disp = TrueAlarmTimingDisplay.from_alarms(_split_alarms(ctx, split), ctx.stays, window_h=ctx.window_h)
+            if disp.fraction:
+                figures.append(ctx.figure(disp, f"true_alarm_timing_{split or 'all'}"))
+    elif lead is not None and len(lead):
+        # a partitioned run evaluated on counts: every true alarm's lead time, gathered from its parts
+        for split in (list(dict.fromkeys(lead["split"])) if "split" in lead.columns else [None]):
+            disp = TrueAlarmTimingDisplay.from_lead_times(_of_split(lead, split), window_h=ctx.window_h)
             if disp.fraction:
                 figures.append(ctx.figure(disp, f"true_alarm_timing_{split or 'all'}"))
     return {"table": TableView.of(table), "figures": figures}
 
 
 def traces(ctx) -> dict:
-    ctx.need("predictions.parquet", "stays.parquet")
-    primary, stays = ctx.primary, ctx.stays
+    preds, a, primary, split = ctx.preds, ctx.alarms, ctx.primary, ctx.splits[0] if ctx.splits else None
+    source_file = "alarms.parquet"
+    rows = ctx.run.get("trace_predictions.parquet")
+    if preds is None and rows is not None:
+        # a partitioned run evaluated on counts: the few stays' rows it gathered from its parts
+        preds, a, source_file = rows, ctx.run.get("trace_alarms.parquet"), "trace_alarms.parquet"
+        split = next((s for s in ("test", "external") if "split" in rows.columns and (rows["split"] == s).any()),
+                     None)
+        models = list(dict.fromkeys(rows["model"]))
+        primary = find_key(ctx.run.run_json, "primary_model") or (models[0] if models else None)
+    else:
+        ctx.need("predictions.parquet", "stays.parquet")
+    ctx.need("stays.parquet")
+    stays = ctx.stays
     if primary is None:
         raise Missing("no model in predictions")
-    split = ctx.splits[0]
-    a, threshold = ctx.alarms, None
+    threshold = None
     if a is not None and (a["model"] == primary).any():
         mine = a[a["model"] == primary]
         first = mine["operating_point"].iloc[0] if "operating_point" in mine.columns else None
@@ -277,7 +295,7 @@ def traces(ctx) -> dict:
     if threshold is None:
         raise Missing(f"no threshold for model {primary!r}: " + "; ".join(
             ctx.run.problems.get(n, f"{n} has no rows for it") for n in ("alarms.parquet", "operating_points.json")))
-    test_preds = ctx.split_preds(split)
+    test_preds = preds if "split" not in preds.columns or split is None else preds[preds["split"] == split]
     septic = stays.loc[stays["onset_time"].notna(), "stay_id"]
     ids = list(dict.fromkeys(test_preds.loc[(test_preds["model"] == primary) & test_preds["stay_id"].isin(septic),
                                             "stay_id"]))
@@ -287,10 +305,10 @@ def traces(ctx) -> dict:
         ids = [i for i in ids if i in fired] + [i for i in ids if i not in fired]
     if not ids:
         raise Missing(f"no septic stay scored by {primary!r}")
-    figures = [ctx.figure(RiskTraceDisplay.from_frames(ctx.preds, stays, stay_id=sid, model=primary, alarms=a,
+    figures = [ctx.figure(RiskTraceDisplay.from_frames(preds, stays, stay_id=sid, model=primary, alarms=a,
                                                        threshold=threshold, silencing_h=ctx.silencing_h),
                           f"risk_trace_stay_{sid}") for sid in ids[:ctx.max_traces]]
-    source = "alarms from alarms.parquet" if a is not None else "alarms derived from risks by the protocol rule"
+    source = f"alarms from {source_file}" if a is not None else "alarms derived from risks by the protocol rule"
     return {"note": f"Septic stays of the {ctx.split_label(split) if split else 'run'}, model {primary}, "
                     f"threshold {threshold:.4g} ({source}).", "figures": figures}
 

@@ -44,6 +44,10 @@ by :func:`evaluation.summary.evaluate_run`; :func:`evaluation.report.write_repor
                            (:mod:`evaluation.explained_alarms`).
 ``utility.json``           PhysioNet 2019 normalised utility, ``{split: {model: {op: value}}}``
                            or any object.
+``trace_predictions.parquet``  a partitioned run evaluated on counts: the predictions (primary
+``trace_alarms.parquet``   model, screens with new data) and alarms of the few septic stays
+                           the risk traces draw (:class:`evaluation.count_sections.TraceRows`),
+                           read when ``predictions.parquet`` is absent.
 ``tables/*.csv``           any further tables, shown under "Further tables" (among them
                            ``auroc_by_hours_band.csv`` and ``context_top_share.csv``,
                            :mod:`evaluation.stratified`).
@@ -82,13 +86,14 @@ RUN_FILES = ("run.json", "predictions.parquet", "screens.parquet", "stays.parque
              "explanations.parquet", "operating_points.json", "cohort_flow.csv", "main_table.csv",
              "paired_differences.csv", "curve_bands.csv", "alarm_burden.csv", "decision_curve.csv",
              "timeliness.csv", "calibration.csv", "subgroups.csv", "sensitivity.csv", "alarm_explanations.csv",
-             "utility.json")
+             "utility.json", "trace_predictions.parquet", "trace_alarms.parquet")
 
 #: How each contract table of the run directory is checked when it is read.
 _CHECKS = {
     "predictions.parquet": lambda df, src: validate(df, "predictions", source=src),
     "alarms.parquet": lambda df, src: validate_alarms(df, source=src),
     "explanations.parquet": lambda df, src: validate(df, "explanations", source=src),
+    "trace_predictions.parquet": lambda df, src: validate(df, "predictions", source=src),
 }
 
 

@@ -43,7 +43,7 @@ from .recalibration import calibration_table, reliability_table
 from .sensitivity import protocol_sensitivity
 from .subgroup_metrics import subgroup_table
 from .stratified import auroc_by_hours_band, context_top_share
-from .timeliness import timeliness_table
+from .timeliness import alarm_lead_times, timeliness_table
 from .utility import utility_from_tables
 
 __all__ = ["EVALUATED_SPLITS", "RunEvaluation", "evaluate_run", "format_ci"]
@@ -62,7 +62,12 @@ _FILES = {"main_table": "main_table.csv", "timeliness": "timeliness.csv", "paire
           "calibration": "calibration.csv", "subgroups": "subgroups.csv", "sensitivity": "sensitivity.csv",
           "explained": "alarm_explanations.csv", "summary": "tables/protocol_summary.csv",
           "bootstrap": "tables/bootstrap_metrics.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
-          "context_share": "tables/context_top_share.csv", "reliability": "tables/reliability.csv"}
+          "context_share": "tables/context_top_share.csv", "reliability": "tables/reliability.csv",
+          "true_alarm_lead_times": "tables/true_alarm_lead_times.csv"}
+
+
+#: the risk traces' rows of a run without predictions.parquet and alarms.parquet (evaluation.count_sections.TraceRows)
+TRACE_FILES = ("trace_predictions.parquet", "trace_alarms.parquet")
 
 
 def format_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -107,6 +112,9 @@ class RunEvaluation:
     context_share: pd.DataFrame | None = None  # alarms whose top in-context factor is context (add_explanations)
     utility: dict | None = None              # {split: {model: {operating_point: utility}}}
     reliability: pd.DataFrame | None = None  # reliability diagram's bins (counts runs: no one-file predictions)
+    true_alarm_lead_times: pd.DataFrame | None = None  # every true alarm (the timing figure without alarms.parquet)
+    #: (predictions, alarms) of the risk traces' stays, written without the one-file tables (counts runs)
+    trace_rows: tuple | None = None
     n_boot: int = 0
     splits: tuple = ("test",)
 
@@ -128,6 +136,9 @@ class RunEvaluation:
             table = getattr(self, f.name)
             if f.name in _FILES and table is not None:
                 table.to_csv(out / _FILES[f.name], index=False)
+        if self.trace_rows is not None:
+            for table, name in zip(self.trace_rows, TRACE_FILES):
+                table.to_parquet(out / name, index=False)
         if self.utility is not None:
             (out / "utility.json").write_text(json.dumps(json_safe(self.utility), indent=1))
 
@@ -205,7 +216,10 @@ def _evaluate_split(split, predictions, screens, stays, thresholds, *, reference
            "decision": _safely("decision curve", lambda: decision_curve_table(fitted, screens, eval_split=split)),
            "calibration": _safely("calibration", lambda: calibration_table(fitted, screens, method="platt",
                                                                          eval_split=split)),
-           "reliability": _safely("reliability", lambda: reliability_table(fitted, screens, eval_split=split))}
+           "reliability": _safely("reliability", lambda: reliability_table(fitted, screens, eval_split=split)),
+           # every true alarm, not only the first per stay: the report's timing figure
+           "true_alarm_lead_times": alarm_lead_times(applied.alarms, sts, window_h=window_h, first_only=False)
+           if len(applied.alarms) else None}
     if "hours_since_admit" in s.columns:  # is the signal physiology or the clock? (evaluation.stratified)
         out["hours_bands"] = auroc_by_hours_band(p, s, sts, window_h=window_h)
     if subgroups:
@@ -270,6 +284,6 @@ def evaluate_run(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.Dat
 
     utility = {split: d["utility"] for split, d in per_split.items() if "utility" in d} or None
     names = ("summary", "alarms", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
-             "calibration", "subgroups", "sensitivity", "hours_bands", "reliability")
+             "calibration", "subgroups", "sensitivity", "hours_bands", "reliability", "true_alarm_lead_times")
     return RunEvaluation(thresholds=thresholds, **{n: stacked(n) for n in names}, utility=utility, n_boot=n_boot,
                          splits=splits)

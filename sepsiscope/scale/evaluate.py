@@ -21,8 +21,10 @@ the workers, ``mapper.reduce``, four at a time, so the client receives one set o
 The run directory has every table and file of a single-process run but the one-file
 ``predictions.parquet``, ``screens.parquet``, ``test_screens.parquet``, ``alarms.parquet`` and
 ``explanations.parquet`` (their parts are under ``RUN/parts``); the report draws its ROC and PR
-figures from ``curve_bands.csv`` and the reliability diagram from ``tables/reliability.csv``; its
-risk traces say they are not available. ``--dask-evaluation gather`` gathers the predictions and writes them too.
+figures from ``curve_bands.csv``, the reliability diagram from ``tables/reliability.csv``, the
+true-alarm timing figure from ``tables/true_alarm_lead_times.csv`` and the risk traces from
+``trace_predictions.parquet`` / ``trace_alarms.parquet`` (the few stays they draw,
+:class:`evaluation.count_sections.TraceRows`). ``--dask-evaluation gather`` gathers the predictions and writes them too.
 """
 
 from __future__ import annotations

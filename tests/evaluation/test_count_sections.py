@@ -22,7 +22,7 @@ from evaluation.explained_alarms import alarm_explanations, merge_alarm_explanat
 from evaluation.operating_points import apply_thresholds
 from evaluation.protocol import prepare_screens
 from evaluation.stratified import context_top_share, merge_context_top_share
-from evaluation.summary import evaluate_run
+from evaluation.summary import TRACE_FILES, evaluate_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_counts import T0, _tables  # noqa: E402
@@ -30,7 +30,8 @@ from test_counts import T0, _tables  # noqa: E402
 N_BOOT = 40
 #: RunEvaluation tables an exact evaluation writes without explanations (those come from add_explanations)
 SECTIONS = ("summary", "bootstrap", "paired", "main_table", "timeliness", "bands", "burden", "decision",
-            "calibration", "subgroups", "sensitivity", "hours_bands", "reliability")
+            "calibration", "subgroups", "sensitivity", "hours_bands", "reliability",
+            "true_alarm_lead_times")
 
 
 def _with_fields(pred, screens, stays):
@@ -82,7 +83,8 @@ def test_counts_write_every_section_the_exact_evaluation_writes(run, tmp_path):
     exact.write(tmp_path / "exact")
     counted.write(tmp_path / "counted")
     files = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in (tmp_path / "exact", tmp_path / "counted")]
-    assert files[0] == files[1]
+    # and the risk traces' rows, which one process reads from predictions.parquet and alarms.parquet
+    assert files[0] == sorted(set(files[1]) - set(TRACE_FILES)) and set(TRACE_FILES) <= set(files[1])
     for n in SECTIONS:
         assert list(getattr(exact, n).columns) == list(getattr(counted, n).columns), n
 
@@ -114,6 +116,35 @@ def test_reliability_bins_from_summed_bins(run):
     prob = (a["model"] == "cpn").to_numpy()
     assert np.allclose(a.loc[prob, _num(a)], b.loc[prob, _num(b)], rtol=0, atol=1e-12)
     assert np.allclose(a.loc[~prob, _num(a)], b.loc[~prob, _num(b)], rtol=0, atol=1e-6)
+
+
+def test_true_alarm_lead_times_from_the_parts_are_the_single_process_rows(run):
+    """Every true alarm (the report's timing figure), gathered from three parts in one process's order."""
+    *_, exact, counted = run
+    assert exact.true_alarm_lead_times["stay_id"].duplicated().any()  # more than the first alarm per stay
+    pd.testing.assert_frame_equal(exact.true_alarm_lead_times, counted.true_alarm_lead_times)
+
+
+def test_trace_rows_are_the_stays_the_single_process_report_draws(run):
+    """The primary model's septic test stays, fired at its first operating point first, then by stay_id;
+    their predictions at screens with new data and their alarms, whatever the parts."""
+    from evaluation.recalibration import with_new_data
+
+    pred, screens, stays, exact, counted = run
+    preds, alarms = counted.trace_rows
+    thr = exact.thresholds[exact.thresholds["model"] == "cpn"]["threshold"].iloc[0]
+    test = with_new_data(pred[(pred["split"] == "test") & (pred["model"] == "cpn")], screens)
+    septic = sorted(set(test["stay_id"]) & set(stays.loc[stays["onset_time"].notna(), "stay_id"]))
+    a = exact.alarms[exact.alarms["model"] == "cpn"]
+    fired = set(a.loc[a["fired"] & np.isclose(a["threshold"], thr), "stay_id"])
+    want = ([i for i in septic if i in fired] + [i for i in septic if i not in fired])[:3]
+    assert len(fired & set(septic)) and list(dict.fromkeys(preds["stay_id"])) == sorted(want)
+    pd.testing.assert_frame_equal(preds.reset_index(drop=True),
+                                  test[test["stay_id"].isin(want)].sort_values(["stay_id", "screen_time"])
+                                  .reset_index(drop=True), check_like=True)
+    mine = a[a["stay_id"].isin(want)]
+    assert len(alarms) == len(mine) and set(alarms["stay_id"]) <= set(want)
+    assert set(alarms["model"]) == {"cpn"}
 
 
 def test_weighted_platt_fit_equals_the_fit_on_repeated_rows():

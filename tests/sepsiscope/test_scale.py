@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -240,7 +241,7 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
              "summary": "tables/protocol_summary.csv", "burden": "alarm_burden.csv",
              "decision": "decision_curve.csv", "calibration": "calibration.csv", "subgroups": "subgroups.csv",
              "sensitivity": "sensitivity.csv", "hours_bands": "tables/auroc_by_hours_band.csv",
-             "reliability": "tables/reliability.csv"}
+             "reliability": "tables/reliability.csv", "true_alarm_lead_times": "tables/true_alarm_lead_times.csv"}
     for name, f in files.items():
         getattr(ref, name).to_csv(tmp_path / "ref.csv", index=False)
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref.csv"), pd.read_csv(out / f), check_exact=False,
@@ -258,7 +259,10 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
         return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.relative_to(d).parts[0]
                 not in ("parts", "models")}
 
-    assert written(single_run) - set(NOT_AVAILABLE) == written(out), written(single_run) ^ written(out)
+    from evaluation.summary import TRACE_FILES
+
+    assert written(single_run) - set(NOT_AVAILABLE) == written(out) - set(TRACE_FILES), \
+        written(single_run) ^ written(out)
     # the alarm examples are the very alarms of the single-process run (top-k per part, merged)
     pd.testing.assert_frame_equal(pd.read_csv(single_run / "alarm_explanations.csv"),
                                   pd.read_csv(out / "alarm_explanations.csv"), check_exact=False, rtol=0, atol=1e-12)
@@ -270,8 +274,20 @@ def test_dask_run_evaluated_on_counts_matches_the_count_evaluation_of_the_single
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is True and run["evaluation"]["method"] == "counts"
     assert (out / "report.html").exists()
-    # every report section renders; of the figures only the risk traces need the one-file predictions
-    # (ROC/PR from curve_bands.csv, the reliability diagram from tables/reliability.csv)
+    # every report section renders, every figure with it (ROC/PR from curve_bands.csv, the reliability
+    # diagram from tables/reliability.csv, the risk traces from trace_predictions/trace_alarms.parquet)
     html, single_html = ((d / "report.html").read_text() for d in (out, single_run))
-    assert html.count("not available:") == single_html.count("not available:") + 1
+    assert html.count("not available:") == single_html.count("not available:")
     assert "Risk traces" in html and "Drawn from curve_bands.csv" in html
+    # the risk traces: the stays the single-process report draws, drawn from the same rows
+    traces = [re.findall(r'alt="\d+_risk_trace_stay_(\d+)" src="data:image/png;base64,([^"]+)"', h)
+              for h in (html, single_html)]
+    assert len(traces[1]) == 3 and traces[0] == traces[1]
+    assert len(pd.read_parquet(out / "trace_predictions.parquet")["stay_id"].unique()) == 3
+    # the true-alarm timing figure: every true alarm's lead time gathered from the parts, the very
+    # rows (and so the very figure) of the single-process run's alarms.parquet
+    pd.testing.assert_frame_equal(pd.read_csv(single_run / "tables" / "true_alarm_lead_times.csv"),
+                                  pd.read_csv(out / "tables" / "true_alarm_lead_times.csv"))
+    timing = [re.findall(r'alt="\d+_true_alarm_timing_test" src="data:image/png;base64,([^"]+)"', h)
+              for h in (html, single_html)]
+    assert len(timing[1]) == 1 and timing[0] == timing[1]
