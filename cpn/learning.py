@@ -31,8 +31,8 @@ import logging
 
 import numpy as np
 
-__all__ = ["fit_em", "run_em", "refine_discriminative", "binary_target_evidence", "map_cpds", "conditional_loglik", "search_half_lives", "optimise_half_lives",
-           "golden_section"]
+__all__ = ["fit_em", "run_em", "refine_discriminative", "binary_target_evidence", "map_cpds", "conditional_loglik",
+           "search_half_lives", "optimise_half_lives", "golden_section"]
 
 logger = logging.getLogger(__name__)
 

@@ -119,7 +119,8 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         5-fold grouped CV (issue 13): 40 steps lift the first fold from 0.748 to 0.764 AUROC; see
         the issue's report for the pooled numbers. Off by default until CV on more than set A supports it.
     discriminative_l2, discriminative_lr : float
-        The L2 pull (on the mean conditional log-likelihood) and Adam's step size.
+        The L2 pull (on the mean conditional log-likelihood) and Adam's step size (0.05: the step size
+        of the set A cross-validation).
     batch_size : int
         Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
         explanations where numba is installed, runs tiles of its own; its threads are set by
@@ -152,7 +153,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid",
                  half_life_fixed=("cxr",), discriminative_iter=0, discriminative_l2=1e-4,
-                 discriminative_lr=0.02):
+                 discriminative_lr=0.05):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
