@@ -61,7 +61,10 @@ def _utility_tables(pred, stays):
 
 @pytest.fixture(scope="module")
 def run():
-    pred, screens, stays = _with_fields(*_tables())
+    # about 30% of the screens without new data: the decision curve, its Platt scaler, the reliability
+    # diagram and the risk traces use only the screens with new data, the rest every screen
+    pred, screens, stays = _with_fields(*_tables(stale=0.3))
+    assert 0.2 < 1 - screens["new_data"].mean() < 0.4
     ut = _utility_tables(pred, stays)
     exact = evaluate_run(pred, screens, stays, n_boot=N_BOOT, seed=0, utility_tables=ut)
     counted = evaluate_run_counts(pred, screens, stays, n_boot=N_BOOT, seed=0, parts=3, utility_tables=ut)

@@ -81,8 +81,9 @@ def test_poisson_weights_depend_on_seed_resample_and_stay_only():
     assert abs(big.mean() - 1) < 0.01 and abs(big.var() - 1) < 0.02 and abs((big == 0).mean() - np.exp(-1)) < 0.005
 
 
-def _tables(n_stays=120, seed=0):
-    """Predictions of a model (``cpn``, probabilities) and NEWS2 (integers) on dev and test stays."""
+def _tables(n_stays=120, seed=0, stale=0.0):
+    """Predictions of a model (``cpn``, probabilities) and NEWS2 (integers) on dev and test stays;
+    a share ``stale`` of the screens (seeded) without new data."""
     rng = np.random.default_rng(seed)
     rows = []
     stays = []
@@ -99,7 +100,8 @@ def _tables(n_stays=120, seed=0):
                                       "risk": r, "fold": 0, "split": "dev" if sid % 2 else "test"}))
     pred = pd.concat(rows, ignore_index=True)
     st = pd.DataFrame(stays, columns=["stay_id", "onset_time", "sepsis"])
-    screens = pred.loc[pred["model"] == "cpn", ["stay_id", "screen_time", "split"]].assign(new_data=True)
+    screens = pred.loc[pred["model"] == "cpn", ["stay_id", "screen_time", "split"]].reset_index(drop=True)
+    screens["new_data"] = np.random.default_rng(seed + 1).random(len(screens)) >= stale
     onset = screens["stay_id"].map(st.set_index("stay_id")["onset_time"])
     screens["onset_in_h"] = (onset - screens["screen_time"]).dt.total_seconds() / 3600
     screens["label"] = ((screens["onset_in_h"] > 0) & (screens["onset_in_h"] <= 48)).astype(int)
