@@ -179,8 +179,8 @@ def merge_sections(items) -> dict | None:
     # frames are concatenated by _add; reduce them again so that a merge stays small
     if isinstance(out.get("sensitivity"), pd.DataFrame):
         out["sensitivity"] = _sum_rows(out["sensitivity"])
-    if out.get("explained") is not None:
-        out["explained"] = merge_alarm_explanations([out["explained"]])
+    # the alarm examples stay concatenated (at most 2 * per_kind alarms per model and part): the
+    # plan's per_kind and model order are not known here; tables_from_sections picks the top
     if out.get("context") is not None:
         out["context"] = merge_context_top_share([out["context"]])
     return out
@@ -358,8 +358,13 @@ def section_counts(predictions: pd.DataFrame, screens: pd.DataFrame, stays: pd.D
             util[(r.model, r.operating_point)] = np.array([res["observed"], res["best"], res["inaction"]])
         out["utility"] = util
     if explanations is not None and alarms is not None and len(explanations) and len(alarms):
-        out["explained"] = alarm_explanations(explanations, alarms, predictions, stays,
-                                              per_kind=plan.explain_per_kind, window_h=plan.window_h)
+        # each model's first operating point of the plan (as the single-process report's alarms put it
+        # first), not the first of this part's alarms, so that every part explains the same point
+        first = ops.drop_duplicates("model").set_index("model")["operating_point"]
+        out["explained"] = merge_alarm_explanations(
+            [alarm_explanations(explanations, alarms, predictions, stays, models=[m], operating_point=first[m],
+                                per_kind=plan.explain_per_kind, window_h=plan.window_h)
+             for m in models if m in first.index], per_kind=plan.explain_per_kind, models=models)
         out["context"] = context_top_share(explanations, alarms)
     return out
 
@@ -507,7 +512,8 @@ def tables_from_sections(plan: SectionPlan, s: dict, delong: dict | None, *, ci:
             util.setdefault(m, {})[op] = round(float(normalised_utility(obs, best, inaction)), 4)
         out["utility"] = util
     if s.get("explained") is not None:
-        out["explained"] = merge_alarm_explanations([s["explained"]], per_kind=plan.explain_per_kind)
+        out["explained"] = merge_alarm_explanations([s["explained"]], per_kind=plan.explain_per_kind,
+                                                    models=plan.models)
     if s.get("context") is not None:
         out["context_share"] = merge_context_top_share([s["context"]])
     if s.get("pairs"):
@@ -615,7 +621,7 @@ def _safely(what: str, fn) -> dict:
 def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str = "news2", window_h: float = 48.0,
                     silencing_h: float = 48.0, n_boot: int = 200, subgroup_n_boot: int | None = None, seed: int = 0,
                     split: str = "test", subgroups: bool = True, sensitivity: bool = True, utility_part=None,
-                    on_part=None, ci: float = 0.95, max_traces: int = 3):
+                    on_part=None, ci: float = 0.95, max_traces: int = 3, explain_per_kind: int = 3):
     """The count-based evaluation of ``split`` with thresholds chosen on ``dev``: every table of
     :func:`evaluation.summary.evaluate_run` (module docstring), as a :class:`evaluation.summary.RunEvaluation`.
 
@@ -628,6 +634,7 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
     explanations of its fired alarms, or None.
     ``max_traces``: septic stays of the primary model (:func:`primary_model`) whose predictions and
     alarms come back for the report's risk traces (:class:`TraceRows`; ``ev.trace_rows``).
+    ``explain_per_kind``: true and false alarms explained per model (as ``RunEvaluation.add_explanations``).
     """
     from .counts import evaluation_from_counts, merge_counts
 
@@ -674,7 +681,7 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
         jobs = [(name, level, np.asarray(ids, dtype="int64"))
                 for name, level, ids, _ in subgroup_jobs(by_stay, split_stays)]
     plan = SectionPlan(thresholds, models, reference, window_h, silencing_h, calibration, decision, burden, jobs,
-                       subgroup_n_boot or n_boot, seed, sensitivity)
+                       subgroup_n_boot or n_boot, seed, sensitivity, explain_per_kind=explain_per_kind)
 
     def count(k, p, s, st):
         c = split_counts(p, s, st, thresholds, n_resamples=n_boot, seed=seed, reference=reference, window_h=window_h,

@@ -165,12 +165,19 @@ def alarm_explanations(explanations: pd.DataFrame, alarms: pd.DataFrame, predict
     return pd.concat(parts, ignore_index=True)[list(EXPLAINED_COLUMNS)]
 
 
-def merge_alarm_explanations(tables, *, per_kind: int = 3) -> pd.DataFrame:
+def merge_alarm_explanations(tables, *, per_kind: int = 3, models=None) -> pd.DataFrame:
     """:func:`alarm_explanations` of the union of disjoint sets of whole stays, from each set's table.
 
     Each set's table holds its top ``per_kind`` true and false alarms per model and split (one per
-    stay, the stay's highest-risk one); the top of the union is the top of these candidates, in the
-    same order (risk descending, then stay and time), so the merged table is the table of the union.
+    stay, the stay's highest-risk one) at the same operating point per model; the top of the union
+    is the top of these candidates, in the same order (risk descending, then stay and time), so the
+    merged table is the table of the union. ``models``: their order in the merged table (then any
+    other model by name), so the tables may come in any order; default: order of first appearance.
+
+    Examples
+    --------
+    >>> merge_alarm_explanations([None]).empty
+    True
     """
     tables = [t for t in tables if t is not None and len(t)]
     if not tables:
@@ -179,8 +186,11 @@ def merge_alarm_explanations(tables, *, per_kind: int = 3) -> pd.DataFrame:
     keys = ["split", "model", "stay_id", "screen_time"]
     alarms = cat.drop_duplicates(keys)[keys + ["true_alarm", "risk"]]
     alarms = alarms.sort_values(["risk", "stay_id", "screen_time"], ascending=[False, True, True], kind="stable")
+    present = list(dict.fromkeys(cat["model"]))
+    if models is not None:
+        present = [m for m in models if m in set(present)] + sorted(set(present) - set(models))
     parts = []
-    for model in dict.fromkeys(cat["model"]):
+    for model in present:
         for split in dict.fromkeys(cat.loc[cat["model"] == model, "split"]):
             a = alarms[(alarms["model"] == model) & (alarms["split"] == split)]
             for kind in (True, False):

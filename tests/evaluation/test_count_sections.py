@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.bootstrap import normalise_thresholds
 from evaluation.calibration import PlattScaler
 from evaluation.counts import ScoreGrid, evaluate_run_counts, grid_for
 from evaluation.delong import delong_test
@@ -269,3 +270,43 @@ def test_burden_and_operating_point_thresholds_are_exact_where_bins_hold_several
         cs.EXACT_CANDIDATES_MAX = old
     assert not binned.thresholds["threshold"].equals(exact.thresholds["threshold"])
     assert set(binned.threshold_candidates.values()) == {"the highest dev score of each score bin"}
+
+
+def test_alarm_examples_of_parts_at_the_plans_first_point_in_any_order_equal_the_whole():
+    """Every part explains each model's first operating point of the plan (a part whose alarms list
+    another point first, or none at it, once explained that one), with the plan's per_kind, and the
+    merged table does not depend on the order of the parts."""
+    from evaluation.count_sections import SectionPlan, merge_sections, section_counts, tables_from_sections
+
+    pred, screens, stays = _tables(n_stays=240, seed=3)
+    p, s = pred[pred["split"] == "test"], screens[screens["split"] == "test"]
+    st = stays[stays["stay_id"].isin(s["stay_id"])]
+    thr = {"cpn": {"high": 0.5, "low": 0.2}, "news2": {"high": 9.0, "low": 5.0}}
+    alarms = apply_thresholds(thr, p, s, st, check_range=False).alarms.assign(split="test")
+    fired = alarms[alarms["fired"]].drop_duplicates(["stay_id", "screen_time", "model"])
+    c = np.random.default_rng(0).normal(size=(len(fired), 2))
+    ex = pd.concat([pd.DataFrame({"stay_id": r.stay_id, "screen_time": r.screen_time, "model": r.model,
+                                  "feature": ["hr", "total"], "contribution": [c[i, 0], c[i, 0] + c[i, 1]],
+                                  "baseline": np.nan, "value": [90.0, np.nan], "state": ["high", ""],
+                                  "age_h": 0.0, "weight": 1.0}) for i, r in enumerate(fired.itertuples())],
+                   ignore_index=True)
+    per_kind = 5
+    whole = alarm_explanations(ex, alarms, p, st, per_kind=per_kind)
+    assert set(whole["operating_point"]) == {"high"} and list(dict.fromkeys(whole["model"])) == ["cpn", "news2"]
+    assert (whole.drop_duplicates(["model", "stay_id"]).groupby(["model", "true_alarm"]).size() == per_kind).all()
+    plan = SectionPlan(normalise_thresholds(thr), ["cpn", "news2"], sensitivity=False, explain_per_kind=per_kind)
+    cut = st["stay_id"].to_numpy() % 4
+    parts = []
+    for k in range(4):
+        ids = st["stay_id"].to_numpy()[cut == k]
+        pk, sk, stk, ak, ek = (t[t["stay_id"].isin(ids)] for t in (p, s, st, alarms, ex))
+        if k == 0:  # this part's alarms list the other point first; and it explains no cpn alarm
+            ak = ak.iloc[::-1]
+            ek = ek[ek["model"] != "cpn"]
+            assert (ak.drop_duplicates("model")["operating_point"] == "low").all()
+        parts.append(section_counts(pk, sk, stk, plan, explanations=ek, alarms=ak))
+    ex_whole = alarm_explanations(ex[~(ex["stay_id"].isin(st["stay_id"][cut == 0]) & (ex["model"] == "cpn"))],
+                                  alarms, p, st, per_kind=per_kind)
+    for order in (parts, parts[::-1]):
+        got = tables_from_sections(plan, merge_sections(order), None)["explained"]
+        pd.testing.assert_frame_equal(ex_whole, got)
