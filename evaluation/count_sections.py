@@ -21,8 +21,9 @@ decision (``decision_curve.csv``) the same scalers (fitted on the dev screens wi
                                   true and false positives at each threshold probability
                                   (:func:`evaluation.decision.net_benefit_from_counts`).
 alarm burden                      the sweep's thresholds are order statistics of the test scores: the
-(``alarm_burden.csv``)            histogram says which bin holds each, one more pass fetches the scores
-                                  in those bins, so the thresholds are exact; then per part the
+(``alarm_burden.csv``)            histogram says which bin holds each, one more pass fetches the distinct
+                                  scores in those bins with their counts, so the thresholds are exact;
+                                  then per part the
                                   protocol's counts at each (:func:`evaluation.burden.burden_row`): exact.
 sensitivity (``sensitivity.csv``) :func:`evaluation.sensitivity.protocol_sensitivity` per part, its counts
                                   summed and the rates recomputed; the screen-level rates from summed
@@ -537,14 +538,25 @@ def _test_scores(predictions, screens, stays, *, models, reference):
 
 
 def _values_in(predictions, screens, stays, *, wanted: dict, reference):
-    """Per model the scores that fall in the ``wanted`` bins (the bins of the burden sweep's ranks)."""
+    """Per model the distinct scores that fall in the ``wanted`` bins (the bins of the burden sweep's
+    ranks) and how many screens hold each: ``risk, n`` (tied scores, e.g. a discrete model's, come
+    back once however many screens share a bin)."""
     if not len(screens):
         return None
     out = {}
     for m, bins in wanted.items():
-        risk = prepare_screens(predictions, stays, screens, model=m).frame["risk"].to_numpy()
-        out[m] = pd.DataFrame({"risk": risk[np.isin(grid_for(m, reference).bins(risk), bins)]})
+        risk = prepare_screens(predictions, stays, screens, model=m).frame["risk"].to_numpy("float64")
+        v, n = np.unique(risk[np.isin(grid_for(m, reference).bins(risk), bins)], return_counts=True)
+        out[m] = pd.DataFrame({"risk": v, "n": n.astype("int64")})
     return out
+
+
+def _merge_values(items):
+    """Sum of the parts' :func:`_values_in`: the distinct scores of all parts, their counts added."""
+    out = _merge_sum(items)
+    if out is None:
+        return None
+    return {m: f.groupby("risk", sort=True, dropna=False, as_index=False)["n"].sum() for m, f in out.items()}
 
 
 #: most distinct dev scores per model kept as the threshold search's exact candidates (16 MB);
@@ -592,9 +604,10 @@ def _merge_sum(items):
     return out
 
 
-def _burden_thresholds(hist: np.ndarray, grid, values) -> np.ndarray:
+def _burden_thresholds(hist: np.ndarray, grid, values, counts=None) -> np.ndarray:
     """The burden sweep's thresholds (:func:`evaluation.burden.alarm_burden`) from a histogram of the scores
-    and the scores in the bins that hold its ranks."""
+    and the distinct scores in the bins that hold its ranks, with how many screens hold each (``counts``;
+    default one each)."""
     n = int(hist.sum())
     if not n:
         return np.array([])
@@ -604,10 +617,13 @@ def _burden_thresholds(hist: np.ndarray, grid, values) -> np.ndarray:
     off = ranks - np.where(b > 0, cum[np.maximum(b - 1, 0)], 0)
     if not grid.probability:
         return sweep_thresholds((grid.lo + b).astype("float64"))
-    v = np.sort(np.asarray(values, dtype="float64"))
-    vb = grid.bins(v)
-    start = np.searchsorted(vb, b, side="left")  # sorted scores have sorted bins
-    return sweep_thresholds(v[start + off])
+    v = np.asarray(values, dtype="float64")
+    c = np.ones(len(v), dtype="int64") if counts is None else np.asarray(counts, dtype="int64")
+    order = np.argsort(v, kind="mergesort")
+    v, at = v[order], np.cumsum(c[order])  # at[j]: screens with a score up to v[j] among these bins
+    start = np.searchsorted(grid.bins(v), b, side="left")  # sorted scores have sorted bins
+    rank = np.where(start > 0, at[np.maximum(start - 1, 0)], 0) + off  # rank among the fetched screens
+    return sweep_thresholds(v[np.searchsorted(at, rank, side="right")])
 
 
 def _safely(what: str, fn) -> dict:
@@ -663,9 +679,11 @@ def evaluate_counts(over, *, models: list, stays: pd.DataFrame, reference: str =
         n = int(test[m].sum())
         if n and grids[m].probability:
             wanted[m] = np.unique(np.searchsorted(np.cumsum(test[m]), threshold_ranks(n), side="right"))
-    values = over(split, lambda k, p, s, st: _values_in(p, s, st, wanted=wanted, **kw), _merge_sum) if wanted else {}
-    burden = {m: _burden_thresholds(test[m], grids[m], values[m]["risk"].to_numpy() if m in (values or {}) else [])
-              for m in models}
+    values = over(split, lambda k, p, s, st: _values_in(p, s, st, wanted=wanted, **kw), _merge_values) \
+        if wanted else {}
+    values = values or {}
+    burden = {m: _burden_thresholds(test[m], grids[m], values[m]["risk"].to_numpy() if m in values else [],
+                                    values[m]["n"].to_numpy() if m in values else None) for m in models}
     cells = dev["cells"]
     # as evaluate_run's optional tables: a scaler that cannot be fitted (one class on dev) drops its table
     calibration = _safely("calibration", lambda: {m: fit_platt_cells(cells[m][0], True)

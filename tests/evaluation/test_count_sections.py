@@ -310,3 +310,25 @@ def test_alarm_examples_of_parts_at_the_plans_first_point_in_any_order_equal_the
     for order in (parts, parts[::-1]):
         got = tables_from_sections(plan, merge_sections(order), None)["explained"]
         pd.testing.assert_frame_equal(ex_whole, got)
+
+
+def test_burden_thresholds_exact_on_heavily_tied_scores_from_distinct_values_and_counts():
+    """Scores on 11 values: one bin holds hundreds of test screens. Each part sends back the distinct
+    scores in the ranks' bins with their counts (not every score), and the sweep stays exact."""
+    import evaluation.count_sections as cs
+
+    pred, screens, stays = _tables(n_stays=150, seed=11)
+    cpn = pred["model"] == "cpn"
+    pred.loc[cpn, "risk"] = (pred.loc[cpn, "risk"] * 10).round() / 10
+    kw = dict(n_boot=5, subgroups=False, sensitivity=False)
+    exact = evaluate_run(pred, screens, stays, **kw)
+    counted = evaluate_run_counts(pred, screens, stays, parts=3, **kw)
+    pd.testing.assert_frame_equal(exact.burden, counted.burden, check_exact=False, rtol=0, atol=1e-12)
+    p, s = pred[pred["split"] == "test"], screens[screens["split"] == "test"]
+    risk = prepare_screens(p, stays, s, model="cpn").frame["risk"].to_numpy()
+    g = grid_for("cpn")
+    got = cs._values_in(p, s, stays, wanted={"cpn": np.unique(g.bins(risk))}, reference="news2")["cpn"]
+    assert len(risk) > 500 and len(got) == len(np.unique(risk)) <= 11 and got["n"].sum() == len(risk)
+    halves = [cs._values_in(p[p["stay_id"] % 2 == k], s[s["stay_id"] % 2 == k], stays,
+                            wanted={"cpn": np.unique(g.bins(risk))}, reference="news2") for k in (0, 1)]
+    pd.testing.assert_frame_equal(cs._merge_values(halves)["cpn"], got)
