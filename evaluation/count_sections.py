@@ -23,8 +23,8 @@ decision (``decision_curve.csv``) the same scalers (fitted on the dev screens wi
 alarm burden                      the sweep's thresholds are order statistics of the test scores: the
 (``alarm_burden.csv``)            histogram says which bin holds each, one more pass fetches the distinct
                                   scores in those bins with their counts, so the thresholds are exact;
-                                  then per part the
-                                  protocol's counts at each (:func:`evaluation.burden.burden_row`): exact.
+                                  then per part the protocol's counts at each
+                                  (:func:`evaluation.burden.burden_row`): exact.
 sensitivity (``sensitivity.csv``) :func:`evaluation.sensitivity.protocol_sensitivity` per part, its counts
                                   summed and the rates recomputed; the screen-level rates from summed
                                   true/false positives: exact.
