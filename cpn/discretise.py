@@ -20,11 +20,14 @@ import pandas as pd
 
 from ehr.concepts import load_concepts
 
-__all__ = ["concept_states", "band_states", "category_states"]
+__all__ = ["concept_states", "band_states", "category_states", "learn_cuts"]
 
 
-def concept_states(concept: str, values, *, column: str | None = None) -> np.ndarray:
-    """State index per value of ``concept`` (``-1`` for NaN); out-of-range values raise."""
+def concept_states(concept: str, values, *, column: str | None = None, cuts=None) -> np.ndarray:
+    """State index per value of ``concept`` (``-1`` for NaN); out-of-range values raise.
+
+    ``cuts`` overrides the concept's ``concepts.toml`` cut-points (a network whose concept leaf has
+    learned states, :func:`learn_cuts`)."""
     concepts = load_concepts()
     if concept not in concepts:
         raise ValueError(f"unknown concept '{concept}' (not in ehr/concepts.toml)")
@@ -35,8 +38,59 @@ def concept_states(concept: str, values, *, column: str | None = None) -> np.nda
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"column '{column or concept}': value {v[row]:g} at row {row} is outside the "
                          f"plausible range [{c.min:g}, {c.max:g}] {c.unit} ({int(bad.sum())} row(s))")
-    s = np.searchsorted(np.asarray(c.cuts), v, side="right")
+    s = np.searchsorted(np.asarray(c.cuts if cuts is None else cuts, dtype=float), v, side="right")
     return np.where(np.isnan(v), -1, s).astype(np.int64)
+
+
+def _snap_step(v: np.ndarray) -> float:
+    """A round resolution for cut-points of values ``v``: a tenth of the power of ten nearest the interquartile range."""
+    q25, q75 = np.quantile(v, [0.25, 0.75])
+    spread = q75 - q25 if q75 > q25 else float(np.ptp(v))
+    return 10.0 ** (np.round(np.log10(spread)) - 1) if spread > 0 else 1.0
+
+
+def learn_cuts(concept: str, values, n_states: int, *, mode: str = "quantile") -> tuple:
+    """Data-driven cut-points for ``concept``: ``n_states`` quantile states of ``values``, snapped.
+
+    Quantiles of the observed (non-NaN) values are rounded to a round resolution (a tenth of the power
+    of ten nearest the interquartile range: 1 /min for heart rate, 0.1 °C for temperature), deduplicated
+    and kept inside the concept's plausible ``(min, max]``, so a concept whose values pile up
+    on few numbers (GCS, FiO2) gets fewer states. ``mode="clinical"`` starts from the clinical
+    ``concepts.toml`` cuts and adds a quantile cut only where no clinical cut lies within half the
+    median spacing of the quantile cuts (the clinical thresholds stay, the bulk of the data gets
+    finer states). Returns the concept's clinical cuts when there are too few values (< 50).
+
+    Learn them on training screens only (``SepsisCPN(evidence_states=...)`` does, inside ``fit``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> learn_cuts("hr", rng.normal(85, 15, 5000), 4)
+    (75.0, 85.0, 95.0)
+    >>> learn_cuts("temp", rng.normal(37, 0.6, 5000), 3, mode="clinical")
+    (35.1, 36.1, 36.8, 37.3, 38.1, 39.1)
+    """
+    if mode not in ("quantile", "clinical"):
+        raise ValueError(f"mode must be 'quantile' or 'clinical', got {mode!r}")
+    c = load_concepts()[concept]
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size < 50 or n_states < 2:
+        return tuple(float(x) for x in c.cuts)
+    step = _snap_step(v)
+    q = np.quantile(v, np.arange(1, n_states) / n_states)
+    q = np.unique(np.round(np.round(q / step) * step, 10))
+    q = q[(q > c.min) & (q <= c.max)]  # a cut at max is the state "exactly max" (GCS 15); at min, empty
+    if not q.size:
+        return tuple(float(x) for x in c.cuts)
+    if mode == "clinical" and len(c.cuts):
+        gap = float(np.median(np.diff(q))) if q.size > 1 else step
+        out = [float(x) for x in c.cuts]
+        for x in q:
+            if min(abs(x - y) for y in out) >= gap / 2:
+                out.append(float(x))
+        q = np.unique(out)
+    return tuple(float(x) for x in q)
 
 
 def band_states(values, cuts) -> np.ndarray:

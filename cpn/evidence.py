@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from ehr.schema import CXR_FINDINGS
 
 from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
-from .structure import CONTEXT, DERIVED, TARGET_EDGES_H, TESTED, node_roles
+from .structure import CONTEXT, DERIVED, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
 __all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "input_columns", "half_life_group",
            "target_states", "EVIDENCE_ROLES"]
@@ -147,6 +148,11 @@ def _derived_values(screens: pd.DataFrame, info: NetworkInfo) -> dict:
     return out
 
 
+@lru_cache(maxsize=1024)
+def _concept_cuts(states: tuple):
+    return cuts_of_states(states)
+
+
 def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *,
                    cxr_prior=0.5, details: bool = False):
     """Likelihood arrays per evidence node for every screen.
@@ -184,7 +190,8 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
             if v not in screens.columns:
                 continue
             value = read[v]
-            state = concept_states(v, value, column=v)
+            # the leaf's own states: concepts.toml's cuts, or learned ones (SepsisCPN evidence_states)
+            state = concept_states(v, value, column=v, cuts=_concept_cuts(info.states[v]))
             age_col = f"{v}_age_h"
             age = read[age_col] if age_col in read else np.zeros(n)
             if np.any(age < 0):

@@ -121,6 +121,15 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
     discriminative_l2, discriminative_lr : float
         The L2 pull (on the mean conditional log-likelihood) and Adam's step size (0.05: the step size
         of the set A cross-validation).
+    evidence_states : int or None
+        None (the default): concept leaves have the states of their clinical ``concepts.toml`` cuts.
+        An int K: ``fit`` first re-cuts every concept leaf at cut-points learned from the training
+        screens (:func:`cpn.discretise.learn_cuts`: K quantile states of the values measured within the hour,
+        snapped to round numbers; issue 13) and starts EM from the expert prior on those states. The
+        fitted network carries the cut-points in its state names, so a saved model scores with them.
+    evidence_cuts : {"quantile", "clinical"}
+        With ``evidence_states``: quantile cuts only, or the clinical cuts plus the quantile cuts
+        that fall between them (:func:`cpn.discretise.learn_cuts` ``mode``).
     batch_size : int
         Rows per engine batch in EM and on the numpy plan (the compiled kernel, used for scoring and
         explanations where numba is installed, runs tiles of its own; its threads are set by
@@ -153,7 +162,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid",
                  half_life_fixed=("cxr",), discriminative_iter=0, discriminative_l2=1e-4,
-                 discriminative_lr=0.05):
+                 discriminative_lr=0.05, evidence_states=None, evidence_cuts="quantile"):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
@@ -171,6 +180,8 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self.discriminative_iter = discriminative_iter
         self.discriminative_l2 = discriminative_l2
         self.discriminative_lr = discriminative_lr
+        self.evidence_states = evidence_states
+        self.evidence_cuts = evidence_cuts
 
     # ------------------------------------------------------------------ helpers
     def _cxr_sums(self, screens) -> dict:
@@ -255,6 +266,8 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
             frac = self.max_rows / len(screens)
             rows = np.flatnonzero(np.isin(stays, uniq[: max(1, int(len(uniq) * frac))]))
         t_state = target_states(onset)
+        if self.evidence_states:
+            self._learn_evidence_states(screens.iloc[rows])
         self.data_hashes_ = {"screens": _frame_hash(screens)}
         self.n_train_rows_ = int(len(rows))
 
@@ -274,6 +287,23 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
             self.discriminative_history_ = self._refine(ev, rows, stays, t_state)
         self._sync_network()
         return self
+
+    def _learn_evidence_states(self, screens) -> None:
+        """Re-cut the concept leaves at cut-points learned from ``screens`` (``evidence_states``)."""
+        from .discretise import learn_cuts
+        from .structure import with_concept_cuts
+
+        cuts = {}
+        for v in self.features_:
+            if self.info_.roles[v] != "concept" or v not in screens.columns:
+                continue
+            x = screens[v].to_numpy(dtype=float)
+            age = screens.get(f"{v}_age_h")
+            if age is not None:  # each measurement once (hourly screens), not once per screen it is carried to
+                fresh = x[age.to_numpy(dtype=float) < 1.0]
+                x = fresh if fresh.size >= 50 else x
+            cuts[v] = learn_cuts(v, x, int(self.evidence_states), mode=self.evidence_cuts)
+        self._setup(with_concept_cuts(self.network_, cuts))
 
     def _refine(self, ev, rows, stays, t_state):
         """Discriminative refinement after EM (:func:`cpn.learning.refine_discriminative`): the

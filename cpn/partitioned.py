@@ -208,6 +208,9 @@ def fit_partitioned(model, parts: list, mapper):
     -------
     model, fitted
     """
+    if model.evidence_states:
+        raise ValueError(f"evidence_states={model.evidence_states}: learned cut-points have no partitioned fit yet; "
+                         "fit in one process, or set evidence_states=None")
     if model.discriminative_iter:
         raise ValueError(f"discriminative_iter={model.discriminative_iter}: the discriminative refinement has no "
                          "partitioned fit yet; fit in one process, or set discriminative_iter=0")

@@ -33,7 +33,8 @@ from ._pgmpy import pgmpy_classes
 __all__ = [
     "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
-    "validate_network", "node_roles", "network_path", "write_shipped_networks",
+    "validate_network", "node_roles", "network_path", "write_shipped_networks", "cuts_of_states",
+    "with_concept_cuts",
 ]
 
 TARGET = "sepsis"
@@ -236,6 +237,28 @@ def state_names(cuts) -> tuple[str, ...]:
     return tuple(names)
 
 
+def cuts_of_states(states) -> tuple[float, ...] | None:
+    """The cut-points that :func:`state_names` turned into ``states`` (None: not cut-point states).
+
+    Examples
+    --------
+    >>> cuts_of_states(state_names([35.1, 38.1])), cuts_of_states(("all",)), cuts_of_states(("no", "yes"))
+    ((35.1, 38.1), (), None)
+    """
+    from ehr.state_labels import parse_state
+
+    states = tuple(states)
+    if states == ("all",):
+        return ()
+    bounds = [parse_state(x) for x in states]
+    if len(states) < 2 or any(b is None for b in bounds):
+        return None
+    cuts = tuple(b[1] for b in bounds[:-1])
+    if any(c is None for c in cuts) or state_names(cuts) != states:
+        return None
+    return cuts
+
+
 def _variant_concepts(variant: str) -> list[str]:
     concepts = load_concepts()
     if variant == "physionet":
@@ -314,8 +337,9 @@ def _prior_values(node, role, states, parent_states, concepts):
         base = np.array([0.01, 0.01, 0.02, 0.03, 0.93])
         return np.repeat(base[:, None], n_cols, axis=1)
     if role == "concept":
-        normal = int(np.searchsorted(concepts[node].cuts, _NORMAL.get(node, np.nan), side="right")) \
-            if node in _NORMAL else k // 2
+        cuts = cuts_of_states(states)  # the concept's own cuts, or learned ones (with_concept_cuts)
+        normal = int(np.searchsorted(concepts[node].cuts if cuts is None else cuts, _NORMAL.get(node, np.nan),
+                                     side="right")) if node in _NORMAL else k // 2
         dist = np.abs(np.arange(k) - normal)[:, None]
         logits = -dist * (2.0 - 2.5 * sev[None, :])
     elif role == "derived":
@@ -365,6 +389,40 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
         net.nodes[v]["role"] = roles[v]
     validate_network(net, origin=f"expert network '{variant}'")
     return net
+
+
+def with_concept_cuts(net: DiscreteBayesianNetwork, cuts: dict) -> DiscreteBayesianNetwork:
+    """A copy of ``net`` whose concept leaves in ``cuts`` (concept -> increasing cut-points) have the
+    states those cut-points define, with the monotone expert prior CPD for the new states (EM
+    re-estimates it). Other nodes keep their CPDs. The state names carry the cut-points, so a saved
+    network scores with them (:func:`cpn.evidence.build_evidence` reads them back).
+
+    Examples
+    --------
+    >>> net = with_concept_cuts(build_expert_network("physionet"), {"hr": (60.0, 75.0, 90.0, 110.0)})
+    >>> net.get_cpds("hr").state_names["hr"]
+    ['lt60', '60to75', '75to90', '90to110', 'ge110']
+    """
+    TabularCPD = pgmpy_classes()[1]
+    concepts = load_concepts()
+    roles = node_roles(net)
+    out = net.copy()
+    for v in net.nodes():  # pgmpy's copy() drops node attributes (the roles)
+        out.nodes[v].update(net.nodes[v])
+    for v, c in cuts.items():
+        if roles.get(v) != "concept":
+            raise NetworkError(f"with_concept_cuts: '{v}' is not a concept leaf of the network")
+        old = out.get_cpds(v)
+        parents = list(old.variables[1:])
+        pstates = [(p, tuple(old.state_names[p])) for p in parents]
+        states = state_names(c)
+        vals = _prior_values(v, "concept", states, pstates, concepts)
+        out.remove_cpds(old)
+        out.add_cpds(TabularCPD(v, len(states), vals, evidence=parents or None,
+                                evidence_card=[len(s) for _, s in pstates] or None,
+                                state_names={v: list(states), **{p: list(s) for p, s in pstates}}))
+    validate_network(out, origin="with_concept_cuts")
+    return out
 
 
 def node_roles(net: DiscreteBayesianNetwork) -> dict[str, str]:
@@ -445,9 +503,14 @@ def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -
                 raise NetworkError(f"{origin}: concept leaf '{v}' is not in ehr/concepts.toml")
             want = state_names(concepts[v].cuts)
             have = tuple(cpd.state_names[v])
-            if have != want:
+            # learned states (with_concept_cuts): increasing cuts inside the plausible range
+            cuts = cuts_of_states(have)
+            learned = cuts is not None and all(a < b for a, b in zip(cuts, cuts[1:])) and \
+                all(concepts[v].min < c <= concepts[v].max for c in cuts)
+            if have != want and not learned:
                 raise NetworkError(f"{origin}: concept leaf '{v}' has states {have}, but the cuts in "
-                                   f"concepts.toml define {want}")
+                                   f"concepts.toml define {want} (learned cut-points must increase and lie "
+                                   f"inside [{concepts[v].min:g}, {concepts[v].max:g}])")
         if role == "derived":
             if v not in DERIVED:
                 raise NetworkError(f"{origin}: derived leaf '{v}' is not one of cpn.structure.DERIVED")

@@ -11,7 +11,8 @@ observation in their hour; the models are also reported on exactly that subset) 
 
     nice -n 5 .venv/bin/python scripts/cpn_cv.py --out runs/cpn_cv \\
         [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet] \\
-        [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 1e-4]
+        [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 1e-4] \\
+        [--evidence-states 8 --evidence-cuts quantile]
 
 ``--discriminative N`` adds, per configuration, a ``CONFIG+disc`` model: the same network with the
 discriminative refinement of its CPDs after EM (``SepsisCPN(discriminative_iter=N)``, issue 13).
@@ -86,6 +87,10 @@ def main() -> None:
                     help="also fit each configuration with N discriminative refinement steps (CONFIG+disc)")
     ap.add_argument("--derived", action="store_true",
                     help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
+    ap.add_argument("--evidence-states", type=int, default=None, metavar="K",
+                    help="concept leaves re-cut at K training-fold quantile states (SepsisCPN evidence_states); "
+                         "names +qK (+cK with --evidence-cuts clinical)")
+    ap.add_argument("--evidence-cuts", default="quantile", choices=["quantile", "clinical"])
     ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
     ap.add_argument("--disc-lr", type=float, default=0.05)
     ap.add_argument("--disc-l2", type=float, default=1e-4)
@@ -120,7 +125,8 @@ def main() -> None:
     folds = list(GroupKFold(n_splits=a.folds).split(s, y, groups=s["subject_id"]))[: a.max_folds]
     searches = {"grid": "", "golden": "+golden"}
     discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
-    cpn_models = {f"{c}{'+derived' if a.derived else ''}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
+    res_tag = f"+{a.evidence_cuts[0]}{a.evidence_states}" if a.evidence_states else ""
+    cpn_models = {f"{c}{'+derived' if a.derived else ''}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
                   for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
@@ -138,7 +144,8 @@ def main() -> None:
                 net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived)
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
                               half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
-                              discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2).fit(s.iloc[tr])
+                              discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2,
+                              evidence_states=a.evidence_states, evidence_cuts=a.evidence_cuts).fit(s.iloc[tr])
                 half_lives.setdefault(name, []).append({"scale": m.half_life_scale_, "hours": m.half_lives_,
                                                         "profile": m.half_life_profile_})
                 info = f" half-life x {m.half_life_scale_}, EM {len(m.em_history_)} it"
