@@ -10,6 +10,8 @@
   read the stay's earlier screens *in the same table*: score a screen together with its stay's last
   24 h of screens (as the pipeline, the service's bundles and ``explain --run`` do), or a "worst in
   24 h" falls back to the screen's own value.
+* measurement-age leaves (``cpn.structure.MEASUREMENT_AGE``): hours since the concept was last measured
+  (``<concept>_age_h``; never measured in the stay: 10,000 h, the last state; hard evidence).
 
 Missing values give NaN rows (no evidence). Unknown concept columns, out-of-range values and CXR
 probabilities outside [0, 1] raise errors naming the column and row.
@@ -40,7 +42,7 @@ from ehr.schema import CXR_FINDINGS
 
 from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
-from .structure import CONTEXT, DERIVED, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
+from .structure import CONTEXT, DERIVED_LEAVES, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
 __all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "input_columns", "half_life_group",
            "target_states", "EVIDENCE_ROLES"]
@@ -104,8 +106,8 @@ def input_columns(info: NetworkInfo) -> list[str]:
         elif role == "tested":
             cols += [f"{c}_age_h" for c in TESTED[v][0]]
         elif role == "derived":
-            c = DERIVED[v][0]
-            cols += ["stay_id", "screen_time", c, f"{c}_age_h"]
+            c, stat = DERIVED_LEAVES[v][:2]
+            cols += [f"{c}_age_h"] if stat == "age_h" else ["stay_id", "screen_time", c, f"{c}_age_h"]
     return list(dict.fromkeys(cols))
 
 
@@ -122,17 +124,22 @@ def _numeric_columns(screens: pd.DataFrame, info: NetworkInfo) -> dict:
 def _derived_values(screens: pd.DataFrame, info: NetworkInfo) -> dict:
     """Each derived leaf's value per screen (NaN: no evidence) from :func:`ehr.trends.trend_features`
     over the stays' screens; none when ``screens`` lacks ``stay_id``, ``screen_time`` or the concept."""
-    nodes = [v for v in info.evidence_nodes if info.roles[v] == "derived"
-             and {"stay_id", "screen_time", DERIVED[v][0], f"{DERIVED[v][0]}_age_h"} <= set(screens.columns)]
+    out = {}
+    for v in info.evidence_nodes:  # measurement ages: no trend needed; never measured = 10,000 h
+        if info.roles[v] == "derived" and DERIVED_LEAVES[v][1] == "age_h" and f"{DERIVED_LEAVES[v][0]}_age_h" in screens:
+            age = screens[f"{DERIVED_LEAVES[v][0]}_age_h"].to_numpy(dtype=float)
+            out[v] = np.where(np.isnan(age), 1e4, age)
+    nodes = [v for v in info.evidence_nodes if info.roles[v] == "derived" and DERIVED_LEAVES[v][1] != "age_h"
+             and {"stay_id", "screen_time", DERIVED_LEAVES[v][0], f"{DERIVED_LEAVES[v][0]}_age_h"}
+             <= set(screens.columns)]
     if not nodes or not len(screens):
-        return {}
+        return out
     from ehr.trends import trend_features
 
-    concepts = list(dict.fromkeys(DERIVED[v][0] for v in nodes))
+    concepts = list(dict.fromkeys(DERIVED_LEAVES[v][0] for v in nodes))
     t = trend_features(screens, concepts, (6, 24), counts=True)
-    out = {}
     for v in nodes:
-        c, stat = DERIVED[v][:2]
+        c, stat = DERIVED_LEAVES[v][:2]
         now = screens[c].to_numpy(dtype=float)
         if stat == "rise_6h":
             x = now - t[f"{c}_min_6h"]
@@ -240,7 +247,7 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
             if v not in trends:
                 continue
             value = trends[v]
-            state = band_states(value, DERIVED[v][2])
+            state = band_states(value, DERIVED_LEAVES[v][2])
             ev[v] = soft_evidence(state, np.ones(n), k)
         else:  # pragma: no cover - roles are validated with the network
             continue

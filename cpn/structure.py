@@ -31,7 +31,8 @@ from ehr.schema import CXR_FINDINGS
 from ._pgmpy import pgmpy_classes
 
 __all__ = [
-    "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "EDGES",
+    "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "MEASUREMENT_AGE",
+    "DERIVED_LEAVES", "AGE_EDGES", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
     "validate_network", "node_roles", "network_path", "write_shipped_networks", "cuts_of_states",
     "with_concept_cuts",
@@ -85,6 +86,32 @@ DERIVED = {
     "wbc_n_24h": ("wbc", "n_24h", (1.0, 2.0, 3.0), 1.0),
     "temp_n_24h": ("temp", "n_24h", (4.0, 8.0, 12.0), 6.0),
 }
+
+#: measurement-age leaves (issue 13; ``build_expert_network(..., measurement_age=True)``): name ->
+#: (concept, "age_h", cut-points in hours, a typical value). The value is the hours since the concept was
+#: last measured in the stay (``<concept>_age_h``); never measured in the stay counts as 10,000 h, the
+#: last state (``ge1000``). How often clinicians measure is informative (monitoring patterns): a lactate
+#: drawn in the last hour says someone suspects sepsis, whatever its value.
+MEASUREMENT_AGE = {
+    "lact_age": ("lact", "age_h", (1.0, 6.0, 24.0, 1000.0), 1000.0),
+    "wbc_age": ("wbc", "age_h", (1.0, 6.0, 24.0, 1000.0), 12.0),
+    "crea_age": ("crea", "age_h", (1.0, 6.0, 24.0, 1000.0), 12.0),
+    "bili_age": ("bili", "age_h", (1.0, 6.0, 24.0, 1000.0), 1000.0),
+    "ph_age": ("ph", "age_h", (1.0, 6.0, 24.0, 1000.0), 1000.0),
+    "temp_age": ("temp", "age_h", (1.0, 2.0, 4.0, 1000.0), 2.0),
+}
+#: every derived leaf (trend statistics and measurement ages): name -> (concept, statistic, cuts, typical)
+DERIVED_LEAVES = {**DERIVED, **MEASUREMENT_AGE}
+
+#: edges of the measurement-age leaves: the ordering clinician's suspicion (as for ``*_tested_24h``)
+AGE_EDGES: tuple[tuple[str, str, str], ...] = (
+    ("infection", "lact_age", "lactate is drawn when clinicians suspect sepsis"),
+    ("infection", "wbc_age", "blood counts are repeated when clinicians suspect infection"),
+    ("kidney", "crea_age", "creatinine is rechecked when renal function worsens"),
+    ("liver", "bili_age", "liver tests are ordered when the liver is suspected to fail"),
+    ("respiration", "ph_age", "blood gases are drawn as gas exchange fails"),
+    ("infection", "temp_age", "temperature is checked more often when clinicians suspect infection"),
+)
 
 _LATENT_STATES = {
     "infection": ("no", "yes"),
@@ -266,7 +293,7 @@ def _variant_concepts(variant: str) -> list[str]:
     return list(concepts)
 
 
-def _nodes_and_edges(variant: str, drop=(), derived: bool = False):
+def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_age: bool = False):
     import networkx as nx  # (here only: scoring a saved network does not need networkx)
 
     if variant not in DEPARTMENTS:
@@ -288,6 +315,10 @@ def _nodes_and_edges(variant: str, drop=(), derived: bool = False):
         for k, (c, _, cuts, _) in DERIVED.items():
             if c in leaves:
                 states[k], roles[k] = state_names(cuts), "derived"
+    if measurement_age:
+        for k, (c, _, cuts, _) in MEASUREMENT_AGE.items():
+            if c in leaves:
+                states[k], roles[k] = state_names(cuts), "derived"
     if variant == "full":
         for f in CXR_FINDINGS:
             states[f"cxr_{f}"], roles[f"cxr_{f}"] = ("absent", "present"), "cxr"
@@ -298,7 +329,7 @@ def _nodes_and_edges(variant: str, drop=(), derived: bool = False):
     for v in drop:
         del states[v], roles[v]
     edges = []
-    for parent, child, reason in EDGES:
+    for parent, child, reason in EDGES + (AGE_EDGES if measurement_age else ()):
         if parent in drop or child in drop:
             continue
         if child in states or child in _LATENT_STATES:
@@ -343,7 +374,7 @@ def _prior_values(node, role, states, parent_states, concepts):
         dist = np.abs(np.arange(k) - normal)[:, None]
         logits = -dist * (2.0 - 2.5 * sev[None, :])
     elif role == "derived":
-        normal = int(np.searchsorted(DERIVED[node][2], DERIVED[node][3], side="right"))
+        normal = int(np.searchsorted(DERIVED_LEAVES[node][2], DERIVED_LEAVES[node][3], side="right"))
         dist = np.abs(np.arange(k) - normal)[:, None]
         logits = -dist * (2.0 - 2.5 * sev[None, :])
     elif role in ("tested", "cxr") or k == 2:
@@ -356,14 +387,17 @@ def _prior_values(node, role, states, parent_states, concepts):
     return v / v.sum(axis=0)
 
 
-def build_expert_network(variant: str = "full", *, drop=(), derived: bool = False) -> DiscreteBayesianNetwork:
+def build_expert_network(variant: str = "full", *, drop=(), derived: bool = False,
+                         measurement_age: bool = False) -> DiscreteBayesianNetwork:
     """The expert DAG of ``variant`` ("full" or "physionet") with monotone prior CPDs.
 
     ``drop`` removes observable nodes (context parents, ``*_tested_24h`` leaves, concept or CXR
     leaves) with their edges, for ablations; latent nodes left without an observable descendant
     go with them. ``derived=True`` adds the derived evidence leaves of :data:`DERIVED` (worst value
     in 24 h, 6 h trends, change since the previous lab, monitoring intensity) under their organ
-    nodes (off by default: the shipped networks do not have them).
+    nodes (off by default: the shipped networks do not have them). ``measurement_age=True`` adds the
+    measurement-age leaves of :data:`MEASUREMENT_AGE` (hours since lactate, WBC, ... were last measured;
+    role "derived", edges :data:`AGE_EDGES`; off by default).
 
     Examples
     --------
@@ -375,11 +409,12 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     """
     DiscreteBayesianNetwork, TabularCPD, _, _ = pgmpy_classes()
     concepts = load_concepts()
-    states, roles, edges = _nodes_and_edges(variant, drop, derived)
+    states, roles, edges = _nodes_and_edges(variant, drop, derived, measurement_age)
     net = DiscreteBayesianNetwork()
     net.add_nodes_from(states)
     net.add_edges_from([(p, c) for p, c, _ in edges])
-    net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop)) + ("_derived" if derived else "")
+    net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop)) + ("_derived" if derived else "") \
+        + ("_age" if measurement_age else "")
     for v in net.nodes():
         parents = [p for p, c, _ in edges if c == v]
         vals = _prior_values(v, roles[v], states[v], [(p, states[p]) for p in parents], concepts)
@@ -512,11 +547,11 @@ def validate_network(net: DiscreteBayesianNetwork, *, origin: str = "network") -
                                    f"concepts.toml define {want} (learned cut-points must increase and lie "
                                    f"inside [{concepts[v].min:g}, {concepts[v].max:g}])")
         if role == "derived":
-            if v not in DERIVED:
-                raise NetworkError(f"{origin}: derived leaf '{v}' is not one of cpn.structure.DERIVED")
-            if tuple(cpd.state_names[v]) != state_names(DERIVED[v][2]):
+            if v not in DERIVED_LEAVES:
+                raise NetworkError(f"{origin}: derived leaf '{v}' is not one of cpn.structure.DERIVED_LEAVES")
+            if tuple(cpd.state_names[v]) != state_names(DERIVED_LEAVES[v][2]):
                 raise NetworkError(f"{origin}: derived leaf '{v}' has states {tuple(cpd.state_names[v])}, but "
-                                   f"its cuts define {state_names(DERIVED[v][2])}")
+                                   f"its cuts define {state_names(DERIVED_LEAVES[v][2])}")
         if role == "cxr":
             finding = v[len("cxr_"):]
             if finding not in CXR_FINDINGS or tuple(cpd.state_names[v]) != ("absent", "present"):

@@ -87,6 +87,8 @@ def main() -> None:
                     help="also fit each configuration with N discriminative refinement steps (CONFIG+disc)")
     ap.add_argument("--derived", action="store_true",
                     help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
+    ap.add_argument("--measurement-age", action="store_true",
+                    help="networks with the measurement-age leaves (build_expert_network(measurement_age=True)); names +age")
     ap.add_argument("--evidence-states", type=int, default=None, metavar="K",
                     help="concept leaves re-cut at K training-fold quantile states (SepsisCPN evidence_states); "
                          "names +qK (+cK with --evidence-cuts clinical)")
@@ -126,7 +128,7 @@ def main() -> None:
     searches = {"grid": "", "golden": "+golden"}
     discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
     res_tag = f"+{a.evidence_cuts[0]}{a.evidence_states}" if a.evidence_states else ""
-    cpn_models = {f"{c}{'+derived' if a.derived else ''}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
+    cpn_models = {f"{c}{'+derived' if a.derived else ''}{'+age' if a.measurement_age else ''}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
                   for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
@@ -141,7 +143,8 @@ def main() -> None:
                 info = ""
             else:
                 config, search, disc = cpn_models[name]
-                net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived)
+                net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived,
+                                           measurement_age=a.measurement_age)
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
                               half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
                               discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2,
