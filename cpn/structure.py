@@ -622,6 +622,13 @@ def write_shipped_networks(directory=None) -> list[Path]:
         "statistic and the clinical cut-points); a missing value is no evidence, a present one is hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in derived_edges if c in DERIVED]
+    lines += [
+        "", "## Optional measurement-age leaves", "",
+        "Not in the shipped files: `build_expert_network(variant, measurement_age=True)` adds them (issue 13).",
+        "Each is the hours since the concept was last measured in the stay (`<concept>_age_h`; never measured:",
+        "the last state), cut at `cpn.structure.MEASUREMENT_AGE`'s hours; hard evidence.", "",
+        "| parent | child | reason |", "|---|---|---|"]
+    lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES]
     readme = out / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return written + [readme]

@@ -110,6 +110,11 @@ def test_measurement_age_leaves_evidence_by_hand(age_net):
     roles = node_roles(age_net)
     assert {v for v, r in roles.items() if r == "derived"} == set(MEASUREMENT_AGE)
     assert not any(r == "derived" for r in node_roles(build_expert_network("physionet")).values())
+    from cpn.structure import AGE_EDGES, network_path
+
+    readme = (network_path("physionet").parent / "README.md").read_text()
+    assert all(f"| {p} | {c} | {r} |" in readme for p, c, r in AGE_EDGES)
+    assert all(age_net.get_parents(c) == [p] for p, c, _ in AGE_EDGES)
     s = pd.DataFrame({"lact": [2.0, 2.0, 2.0, np.nan], "lact_age_h": [0.0, 3.0, 30.0, np.nan],
                       "temp": [37.0] * 4, "temp_age_h": [0.0, 1.0, 2.5, 8.0]})
     ev, _ = build_evidence(s, network_info(age_net), {})  # no stay_id needed
