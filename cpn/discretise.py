@@ -43,7 +43,8 @@ def concept_states(concept: str, values, *, column: str | None = None, cuts=None
 
 
 def _snap_step(v: np.ndarray) -> float:
-    """A round resolution for cut-points of values ``v``: a tenth of the power of ten nearest the interquartile range."""
+    """A round resolution for cut-points of values ``v``: a tenth of the power of ten nearest the
+    interquartile range (1 for heart rate, 0.1 for temperature, 10 for platelets)."""
     q25, q75 = np.quantile(v, [0.25, 0.75])
     spread = q75 - q25 if q75 > q25 else float(np.ptp(v))
     return 10.0 ** (np.round(np.log10(spread)) - 1) if spread > 0 else 1.0

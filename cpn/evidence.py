@@ -126,8 +126,9 @@ def _derived_values(screens: pd.DataFrame, info: NetworkInfo) -> dict:
     over the stays' screens; none when ``screens`` lacks ``stay_id``, ``screen_time`` or the concept."""
     out = {}
     for v in info.evidence_nodes:  # measurement ages: no trend needed; never measured = 10,000 h
-        if info.roles[v] == "derived" and DERIVED_LEAVES[v][1] == "age_h" and f"{DERIVED_LEAVES[v][0]}_age_h" in screens:
-            age = screens[f"{DERIVED_LEAVES[v][0]}_age_h"].to_numpy(dtype=float)
+        col = f"{DERIVED_LEAVES[v][0]}_age_h" if info.roles[v] == "derived" else None
+        if col and DERIVED_LEAVES[v][1] == "age_h" and col in screens.columns:
+            age = screens[col].to_numpy(dtype=float)
             out[v] = np.where(np.isnan(age), 1e4, age)
     nodes = [v for v in info.evidence_nodes if info.roles[v] == "derived" and DERIVED_LEAVES[v][1] != "age_h"
              and {"stay_id", "screen_time", DERIVED_LEAVES[v][0], f"{DERIVED_LEAVES[v][0]}_age_h"}
