@@ -127,6 +127,9 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         screens (:func:`cpn.discretise.learn_cuts`: K quantile states of the values measured within the hour,
         snapped to round numbers; issue 13) and starts EM from the expert prior on those states. The
         fitted network carries the cut-points in its state names, so a saved model scores with them.
+        PhysioNet set A fold 0 (derived leaves, 40 discriminative steps): 8 states scored 0.763 AUROC
+        against 0.764 with the clinical cuts (0.700 against 0.712 without hours since admission);
+        off by default.
     evidence_cuts : {"quantile", "clinical"}
         With ``evidence_states``: quantile cuts only, or the clinical cuts plus the quantile cuts
         that fall between them (:func:`cpn.discretise.learn_cuts` ``mode``).
