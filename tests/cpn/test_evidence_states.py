@@ -137,3 +137,10 @@ def test_engine_matches_pgmpy_on_the_measurement_age_network(age_net):
         ref = pgmpy_posterior(recut, "sepsis", {v: ev[v][r] for v in ev_nodes})
         for post in posts:
             np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+
+
+def test_partitioned_fit_refuses_learned_cuts():
+    from cpn.partitioned import fit_partitioned
+
+    with pytest.raises(ValueError, match="evidence_states=8"):
+        fit_partitioned(SepsisCPN("physionet", evidence_states=8), [], None)
