@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 
 from cpn import SepsisCPN
-from cpn.evidence import EVIDENCE_ROLES, build_evidence, input_columns, network_info
-from cpn.inference import InferenceEngine
+from cpn.evidence import build_evidence, input_columns, network_info
 from cpn.structure import DERIVED, EDGES, NetworkError, build_expert_network, network_path, node_roles, \
     validate_network
 
-from .test_inference import BACKENDS, pgmpy_posterior
+from .test_inference import assert_engine_matches_pgmpy
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +76,7 @@ def test_derived_evidence_by_hand(derived_net):
 
 
 def test_engine_matches_pgmpy_on_the_derived_network(derived_net):
-    roles = node_roles(derived_net)
-    ev_nodes = [v for v, r in roles.items() if r in EVIDENCE_ROLES]
-    eng = InferenceEngine.from_pgmpy(derived_net, "sepsis", ev_nodes)
-    rng = np.random.default_rng(11)
-    ev = {v: rng.random((2, derived_net.get_cardinality(v))) for v in ev_nodes}
-    for v in ev_nodes[::3]:
-        ev[v][1] = np.nan
-    posts = [eng.posterior(ev, backend=b) for b in BACKENDS]
-    for r in range(2):
-        ref = pgmpy_posterior(derived_net, "sepsis", {v: ev[v][r] for v in ev_nodes})
-        for post in posts:
-            np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+    assert_engine_matches_pgmpy(derived_net, seed=11)
 
 
 def test_sepsiscpn_with_derived_leaves_explains_and_round_trips(derived_net, sampled_screens, tmp_path):

@@ -10,12 +10,11 @@ import pytest
 
 from cpn import SepsisCPN
 from cpn.discretise import concept_states, learn_cuts
-from cpn.evidence import EVIDENCE_ROLES, build_evidence, network_info
-from cpn.inference import InferenceEngine
+from cpn.evidence import build_evidence, network_info
 from cpn.structure import (NetworkError, build_expert_network, cuts_of_states, node_roles, state_names,
                            validate_network, with_concept_cuts)
 
-from .test_inference import BACKENDS, pgmpy_posterior
+from .test_inference import assert_engine_matches_pgmpy
 
 HR_CUTS = (60.0, 75.0, 90.0, 110.0)
 
@@ -68,18 +67,7 @@ def test_evidence_uses_the_networks_cuts(recut_net):
 
 
 def test_engine_matches_pgmpy_on_the_recut_network(recut_net):
-    roles = node_roles(recut_net)
-    ev_nodes = [v for v, r in roles.items() if r in EVIDENCE_ROLES]
-    eng = InferenceEngine.from_pgmpy(recut_net, "sepsis", ev_nodes)
-    rng = np.random.default_rng(5)
-    ev = {v: rng.random((2, recut_net.get_cardinality(v))) for v in ev_nodes}
-    for v in ev_nodes[1::3]:
-        ev[v][0] = np.nan
-    posts = [eng.posterior(ev, backend=b) for b in BACKENDS]
-    for r in range(2):
-        ref = pgmpy_posterior(recut_net, "sepsis", {v: ev[v][r] for v in ev_nodes})
-        for post in posts:
-            np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+    assert_engine_matches_pgmpy(recut_net, seed=5, missing=slice(1, None, 3))
 
 
 def test_sepsiscpn_learns_cuts_on_its_training_screens_and_round_trips(sampled_screens, tmp_path):
@@ -125,18 +113,8 @@ def test_measurement_age_leaves_evidence_by_hand(age_net):
 
 
 def test_engine_matches_pgmpy_on_the_measurement_age_network(age_net):
-    recut = with_concept_cuts(age_net, {"lact": (1.0, 2.0, 4.0)})
-    ev_nodes = [v for v, r in node_roles(recut).items() if r in EVIDENCE_ROLES]
-    eng = InferenceEngine.from_pgmpy(recut, "sepsis", ev_nodes)
-    rng = np.random.default_rng(7)
-    ev = {v: rng.random((2, recut.get_cardinality(v))) for v in ev_nodes}
-    for v in ev_nodes[::4]:
-        ev[v][1] = np.nan
-    posts = [eng.posterior(ev, backend=b) for b in BACKENDS]
-    for r in range(2):
-        ref = pgmpy_posterior(recut, "sepsis", {v: ev[v][r] for v in ev_nodes})
-        for post in posts:
-            np.testing.assert_allclose(post[r], ref, atol=1e-9, rtol=0)
+    assert_engine_matches_pgmpy(with_concept_cuts(age_net, {"lact": (1.0, 2.0, 4.0)}), seed=7,
+                                missing=slice(None, None, 4))
 
 
 def test_partitioned_fit_refuses_learned_cuts():
