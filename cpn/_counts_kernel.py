@@ -95,12 +95,18 @@ def _run(v, o0, o1, out_slot, out_kind, out_arity, term_ptr, coef, inp, inp_base
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def counts_kernel(addr, s0, s1, extent, present, row0, row1, ev_lo, ev_k, n_slots, n_fwd, seed,
-                  zidx, weights, out_slot, out_kind, out_arity, term_ptr, coef, inp, inp_base,
+def counts_kernel(addr, s0, s1, extent, present, row0, row1, ev_lo, ev_k, n_slots, n_fwd, seeds,
+                  zidx, weights, target_ev, out_slot, out_kind, out_arity, term_ptr, coef, inp, inp_base,
                   cell_ptr, cells, cnt, stats):
     """Evidence rows row0:row1 (row0 a multiple of TILE): adds their expected counts to ``cnt``;
     ``stats`` = (sum of ``w log P(E)`` over rows with ``P(E) > 0``, rows with ``P(E) = 0``).
-    Returns 0 or the explanation kernel's error code for bad evidence."""
+    Returns 0 or the explanation kernel's error code for bad evidence.
+
+    With ``target_ev`` (likelihood rows ``T`` on the target, one per evidence row; an empty array:
+    none) the counts are the difference ``E[counts | T, E] - E[counts | E]`` (the discriminative
+    gradient, each target state's seed ``w T_t / P(T, E) - w / P(E)``) and ``stats[0]`` is
+    ``sum w (log P(T, E) - log P(E))``, each term over the rows where its probability is positive;
+    ``stats[1]`` counts the rows where either is 0."""
     R = TILE
     n_rows = len(ev_k)
     v = np.zeros((n_slots, R))
@@ -118,6 +124,7 @@ def counts_kernel(addr, s0, s1, extent, present, row0, row1, ev_lo, ev_k, n_slot
     no_f2 = np.empty((1, 0))
     no_b = np.empty(0, np.bool_)
     n_instr = len(out_slot)
+    disc = target_ev.shape[0] > 0
     ll = 0.0
     skipped = 0.0
     for a in range(row0, row1, R):
@@ -129,18 +136,41 @@ def counts_kernel(addr, s0, s1, extent, present, row0, row1, ev_lo, ev_k, n_slot
             return code
         _run(v, 0, n_fwd, out_slot, out_kind, out_arity, term_ptr, coef, inp, inp_base, cell_ptr,
              cells, cnt, acc, pa)
+        nt = len(zidx)
         for r in range(R):
             z = 0.0
-            for t in range(len(zidx)):
+            for t in range(nt):
                 z += v[zidx[t], r]
-            if r < nl and z > 0.0:
-                w = weights[a + r]
-                v[seed, r] = w / z
-                ll += w * np.log(z)
-            else:
-                v[seed, r] = 0.0  # lanes past the last row, and impossible evidence: no counts
-                if r < nl:
-                    skipped += 1.0
+            if not disc:
+                if r < nl and z > 0.0:
+                    w = weights[a + r]
+                    for t in range(nt):
+                        v[seeds[t], r] = w / z
+                    ll += w * np.log(z)
+                else:
+                    for t in range(nt):  # lanes past the last row, and impossible evidence: no counts
+                        v[seeds[t], r] = 0.0
+                    if r < nl:
+                        skipped += 1.0
+                continue
+            for t in range(nt):
+                v[seeds[t], r] = 0.0
+            if r >= nl:
+                continue
+            w = weights[a + r]
+            z1 = 0.0
+            for t in range(nt):
+                z1 += target_ev[a + r, t] * v[zidx[t], r]
+            if z1 > 0.0:  # the pass with the target's evidence ...
+                for t in range(nt):
+                    v[seeds[t], r] = w * target_ev[a + r, t] / z1
+                ll += w * np.log(z1)
+            if z > 0.0:  # ... minus the pass without it
+                for t in range(nt):
+                    v[seeds[t], r] -= w / z
+                ll -= w * np.log(z)
+            if not (z1 > 0.0 and z > 0.0):
+                skipped += 1.0
         _run(v, n_fwd, n_instr, out_slot, out_kind, out_arity, term_ptr, coef, inp, inp_base,
              cell_ptr, cells, cnt, acc, pa)
     stats[0] = ll

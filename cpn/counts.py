@@ -155,14 +155,17 @@ class CountsProgram:
         self.prov_mat = np.full((len(prov), width), k_size, dtype=np.int64)  # k_size: a 1 in K
         for t, c in enumerate(prov):
             self.prov_mat[t, :len(c)] = c
-        self._adjoint(instrs, set(zidx.tolist()))
+        self._adjoint(instrs, zidx)
         self._flatten(instrs, zidx)
 
-    def _adjoint(self, instrs, zset):
+    def _adjoint(self, instrs, zidx):
         """Append the adjoint (one gradient slot per slot, seeded with ``w / P(E)``) and the
-        reduce instructions, in reverse order of the forward pass."""
-        self.seed = self.n
-        self.n += 1
+        reduce instructions, in reverse order of the forward pass. Each target state ``t`` has a seed
+        slot of its own (``d log-likelihood / d Z_t``): the same ``w / P(E)`` in every one for EM, and
+        ``w T_t / P(T, E) - w / P(E)`` for the discriminative gradient (:func:`discriminative_counts`)."""
+        self.seeds = self.n + np.arange(len(zidx), dtype=np.int64)
+        self.n += len(zidx)
+        seed_of = dict(zip(zidx.tolist(), self.seeds.tolist()))
         contrib = defaultdict(list)  # slot -> [(src, inputs)]
         n_ev = self.n_ev_slots
 
@@ -181,7 +184,7 @@ class CountsProgram:
             return g
 
         for e, src, inputs, _ in [(i[1], i[2], i[3], i[4]) for i in instrs[:self.n_fwd]][::-1]:
-            g = self.seed if e in zset else close(e)
+            g = seed_of[e] if e in seed_of else close(e)
             if g is None:
                 continue
             nt, m = inputs.shape
@@ -221,7 +224,7 @@ class CountsProgram:
                 cells.extend(ins[4])
         self.cell_ptr = np.concatenate([[0], np.cumsum(ncell)]).astype(np.int64)
         self.cells = np.concatenate(cells).astype(np.int64) if cells else np.zeros(0, np.int64)
-        # ---- slot sharing: a linear scan (the seed keeps a slot of its own)
+        # ---- slot sharing: a linear scan (the seeds keep slots of their own)
         last = np.full(self.n, -1, dtype=np.int64)
         for o in range(n_instr):
             m = self.out_arity[o]
@@ -232,8 +235,8 @@ class CountsProgram:
         last[zidx] = np.maximum(last[zidx], self.n_fwd)  # read for the seed before instruction n_fwd
         phys = np.full(self.n, -1, dtype=np.int64)
         phys[:self.n_ev_slots] = np.arange(self.n_ev_slots)
-        phys[self.seed] = self.n_ev_slots
-        n_phys = self.n_ev_slots + 1
+        phys[self.seeds] = self.n_ev_slots + np.arange(len(self.seeds))
+        n_phys = self.n_ev_slots + len(self.seeds)
         free: list = []
         dying = [[] for _ in range(n_instr + 1)]
         for e in range(self.n_ev_slots):
@@ -254,7 +257,7 @@ class CountsProgram:
         self.out_slot = np.where(out >= 0, phys[np.maximum(out, 0)], -1).astype(np.int64)
         self.inp = phys[inp]
         self.zidx = phys[zidx]
-        self.seed = int(phys[self.seed])
+        self.seeds = phys[self.seeds]
 
     # ------------------------------------------------------------------ per call
     def constants(self, eng):
@@ -299,13 +302,29 @@ class CountsProgram:
         return counts
 
 
-def expected_counts(eng, evidence, *, weights=None, threads: int | None = None):
+def expected_counts(eng, evidence, *, weights=None, threads: int | None = None, target_evidence=None):
     """:meth:`cpn.inference.InferenceEngine.expected_counts` on the compiled kernel: ``(counts,
     loglik)`` with the same meaning, on ``threads`` threads (default
-    :func:`cpn.kernel.default_threads`; a thread gets at least 4 tiles)."""
+    :func:`cpn.kernel.default_threads`; a thread gets at least 4 tiles).
+
+    With ``target_evidence`` (likelihood rows on the target, which ``evidence`` must then leave out):
+    :meth:`cpn.inference.InferenceEngine.discriminative_counts` in one pass, ``(E[counts | T, E] -
+    E[counts | E], sum_n w_n (log P(T_n, E_n) - log P(E_n)))``."""
     from ._counts_kernel import counts_kernel
 
     ev, n = eng._check_evidence(evidence)
+    k_t = eng.cards[eng.target]
+    if target_evidence is None:
+        tev = np.zeros((0, k_t))
+    else:
+        if eng.target in ev:
+            raise ValueError(f"target_evidence given and evidence for the target '{eng.target}' too")
+        tev = np.array(target_evidence, dtype=float, order="C")  # a copy: NaN rows are made ones
+        if tev.shape != (n, k_t):
+            raise ValueError(f"target_evidence has shape {tev.shape}, expected ({n}, {k_t})")
+        tev[np.isnan(tev).any(axis=1)] = 1.0  # a row holding a NaN carries no evidence
+        if (tev < 0).any() or np.isinf(tev).any():
+            raise ValueError(f"target_evidence for '{eng.target}' has negative or infinite likelihoods")
     prog = eng.__dict__.get("_counts_program")
     if prog is None:
         prog = eng._counts_program = CountsProgram(eng)
@@ -324,7 +343,7 @@ def expected_counts(eng, evidence, *, weights=None, threads: int | None = None):
 
     def part(j, _keep=keep):  # (_keep: the arrays stay alive while any part runs)
         return counts_kernel(addr, s0, s1, ext, present, cuts[j], cuts[j + 1], prog.ev_lo, prog.ev_k,
-                             prog.n_slots, prog.n_fwd, prog.seed, prog.zidx, w, prog.out_slot,
+                             prog.n_slots, prog.n_fwd, prog.seeds, prog.zidx, w, tev, prog.out_slot,
                              prog.out_kind, prog.out_arity, prog.term_ptr, coef, prog.inp,
                              prog.inp_base, prog.cell_ptr, prog.cells, cnts[j], stats[j])
 

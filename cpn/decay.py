@@ -44,7 +44,8 @@ def soft_evidence(state, weight, n_states: int) -> np.ndarray:
     """
     state = np.asarray(state, dtype=np.int64)
     w = np.asarray(weight, dtype=float)
-    out = np.repeat((1.0 - w)[:, None], n_states, axis=1)
+    out = np.empty((len(w), n_states))
+    out[:] = (1.0 - w)[:, None]  # (np.repeat is several times slower)
     ok = state >= 0
     out[np.flatnonzero(ok), state[ok]] = 1.0
     out[~ok] = np.nan

@@ -44,7 +44,8 @@ from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
 from .structure import CONTEXT, DERIVED_LEAVES, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
-__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "input_columns", "half_life_group",
+__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "EvidenceBuilder", "input_columns",
+           "half_life_group",
            "target_states", "EVIDENCE_ROLES"]
 
 EVIDENCE_ROLES = ("context", "concept", "tested", "cxr", "derived")
@@ -184,77 +185,142 @@ def build_evidence(screens: pd.DataFrame, info: NetworkInfo, half_lives: dict, *
     evidence : dict node -> ndarray (n, n_states) (NaN rows = no evidence)
     details : dict or None
     """
-    check_screens(screens)
-    concepts = load_concepts()
-    n = len(screens)
-    read = _numeric_columns(screens, info)
-    trends = _derived_values(screens, info)
-    ev, det = {}, {}
-    for v in info.evidence_nodes:
-        role, k = info.roles[v], len(info.states[v])
-        value = age = None
-        weight = np.ones(n)
-        if role == "concept":
-            if v not in screens.columns:
+    return EvidenceBuilder(screens, info, cxr_prior=cxr_prior).evidence(half_lives, details=details)
+
+
+class EvidenceBuilder:
+    """:func:`build_evidence` in two halves: what does not depend on the half-lives, read once from the
+    screens (states, ages, the derived leaves' trends), and the evidence for given half-lives.
+
+    Fitting asks for the evidence of the same screens under many half-lives (the half-life search
+    tries each multiplier of each group on the held-out stays, then EM runs on the chosen ones): the
+    screens are read, checked and discretised once, and :meth:`evidence` recomputes only the leaves
+    whose half-life changed since its last call (a node's array is kept with its half-life and
+    handed out again, not copied: treat the arrays as read-only). :meth:`take` gives the builder of
+    a subset of the rows (by whole stays: the trends are per stay, so the same as read from the
+    subset). The same numbers as :func:`build_evidence` (``tests/cpn/test_evidence_read.py``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from cpn.structure import load_network
+    >>> s = pd.DataFrame({"hr": [120.0, 80.0], "hr_age_h": [0.0, 4.0]})
+    >>> b = EvidenceBuilder(s, network_info(load_network("physionet")))
+    >>> b.evidence({"hr": 4.0})[0]["hr"][1].tolist()
+    [0.5, 0.5, 1.0, 0.5, 0.5, 0.5]
+    >>> b.take([1]).evidence({"hr": 2.0})[0]["hr"].tolist()
+    [[0.75, 0.75, 1.0, 0.75, 0.75, 0.75]]
+    """
+
+    def __init__(self, screens: pd.DataFrame, info: NetworkInfo, *, cxr_prior=0.5):
+        check_screens(screens)
+        concepts = load_concepts()
+        n = len(screens)
+        read = _numeric_columns(screens, info)
+        trends = _derived_values(screens, info)
+        self.info, self.n = info, n
+        self._parts: dict = {}  # node -> (role, value, state, age, fixed parameter)
+        self._cache: dict = {}  # node -> (half-life, evidence array)
+        for v in info.evidence_nodes:
+            role = info.roles[v]
+            age = h = None
+            if role == "concept":
+                if v not in screens.columns:
+                    continue
+                value = read[v]
+                # the leaf's own states: concepts.toml's cuts, or learned ones (SepsisCPN evidence_states)
+                state = concept_states(v, value, column=v, cuts=_concept_cuts(info.states[v]))
+                age_col = f"{v}_age_h"
+                age = read[age_col] if age_col in read else np.zeros(n)
+                if np.any(age < 0):
+                    row = int(np.flatnonzero(age < 0)[0])
+                    raise ValueError(f"column '{age_col}': negative age {age[row]:g} at row {row}")
+                h = concepts[v].half_life_h
+            elif role == "cxr":
+                if v not in screens.columns:
+                    continue
+                value = read[v]
+                bad = ~np.isnan(value) & ((value < 0) | (value > 1))
+                if bad.any():
+                    row = int(np.flatnonzero(bad)[0])
+                    raise ValueError(f"column '{v}': probability {value[row]:g} at row {row} is outside [0, 1]")
+                age = read["cxr_age_h"] if "cxr_age_h" in read else np.zeros(n)
+                h = cxr_prior.get(v, 0.5) if isinstance(cxr_prior, dict) else cxr_prior
+                state = np.where(np.isnan(value), -1, (value >= 0.5).astype(np.int64))
+            elif role == "context":
+                col = _CONTEXT_COLUMN.get(v)
+                if col is None or col not in screens.columns:
+                    continue
+                if v == "department":
+                    value = np.full(n, np.nan)
+                    state = category_states(screens[col].to_numpy(dtype=object), info.states[v])
+                else:
+                    value = read[col]
+                    state = band_states(value, CONTEXT[v][1])
+            elif role == "tested":
+                cols = [f"{c}_age_h" for c in TESTED[v][0] if f"{c}_age_h" in screens.columns]
+                if not cols:
+                    continue
+                ages = np.column_stack([read[c] for c in cols])
+                with np.errstate(invalid="ignore"):
+                    recent = np.nanmin(np.where(np.isnan(ages), np.inf, ages), axis=1) <= TESTED[v][1]
+                state = recent.astype(np.int64)
+                value = state.astype(float)
+            elif role == "derived":
+                if v not in trends:
+                    continue
+                value = trends[v]
+                state = band_states(value, DERIVED_LEAVES[v][2])
+            else:  # pragma: no cover - roles are validated with the network
                 continue
-            value = read[v]
-            # the leaf's own states: concepts.toml's cuts, or learned ones (SepsisCPN evidence_states)
-            state = concept_states(v, value, column=v, cuts=_concept_cuts(info.states[v]))
-            age_col = f"{v}_age_h"
-            age = read[age_col] if age_col in read else np.zeros(n)
-            if np.any(age < 0):
-                row = int(np.flatnonzero(age < 0)[0])
-                raise ValueError(f"column '{age_col}': negative age {age[row]:g} at row {row}")
-            h = half_lives.get(v, concepts[v].half_life_h)
-            weight = decay_weight(np.where(np.isnan(age), 0.0, age), h)
-            weight = np.where(state < 0, np.nan, weight)
-            ev[v] = soft_evidence(state, np.nan_to_num(weight), k)
-        elif role == "cxr":
-            if v not in screens.columns:
-                continue
-            value = read[v]
-            bad = ~np.isnan(value) & ((value < 0) | (value > 1))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"column '{v}': probability {value[row]:g} at row {row} is outside [0, 1]")
-            age = read["cxr_age_h"] if "cxr_age_h" in read else np.zeros(n)
-            weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_lives.get("cxr", np.inf))
-            weight = np.where(np.isnan(value), np.nan, weight)
-            prior = cxr_prior.get(v, 0.5) if isinstance(cxr_prior, dict) else cxr_prior
-            ev[v] = cxr_likelihood(value, weight, prior)
-            state = np.where(np.isnan(value), -1, (value >= 0.5).astype(np.int64))
-        elif role == "context":
-            col = _CONTEXT_COLUMN.get(v)
-            if col is None or col not in screens.columns:
-                continue
-            if v == "department":
-                value = np.full(n, np.nan)
-                state = category_states(screens[col].to_numpy(dtype=object), info.states[v])
+            self._parts[v] = (role, value, state, age, h)
+
+    def take(self, rows) -> "EvidenceBuilder":
+        """The builder of the rows ``rows`` (positions) of this one's screens."""
+        rows = np.asarray(rows)
+        out = object.__new__(EvidenceBuilder)
+        out.info, out._cache = self.info, {}
+        out.n = int(np.arange(self.n)[rows].size)
+        out._parts = {v: (role, value[rows], state[rows], None if age is None else age[rows], h)
+                      for v, (role, value, state, age, h) in self._parts.items()}
+        return out
+
+    def _weight(self, role, state, age, h):
+        """The decay weight of a concept or CXR leaf's rows (NaN where there is no evidence)."""
+        weight = decay_weight(np.where(np.isnan(age), 0.0, age), h)
+        return np.where(state < 0, np.nan, weight)
+
+    def evidence(self, half_lives: dict, *, details: bool = False):
+        """``(evidence, details)`` as :func:`build_evidence` returns them for these half-lives."""
+        ev, det = {}, {}
+        for v, (role, value, state, age, fixed) in self._parts.items():
+            k = len(self.info.states[v])
+            weight = None
+            if role == "concept":
+                h = float(half_lives.get(v, fixed))
+            elif role == "cxr":
+                h = float(half_lives.get("cxr", np.inf))
             else:
-                value = read[col]
-                state = band_states(value, CONTEXT[v][1])
-            ev[v] = soft_evidence(state, np.ones(n), k)
-        elif role == "tested":
-            cols = [f"{c}_age_h" for c in TESTED[v][0] if f"{c}_age_h" in screens.columns]
-            if not cols:
-                continue
-            ages = np.column_stack([read[c] for c in cols])
-            with np.errstate(invalid="ignore"):
-                recent = np.nanmin(np.where(np.isnan(ages), np.inf, ages), axis=1) <= TESTED[v][1]
-            state = recent.astype(np.int64)
-            value = state.astype(float)
-            ev[v] = soft_evidence(state, np.ones(n), k)
-        elif role == "derived":
-            if v not in trends:
-                continue
-            value = trends[v]
-            state = band_states(value, DERIVED_LEAVES[v][2])
-            ev[v] = soft_evidence(state, np.ones(n), k)
-        else:  # pragma: no cover - roles are validated with the network
-            continue
-        if details:
-            det[v] = (value, state, age, weight)
-    return ev, (det if details else None)
+                h = None
+            cached = self._cache.get(v)
+            if cached is not None and cached[0] == h:
+                ev[v] = cached[1]
+            elif role == "concept":
+                weight = self._weight(role, state, age, h)
+                ev[v] = soft_evidence(state, np.nan_to_num(weight), k)
+            elif role == "cxr":
+                weight = self._weight(role, state, age, h)
+                ev[v] = cxr_likelihood(value, weight, fixed)
+            else:
+                ev[v] = soft_evidence(state, np.ones(self.n), k)
+            self._cache[v] = (h, ev[v])
+            if details:
+                if role in ("concept", "cxr"):
+                    weight = self._weight(role, state, age, h) if weight is None else weight
+                else:
+                    weight = np.ones(self.n)
+                det[v] = (value, state, age, weight)
+        return ev, (det if details else None)
 
 
 def target_states(onset_in_h) -> np.ndarray:

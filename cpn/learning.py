@@ -279,8 +279,8 @@ def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, targ
 
     Every CPD column is a softmax of free log-parameters ``eta``. The gradient of the conditional
     log-likelihood with respect to ``eta[x, pa]`` is ``D[x, pa] - theta[x, pa] * sum_x' D[x', pa]``
-    with ``D = E[counts | E, target] - E[counts | E]``: two passes of the same exact expected-count
-    machinery EM uses (:meth:`~cpn.inference.InferenceEngine.expected_counts`). An L2 pull
+    with ``D = E[counts | E, target] - E[counts | E]``: the same exact expected-count machinery EM
+    uses, both E-steps in one pass (:meth:`~cpn.inference.InferenceEngine.discriminative_counts`). An L2 pull
     ``l2 * |eta - eta_start|^2 / 2`` on the mean conditional log-likelihood keeps the solution near the generative one (with
     ``eta_start`` the starting CPDs, typically EM's); steps are Adam's. The result is a proper Bayesian
     network (every column a distribution), so explanations stay exact Bayes factors.
@@ -305,7 +305,6 @@ def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, targ
     """
     n = len(target_ev)
     ev_no_t = {k: v for k, v in evidence.items() if k != target}
-    ev_t = {**ev_no_t, target: target_ev}
     nodes = [v for v in engine.nodes if v not in set(fixed)]
     eta0 = {v: np.log(np.clip(engine.cpds[v], 1e-12, None)) for v in nodes}
     eta = {v: e.copy() for v, e in eta0.items()}
@@ -318,12 +317,11 @@ def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, targ
     if val_score is not None:
         logger.info("discriminative refinement: validation %.6f at the start", best[0])
     for it in range(max_iter):
-        c1, ll1 = engine.expected_counts(ev_t)
-        c0, ll0 = engine.expected_counts(ev_no_t)
-        rec = {"cll": (ll1 - ll0) / n}
+        diff, cll = engine.discriminative_counts(ev_no_t, target_ev)
+        rec = {"cll": cll / n}
         new = {}
         for v in nodes:
-            d = (c1[v] - c0[v]) / n
+            d = diff[v] / n
             theta = engine.cpds[v]
             g = d - theta * d.sum(axis=0, keepdims=True) - l2 * (eta[v] - eta0[v])
             if optimizer == "adam":

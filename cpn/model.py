@@ -33,7 +33,7 @@ from ehr.estimator import Labels, SepsisEstimator
 from ehr.splits import holdout_groups
 
 from ._pgmpy import pgmpy_classes
-from .evidence import half_life_group, input_columns, target_states
+from .evidence import EvidenceBuilder, half_life_group, input_columns, target_states
 from .learning import (binary_target_evidence, conditional_loglik, fit_em, optimise_half_lives,
                        refine_discriminative, search_half_lives)
 from .scoring import _GROUPS, NETWORK_FILE, CPNScoring
@@ -278,10 +278,15 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         sub = screens.iloc[rows]
         self.cxr_prior_ = self._cxr_prior_from_sums(self._cxr_sums(sub))
         self.half_life_scale_, self.half_life_profile_ = {}, {}
+        # the screens are read, checked and discretised once (the derived leaves' trends included);
+        # the half-life search and EM only re-decay the leaves whose half-life they change
+        builder = EvidenceBuilder(sub, self.info_, cxr_prior=self.cxr_prior_)
+        del sub
         if self.half_lives == "learn":
-            hl = self._learn_half_lives(screens, rows, stays, t_state, hl)
+            hl = self._learn_half_lives(builder, stays[rows], t_state[rows], hl)
         self.half_lives_ = hl
-        ev, _ = self._evidence(sub)
+        ev, _ = builder.evidence(hl)
+        del builder
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
         self.em_history_ = fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
                                   max_iter=self.max_iter, tol=self.tol, batch_size=self.batch_size)
@@ -337,23 +342,25 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                                      learning_rate=self.discriminative_lr, l2=self.discriminative_l2,
                                      optimizer="adam", patience=15)
 
-    def _learn_half_lives(self, screens, rows, stays, t_state, hl):
-        if len(np.unique(stays[rows])) < 2:
+    def _learn_half_lives(self, builder, stays, t_state, hl):
+        """Half-lives by held-out likelihood; ``builder``: the training screens' :class:`EvidenceBuilder`,
+        ``stays`` and ``t_state`` per training screen."""
+        if len(np.unique(stays)) < 2:
             logger.warning("too few stays to learn half-lives; using the prior half-lives")
             return hl
         # whole stays held out, stratified by whether a stay has a screen within 48 h of onset
-        tr, va = holdout_groups(stays[rows], self.validation_fraction, y=_GROUPS[t_state[rows], 0],
+        tr, va = holdout_groups(stays, self.validation_fraction, y=_GROUPS[t_state, 0],
                                 random_state=self.random_state)
-        tr, va = rows[tr], rows[va]
-        ev, _ = self._evidence(screens.iloc[tr], hl)
+        ev, _ = builder.take(tr).evidence(hl)
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
         fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
                max_iter=min(self.max_iter, self.half_life_em_iter),
                tol=self.tol, batch_size=self.batch_size)
-        val = screens.iloc[va]
+        del ev
+        val = builder.take(va)
 
         def score_many(candidates):
-            return [conditional_loglik(self.engine_, self._evidence(val, half_lives)[0], t_state[va])
+            return [conditional_loglik(self.engine_, val.evidence(half_lives)[0], t_state[va])
                     for half_lives in candidates]
 
         return self._search_half_lives(hl, score_many)

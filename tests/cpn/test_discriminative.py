@@ -103,3 +103,21 @@ def test_sepsiscpn_refinement_is_off_by_default_and_records_its_steps_when_on(sa
     on = SepsisCPN(half_lives="prior", max_iter=3, discriminative_iter=4, discriminative_lr=0.05).fit(sampled_screens)
     assert 1 <= len(on.discriminative_history_) <= 4
     assert on.get_params()["discriminative_iter"] == 4
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_discriminative_counts_are_the_two_e_steps_in_one_pass(backend):
+    # one forward pass (Z keeps the target) and one adjoint seeded w T_t / P(T, E) - w / P(E) per
+    # target state: the difference of the two E-steps, weights and rows without target evidence included
+    eng, cpds, ev, y = _toy(3)
+    t = binary_target_evidence(_G, y)
+    t[5] = np.nan  # no target evidence: this row adds nothing to either
+    w = np.linspace(0.5, 2.0, len(y))
+    c1, l1 = eng.expected_counts({**ev, "T": t}, weights=w, backend="numpy")
+    c0, l0 = eng.expected_counts(ev, weights=w, backend="numpy")
+    d, cll = eng.discriminative_counts(ev, t, weights=w, backend=backend)
+    assert cll == pytest.approx(l1 - l0, rel=1e-12)
+    for v in cpds:
+        np.testing.assert_allclose(d[v], c1[v] - c0[v], atol=1e-12)
+    with pytest.raises(ValueError, match="target"):
+        eng.discriminative_counts({**ev, "T": t}, t, backend=backend)

@@ -31,3 +31,30 @@ def test_block_read_equals_column_reads(full_net, sampled_screens):
         np.testing.assert_array_equal(ev[v], ev_ref[v])
         for a, b in zip(det[v], det_ref[v]):
             assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
+
+
+def test_builder_reuses_its_reading_and_equals_build_evidence():
+    # fitting reads the screens once (EvidenceBuilder) and asks for many half-lives and row subsets
+    # (whole stays): every answer must be build_evidence's on those rows, whatever was asked before
+    from cpn.evidence import EvidenceBuilder
+    from cpn.sampling import sample_screens
+    from cpn.structure import build_expert_network
+
+    net = build_expert_network("physionet", derived=True, measurement_age=True)
+    info = network_info(net)
+    s = sample_screens(net, 600, seed=4)
+    stays = s["stay_id"].unique()
+    rows = np.flatnonzero(s["stay_id"].isin(stays[::3]).to_numpy())
+    b = EvidenceBuilder(s, info)
+    assert any(info.roles[v] == "derived" and not np.isnan(det[0]).all()
+               for v, det in b.evidence({}, details=True)[1].items())  # the trends are read
+    sub = b.take(rows)
+    for hl in ({"hr": 4.0}, {"hr": 0.5, "lact": 2.0}, {"hr": 4.0}, {}):
+        for builder, frame in ((b, s), (sub, s.iloc[rows])):
+            ev, det = builder.evidence(hl, details=True)
+            ev_ref, det_ref = build_evidence(frame, info, hl, details=True)
+            assert ev.keys() == ev_ref.keys() and det.keys() == det_ref.keys()
+            for v in ev:
+                np.testing.assert_array_equal(ev[v], ev_ref[v])
+                for a, c in zip(det[v], det_ref[v]):
+                    assert (a is None and c is None) or np.array_equal(a, c, equal_nan=True)
