@@ -290,8 +290,12 @@ class EvidenceBuilder:
         weight = decay_weight(np.where(np.isnan(age), 0.0, age), h)
         return np.where(state < 0, np.nan, weight)
 
-    def evidence(self, half_lives: dict, *, details: bool = False):
-        """``(evidence, details)`` as :func:`build_evidence` returns them for these half-lives."""
+    def evidence(self, half_lives: dict, *, details: bool = False, overwrite: bool = False):
+        """``(evidence, details)`` as :func:`build_evidence` returns them for these half-lives.
+
+        ``overwrite``: a leaf whose half-life changed is written into the array handed out for it
+        before, in place (that array changes: for a caller done with the old evidence, which saves
+        allocating the new)."""
         ev, det = {}, {}
         for v, (role, value, state, age, fixed) in self._parts.items():
             k = len(self.info.states[v])
@@ -313,6 +317,9 @@ class EvidenceBuilder:
                 ev[v] = cxr_likelihood(value, weight, fixed)
             else:
                 ev[v] = soft_evidence(state, np.ones(self.n), k)
+            if overwrite and cached is not None and ev[v] is not cached[1]:
+                cached[1][...] = ev[v]
+                ev[v] = cached[1]
             self._cache[v] = (h, ev[v])
             if details:
                 if role in ("concept", "cxr"):

@@ -275,17 +275,19 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self.n_train_rows_ = int(len(rows))
 
         hl = self._initial_half_lives()
-        sub = screens.iloc[rows]
+        sub = screens if len(rows) == len(screens) else screens.iloc[rows]  # (iloc copies every column)
         self.cxr_prior_ = self._cxr_prior_from_sums(self._cxr_sums(sub))
         self.half_life_scale_, self.half_life_profile_ = {}, {}
         # the screens are read, checked and discretised once (the derived leaves' trends included);
         # the half-life search and EM only re-decay the leaves whose half-life they change
         builder = EvidenceBuilder(sub, self.info_, cxr_prior=self.cxr_prior_)
         del sub
+        ev = None
         if self.half_lives == "learn":
-            hl = self._learn_half_lives(builder, stays[rows], t_state[rows], hl)
+            hl, ev = self._learn_half_lives(builder, stays[rows], t_state[rows], hl)
         self.half_lives_ = hl
-        ev, _ = builder.evidence(hl)
+        if ev is None:
+            ev, _ = builder.evidence(hl)
         del builder
         ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[rows]]
         self.em_history_ = fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
@@ -314,7 +316,8 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self._setup(with_concept_cuts(self.network_, cuts))
 
     def _refine(self, ev, rows, stays, t_state):
-        """Discriminative refinement after EM (:func:`cpn.learning.refine_discriminative`): the
+        """Discriminative refinement after EM (:func:`cpn.learning.refine_discriminative`; it reorders the
+        rows of the arrays of ``ev`` in place): the
         conditional log-likelihood of "onset within 48 h" on the training stays, early-stopped on the
         AUROC of ``validation_fraction`` of the stays held out. (Not on their conditional
         log-likelihood: on PhysioNet set A that worsens from the first step, through calibration,
@@ -327,9 +330,14 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
             logger.warning("too few stays for the discriminative refinement; EM's CPDs kept")
             return []
         tr, va = holdout_groups(s, self.validation_fraction, y=y, random_state=self.random_state + 1)
+        # the rows of ``ev`` are put in place into the order (training stays, held-out stays), each part
+        # in the order it had: views instead of copies of (much) memory, the same numbers
+        order = np.concatenate([tr, va])
         ev = {k: v for k, v in ev.items() if k != TARGET}
-        ev_tr = {k: v[tr] for k, v in ev.items()}
-        ev_va = {k: v[va] for k, v in ev.items()}
+        for a in ev.values():
+            a[...] = a[order]
+        ev_tr = {k: v[:len(tr)] for k, v in ev.items()}
+        ev_va = {k: v[len(tr):] for k, v in ev.items()}
         y_va = y[va].astype(bool)
 
         def val_score(engine):
@@ -343,27 +351,43 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                                      optimizer="adam", patience=15)
 
     def _learn_half_lives(self, builder, stays, t_state, hl):
-        """Half-lives by held-out likelihood; ``builder``: the training screens' :class:`EvidenceBuilder`,
-        ``stays`` and ``t_state`` per training screen."""
+        """Half-lives by held-out likelihood. ``builder``: the training screens' :class:`EvidenceBuilder`;
+        ``stays`` and ``t_state`` per training screen. Returns the half-lives and the evidence of every
+        training screen for them (in the builder's row order), or ``(hl, None)`` with too few stays."""
         if len(np.unique(stays)) < 2:
             logger.warning("too few stays to learn half-lives; using the prior half-lives")
-            return hl
+            return hl, None
         # whole stays held out, stratified by whether a stay has a screen within 48 h of onset
         tr, va = holdout_groups(stays, self.validation_fraction, y=_GROUPS[t_state, 0],
                                 random_state=self.random_state)
-        ev, _ = builder.take(tr).evidence(hl)
-        ev[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
-        fit_em(self.engine_, ev, pseudo_count=self.pseudo_count,
+        held = {"val": builder.take(va)}
+        # every screen's evidence, the training stays' rows first: the provisional EM reads a view of
+        # it, and the final EM the same arrays once the leaves whose half-life the search changed are
+        # rewritten (in place) and the rows put back in order. The same numbers as building the two
+        # apart, without allocating (or holding) the two; fresh memory is slow to come by on a VM.
+        order = np.concatenate([tr, va])
+        every = builder.take(order)
+        ev, _ = every.evidence(hl)
+        ev_tr = {k: a[:len(tr)] for k, a in ev.items()}
+        ev_tr[TARGET] = np.eye(len(TARGET_STATES))[t_state[tr]]
+        fit_em(self.engine_, ev_tr, pseudo_count=self.pseudo_count,
                max_iter=min(self.max_iter, self.half_life_em_iter),
                tol=self.tol, batch_size=self.batch_size)
-        del ev
-        val = builder.take(va)
+        del ev_tr
 
         def score_many(candidates):
-            return [conditional_loglik(self.engine_, val.evidence(half_lives)[0], t_state[va])
+            return [conditional_loglik(self.engine_, held["val"].evidence(half_lives)[0], t_state[va])
                     for half_lives in candidates]
 
-        return self._search_half_lives(hl, score_many)
+        best = self._search_half_lives(hl, score_many)
+        held.clear()  # the held-out stays' evidence
+        ev, _ = every.evidence(best, overwrite=True)
+        del every  # its arrays are permuted next
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        for a in ev.values():
+            a[...] = a[back]
+        return best, ev
 
     def _search_half_lives(self, hl: dict, score_many) -> dict:
         """Multipliers per half-life group (:func:`cpn.learning.search_half_lives` or
