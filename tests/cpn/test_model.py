@@ -174,3 +174,24 @@ def test_half_lives_are_chosen_with_a_shorter_provisional_em(monkeypatch, sample
     calls.clear()
     SepsisCPN("physionet", half_lives="prior", max_iter=6).fit(sampled_screens.iloc[:1500])
     assert calls == [6]
+
+
+def test_fit_allocates_on_small_pages_and_restores_the_setting(tiny_screens, monkeypatch):
+    # numpy's huge-page madvise makes the first touch of fresh memory slow on a VM (cpn.model.small_pages):
+    # off while fitting, as it was afterwards
+    import numpy as np
+
+    from cpn import model as model_module
+
+    seen = []
+    real = model_module.EvidenceBuilder.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(np._core.multiarray._get_madvise_hugepage())
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.EvidenceBuilder, "__init__", spy)
+    before = np._core.multiarray._get_madvise_hugepage()
+    model_module.SepsisCPN(half_lives="prior", max_iter=2).fit(tiny_screens)
+    assert seen == [False]
+    assert np._core.multiarray._get_madvise_hugepage() == before
