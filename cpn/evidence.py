@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,11 +46,40 @@ from .discretise import band_states, category_states, concept_states
 from .structure import CONTEXT, DERIVED_LEAVES, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
 __all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "EvidenceBuilder", "input_columns",
-           "half_life_group",
-           "target_states", "EVIDENCE_ROLES"]
+           "half_life_group", "target_states", "small_pages", "EVIDENCE_ROLES"]
 
 EVIDENCE_ROLES = ("context", "concept", "tested", "cxr", "derived")
 _CONTEXT_COLUMN = {"age_band": "age", "hours_band": "hours_since_admit", "department": "department"}
+
+
+@contextmanager
+def small_pages():
+    """numpy's large arrays on 4 KiB pages for the duration (numpy asks Linux for transparent huge
+    pages, ``madvise``, by default; ``NUMPY_MADVISE_HUGEPAGE=0`` turns that off for a whole process).
+
+    Fitting allocates a few GB of evidence, scoring a large table hundreds of MB; both run in this
+    context (:meth:`cpn.SepsisCPN.fit`, :class:`cpn.scoring.CPNScoring`). On a virtual machine whose
+    host backs guest memory lazily, as the 2-core development machine (a Firecracker guest), the first
+    touch of a huge page cost about 10 ms per MB, 20 times as much as on 4 KiB pages (a fresh 0.5 GB:
+    5.7 s against 0.25 s). The full-option fit on all of set A took 159 s with huge pages and 122 s
+    without, in the same session (``benchmarks/cpn_fit_speed.py``), and the evidence of set A's
+    783,819 screens for the shipped network was built in 4 s instead of 11-26 s (machine loaded). On
+    bare metal huge pages save little here (the kernel reads the evidence once per pass, in order).
+    Only a hint to the OS: the numbers are the same.
+
+    >>> with small_pages():
+    ...     x = np.ones(10)
+    """
+    mod = getattr(getattr(np, "_core", None), "multiarray", None)
+    toggle = getattr(mod, "_set_madvise_hugepage", None)
+    if toggle is None:  # pragma: no cover - a numpy without the switch
+        yield
+        return
+    before = toggle(False)
+    try:
+        yield
+    finally:
+        toggle(before)
 
 
 @dataclass(frozen=True)
@@ -112,12 +142,19 @@ def input_columns(info: NetworkInfo) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
+#: from this many screens on, :func:`_numeric_columns` reads column by column
+_COLUMN_READ_ROWS = 20_000
+
+
 def _numeric_columns(screens: pd.DataFrame, info: NetworkInfo) -> dict:
-    """Every numeric column the network reads that ``screens`` has, read in one go: name -> float array
-    (one conversion of the block instead of a pandas lookup per column, which costs more than the
-    arithmetic on a batch of a few hundred screens)."""
+    """Every numeric column the network reads that ``screens`` has: name -> float array. A batch of a
+    few hundred screens is read in one go (one conversion of the block instead of a pandas lookup per
+    column, which costs more than the arithmetic there); a large table column by column (a float64
+    column as it is, without copying the block: 0.2-0.4 s of the 783,819 screens of set A)."""
     names = [c for c in input_columns(info) if c not in ("department", "stay_id", "screen_time")
              and c in screens.columns]
+    if len(screens) >= _COLUMN_READ_ROWS:
+        return {c: screens[c].to_numpy(dtype=float, na_value=np.nan) for c in names}
     block = screens[names].to_numpy(dtype=float) if names else np.empty((len(screens), 0))
     return dict(zip(names, block.T))
 

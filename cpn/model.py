@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from ehr.estimator import Labels, SepsisEstimator
 from ehr.splits import holdout_groups
 
 from ._pgmpy import pgmpy_classes
-from .evidence import EvidenceBuilder, half_life_group, input_columns, target_states
+from .evidence import EvidenceBuilder, half_life_group, input_columns, small_pages, target_states
 from .learning import (binary_target_evidence, conditional_loglik, fit_em, optimise_half_lives,
                        refine_discriminative, search_half_lives)
 from .scoring import _GROUPS, NETWORK_FILE, CPNScoring
@@ -46,30 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: how far past the ends of ``half_life_grid`` the multiplier search may go (factors of 2)
 HALF_LIFE_MAX_STEPS = 4
-
-
-@contextmanager
-def small_pages():
-    """numpy's large arrays on 4 KiB pages for the duration (numpy asks Linux for transparent huge
-    pages, ``madvise``, by default; ``NUMPY_MADVISE_HUGEPAGE=0`` turns that off for a whole process).
-
-    Fitting allocates a few GB of evidence. On a virtual machine whose host backs guest memory
-    lazily, as on the 2-core development machine (a Firecracker guest), the first touch of a huge
-    page cost about 10 ms per MB, 20 times as much as 4 KiB pages (a fresh 0.5 GB: 5.7 s against
-    0.25 s): the full-option fit on all of set A took 159 s with huge pages and 122 s without, in
-    the same session (``benchmarks/cpn_fit_speed.py``). On bare metal huge pages save little here
-    (the kernel reads the evidence once per pass, in order). Only a hint: the numbers are the same.
-    """
-    mod = getattr(getattr(np, "_core", None), "multiarray", None)
-    toggle = getattr(mod, "_set_madvise_hugepage", None)
-    if toggle is None:  # pragma: no cover - a numpy without the switch
-        yield
-        return
-    before = toggle(False)
-    try:
-        yield
-    finally:
-        toggle(before)
 
 
 def _frame_hash(df: pd.DataFrame) -> str:

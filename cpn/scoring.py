@@ -33,7 +33,7 @@ from ehr.fitted import FittedModel
 
 from . import kernel
 from ._pgmpy import pgmpy_classes
-from .evidence import build_evidence, network_info
+from .evidence import build_evidence, network_info, small_pages
 from .explain import bayes_factors
 from .explain_table import explanation_table
 from .inference import InferenceEngine
@@ -91,8 +91,9 @@ class CPNScoring(FittedModel):
     def posterior(self, screens: pd.DataFrame) -> np.ndarray:
         """``P(time-to-onset state | evidence)`` per screen, shape (n, 5)."""
         self.check_screens(screens)
-        ev, _ = self._evidence(screens)
-        return self.engine_.posterior(ev, batch_size=self.batch_size)
+        with small_pages():
+            ev, _ = self._evidence(screens)
+            return self.engine_.posterior(ev, batch_size=self.batch_size)
 
     def predict_proba(self, screens: pd.DataFrame) -> np.ndarray:
         """``[P(no onset within 48 h), P(onset within 48 h)]`` per screen, shape (n, 2)."""
@@ -102,15 +103,17 @@ class CPNScoring(FittedModel):
     def bayes_factors(self, screens: pd.DataFrame) -> dict:
         """Raw batched log10 Bayes factors (see :func:`cpn.explain.bayes_factors`)."""
         self.check_screens(screens)
-        ev, _ = self._evidence(screens)
-        return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
+        with small_pages():
+            ev, _ = self._evidence(screens)
+            return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
 
     def explain(self, screens: pd.DataFrame, *, model_name: str | None = None) -> pd.DataFrame:
         """Explanations table (``ehr.schema`` "explanations"): one row per screen and evidence item
         with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
         self.check_screens(screens)
-        ev, det = self._evidence(screens, details=True)
-        return self._explanations(screens, ev, det, None, model_name)
+        with small_pages():
+            ev, det = self._evidence(screens, details=True)
+            return self._explanations(screens, ev, det, None, model_name)
 
     def predict_explain(self, screens: pd.DataFrame, rows, *, model_name: str | None = None):
         """``(predict_proba(screens), explain(screens.iloc[rows]))`` from one reading of the screens.
@@ -119,10 +122,11 @@ class CPNScoring(FittedModel):
         needs the risk of every screen and the explanation of a few, such as the scoring service.
         """
         self.check_screens(screens)
-        ev, det = self._evidence(screens, details=True)
-        # explanations first: the forward pass then reuses their compiled program (one built, not two)
-        explained = self._explanations(screens, ev, det, np.asarray(rows, dtype=np.intp), model_name)
-        p = self.engine_.posterior(ev, batch_size=self.batch_size) @ _GROUPS[:, 0]
+        with small_pages():
+            ev, det = self._evidence(screens, details=True)
+            # explanations first: the forward pass then reuses their compiled program (one built, not two)
+            explained = self._explanations(screens, ev, det, np.asarray(rows, dtype=np.intp), model_name)
+            p = self.engine_.posterior(ev, batch_size=self.batch_size) @ _GROUPS[:, 0]
         return np.column_stack([1.0 - p, p]), explained
 
     def _explanations(self, screens, ev, det, rows, model_name):

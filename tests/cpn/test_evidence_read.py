@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cpn.evidence import build_evidence, network_info
 
@@ -16,9 +17,13 @@ def _reference(screens, info, half_lives):
     return build_evidence(alone, info, half_lives, details=True)
 
 
-def test_block_read_equals_column_reads(full_net, sampled_screens):
+@pytest.mark.parametrize("column_read_rows", [20_000, 1])
+def test_block_read_equals_column_reads(full_net, sampled_screens, column_read_rows, monkeypatch):
+    # a batch is read as one block, a large table (here: from 1 row on) column by column
+    from cpn import evidence
     from cpn.sampling import sample_screens
 
+    monkeypatch.setattr(evidence, "_COLUMN_READ_ROWS", column_read_rows)
     info = network_info(full_net)
     s = sample_screens(full_net, 300, seed=9)
     s["age"] = s["age"].astype(object).where(s.index % 7 != 0, None)  # an object column with None
