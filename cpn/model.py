@@ -121,12 +121,6 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
     discriminative_l2, discriminative_lr : float
         The L2 pull (on the mean conditional log-likelihood) and Adam's step size (0.05: the step size
         of the set A cross-validation).
-    discriminative_max_rows : int or None
-        None (the default): the refinement's gradient comes from every training screen (of the stays
-        not held out for its early stopping); an int: from a share of those stays (whole stays,
-        stratified as the hold-out) of about this many screens. Each step costs one E-step over
-        those rows: on all of set A (627,000 screens) 300,000 halves the refinement's time (see
-        ``benchmarks/cpn_fit_speed.py`` and the fold-0 check in issue 13).
     evidence_states : int or None
         None (the default): concept leaves have the states of their clinical ``concepts.toml`` cuts.
         An int K: ``fit`` first re-cuts every concept leaf at cut-points learned from the training
@@ -171,8 +165,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid",
                  half_life_fixed=("cxr",), discriminative_iter=0, discriminative_l2=1e-4,
-                 discriminative_lr=0.05, discriminative_max_rows=None, evidence_states=None,
-                 evidence_cuts="quantile"):
+                 discriminative_lr=0.05, evidence_states=None, evidence_cuts="quantile"):
         self.network = network
         self.half_lives = half_lives
         self.half_life_grid = half_life_grid
@@ -190,7 +183,6 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         self.discriminative_iter = discriminative_iter
         self.discriminative_l2 = discriminative_l2
         self.discriminative_lr = discriminative_lr
-        self.discriminative_max_rows = discriminative_max_rows
         self.evidence_states = evidence_states
         self.evidence_cuts = evidence_cuts
 
@@ -342,20 +334,14 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
             logger.warning("too few stays for the discriminative refinement; EM's CPDs kept")
             return []
         tr, va = holdout_groups(s, self.validation_fraction, y=y, random_state=self.random_state + 1)
-        rest = tr[:0]
-        cap = self.discriminative_max_rows
-        if cap is not None and len(tr) > int(cap) and len(np.unique(s[tr])) >= 2:
-            # the gradient from a share of the training stays (whole stays, stratified as above)
-            keep, drop = holdout_groups(s[tr], 1.0 - int(cap) / len(tr), y=y[tr], random_state=self.random_state + 2)
-            tr, rest = tr[keep], tr[drop]
-        # the rows of ``ev`` are put in place into the order (training stays, held-out stays, the rest),
-        # each part in the order it had: views instead of copies of (much) memory, the same numbers
-        order = np.concatenate([tr, va, rest])
+        # the rows of ``ev`` are put in place into the order (training stays, held-out stays), each part
+        # in the order it had: views instead of copies of (much) memory, the same numbers
+        order = np.concatenate([tr, va])
         ev = {k: v for k, v in ev.items() if k != TARGET}
         for a in ev.values():
             a[...] = a[order]
         ev_tr = {k: v[:len(tr)] for k, v in ev.items()}
-        ev_va = {k: v[len(tr):len(tr) + len(va)] for k, v in ev.items()}
+        ev_va = {k: v[len(tr):] for k, v in ev.items()}
         y_va = y[va].astype(bool)
 
         def val_score(engine):

@@ -96,8 +96,6 @@ def main() -> None:
     ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
     ap.add_argument("--disc-lr", type=float, default=0.05)
     ap.add_argument("--disc-l2", type=float, default=1e-4)
-    ap.add_argument("--disc-max-rows", type=int, default=None,
-                    help="SepsisCPN discriminative_max_rows: the refinement's gradient from about this many training screens")
     ap.add_argument("--gbdt", action="store_true", help="also fit LightGBM (defaults) on the same folds")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -150,7 +148,6 @@ def main() -> None:
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
                               half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
                               discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2,
-                              discriminative_max_rows=a.disc_max_rows,
                               evidence_states=a.evidence_states, evidence_cuts=a.evidence_cuts).fit(s.iloc[tr])
                 half_lives.setdefault(name, []).append({"scale": m.half_life_scale_, "hours": m.half_lives_,
                                                         "profile": m.half_life_profile_})

@@ -121,24 +121,3 @@ def test_discriminative_counts_are_the_two_e_steps_in_one_pass(backend):
         np.testing.assert_allclose(d[v], c1[v] - c0[v], atol=1e-12)
     with pytest.raises(ValueError, match="target"):
         eng.discriminative_counts({**ev, "T": t}, t, backend=backend)
-
-
-def test_discriminative_max_rows_takes_the_gradient_from_a_share_of_the_training_stays(sampled_screens, monkeypatch):
-    from cpn import model as model_module
-
-    rows = []
-    real = model_module.refine_discriminative
-
-    def spy(engine, evidence, target_ev, **kwargs):
-        rows.append(len(target_ev))
-        return real(engine, evidence, target_ev, **kwargs)
-
-    monkeypatch.setattr(model_module, "refine_discriminative", spy)
-    kw = dict(half_lives="prior", max_iter=2, discriminative_iter=2)
-    full = SepsisCPN(**kw).fit(sampled_screens)
-    capped = SepsisCPN(**kw, discriminative_max_rows=1000).fit(sampled_screens)
-    same = SepsisCPN(**kw, discriminative_max_rows=10 ** 6).fit(sampled_screens)
-    assert rows[0] > 3000 and 500 < rows[1] < 1500 and rows[2] == rows[0]
-    for v, c in capped.engine_.cpds.items():
-        np.testing.assert_allclose(c.sum(axis=0), 1.0)
-    np.testing.assert_array_equal(same.predict_proba(sampled_screens), full.predict_proba(sampled_screens))
