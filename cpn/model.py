@@ -113,7 +113,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         Steps of discriminative refinement after EM (0, the default: none).
         :func:`cpn.learning.refine_discriminative` raises the conditional log-likelihood of "onset
         within 48 h" given the evidence on the training stays (Adam on the CPD columns'
-        log-parameters, gradient from two exact expected-count passes, L2 pull to EM's CPDs) and keeps
+        log-parameters, gradient from the two exact E-steps in one pass, L2 pull to EM's CPDs) and keeps
         the step with the best AUROC on ``validation_fraction`` of the stays held out (patience 15).
         The network stays a proper BN, so explanations stay exact Bayes factors. PhysioNet set A,
         5-fold grouped CV (issue 13): 40 steps lift the first fold from 0.748 to 0.764 AUROC; see
