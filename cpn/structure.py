@@ -32,7 +32,8 @@ from ._pgmpy import pgmpy_classes
 
 __all__ = [
     "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "MEASUREMENT_AGE",
-    "MEASUREMENT_AGE_EXTENDED", "DERIVED_LEAVES", "AGE_EDGES", "AGE_EDGES_EXTENDED", "MEASUREMENT_AGE_SETS", "EDGES",
+    "MEASUREMENT_AGE_EXTENDED", "DERIVED_LEAVES", "AGE_EDGES", "AGE_EDGES_EXTENDED", "AGE_SEPSIS_EDGES",
+    "MEASUREMENT_AGE_SETS", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
     "validate_network", "node_roles", "network_path", "write_shipped_networks", "cuts_of_states",
     "with_concept_cuts",
@@ -132,10 +133,15 @@ AGE_EDGES_EXTENDED: tuple[tuple[str, str, str], ...] = (
     ("perfusion", "hco3_age", "bicarbonate is rechecked when metabolic acidosis is suspected"),
     ("circulation", "hgb_age", "haemoglobin is rechecked when bleeding or haemodilution is suspected"),
 )
+#: in the extended set, ``sepsis`` is a second parent of every measurement-age leaf (the six and the eight):
+#: how recently a test was done depends on the approaching onset directly, not only through one organ node
+AGE_SEPSIS_EDGES: tuple[tuple[str, str, str], ...] = tuple(
+    ("sepsis", k, "tests are repeated as the patient deteriorates towards sepsis, beyond what one organ's state explains")
+    for k in (*MEASUREMENT_AGE, *MEASUREMENT_AGE_EXTENDED))
 #: ``build_expert_network``'s ``measurement_age`` options: name -> (leaves, edges); True means "six"
 MEASUREMENT_AGE_SETS = {
     "six": (MEASUREMENT_AGE, AGE_EDGES),
-    "extended": ({**MEASUREMENT_AGE, **MEASUREMENT_AGE_EXTENDED}, AGE_EDGES + AGE_EDGES_EXTENDED),
+    "extended": ({**MEASUREMENT_AGE, **MEASUREMENT_AGE_EXTENDED}, AGE_EDGES + AGE_EDGES_EXTENDED + AGE_SEPSIS_EDGES),
 }
 
 _LATENT_STATES = {
@@ -435,7 +441,8 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     nodes (off by default: the shipped networks do not have them). ``measurement_age=True`` adds the
     measurement-age leaves of :data:`MEASUREMENT_AGE` (hours since lactate, WBC, ... were last measured;
     role "derived", edges :data:`AGE_EDGES`; off by default); ``measurement_age="extended"`` adds those
-    of :data:`MEASUREMENT_AGE_EXTENDED` too (14 in all; edges :data:`AGE_EDGES_EXTENDED`).
+    of :data:`MEASUREMENT_AGE_EXTENDED` too (14 in all; edges :data:`AGE_EDGES_EXTENDED`), each of the
+    14 with ``sepsis`` as a second parent (:data:`AGE_SEPSIS_EDGES`).
 
     Examples
     --------
@@ -445,7 +452,7 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     >>> sorted(build_expert_network("physionet", drop=["hours_band"]).get_parents("sepsis"))
     ['age_band', 'department']
     >>> build_expert_network("physionet", measurement_age="extended").get_parents("plt_age")
-    ['coagulation']
+    ['coagulation', 'sepsis']
     """
     DiscreteBayesianNetwork, TabularCPD, _, _ = pgmpy_classes()
     concepts = load_concepts()
@@ -671,9 +678,10 @@ def write_shipped_networks(directory=None) -> list[Path]:
     lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES]
     lines += [
         "", "`build_expert_network(variant, measurement_age=\"extended\")` adds eight more",
-        "(`cpn.structure.MEASUREMENT_AGE_EXTENDED`, cuts 1/6/24/1000 h) beside the six:", "",
+        "(`cpn.structure.MEASUREMENT_AGE_EXTENDED`, cuts 1/6/24/1000 h) beside the six, and gives all 14",
+        "`sepsis` as a second parent (`cpn.structure.AGE_SEPSIS_EDGES`):", "",
         "| parent | child | reason |", "|---|---|---|"]
-    lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES_EXTENDED]
+    lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES_EXTENDED + AGE_SEPSIS_EDGES]
     readme = out / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return written + [readme]

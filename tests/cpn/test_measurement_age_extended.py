@@ -1,6 +1,6 @@
 """The extended measurement-age set (issue 13): ``build_expert_network(..., measurement_age="extended")``
 adds eight more "hours since last measured" leaves (platelets, glucose, potassium, FiO2, PTT, AST,
-bicarbonate, haemoglobin) beside the six; structure, evidence by hand, exact inference against pgmpy,
+bicarbonate, haemoglobin) beside the six, each of the 14 with ``sepsis`` as a second parent; structure, evidence by hand, exact inference against pgmpy,
 save/load of the network and of a fitted model."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from cpn import SepsisCPN
 from cpn.evidence import build_evidence, network_info
-from cpn.structure import (AGE_EDGES, AGE_EDGES_EXTENDED, MEASUREMENT_AGE, MEASUREMENT_AGE_EXTENDED, NetworkError,
-                           build_expert_network, load_network, network_path, node_roles, save_network)
+from cpn.structure import (AGE_EDGES, AGE_EDGES_EXTENDED, AGE_SEPSIS_EDGES, MEASUREMENT_AGE, MEASUREMENT_AGE_EXTENDED,
+                           NetworkError, build_expert_network, load_network, network_path, node_roles, save_network)
 
 from .test_inference import assert_engine_matches_pgmpy
 
@@ -29,7 +29,9 @@ def _ages(net) -> set:
 def test_extended_set_adds_eight_leaves_under_their_organs(ext_net):
     assert len(MEASUREMENT_AGE_EXTENDED) == 8 and not set(MEASUREMENT_AGE) & set(MEASUREMENT_AGE_EXTENDED)
     assert _ages(ext_net) == set(MEASUREMENT_AGE) | set(MEASUREMENT_AGE_EXTENDED)
-    assert all(ext_net.get_parents(c) == [p] for p, c, _ in AGE_EDGES + AGE_EDGES_EXTENDED)
+    # each age leaf: its organ (or infection) and, in the extended set, sepsis itself
+    assert all(ext_net.get_parents(c) == [p, "sepsis"] for p, c, _ in AGE_EDGES + AGE_EDGES_EXTENDED)
+    assert {c for p, c, _ in AGE_SEPSIS_EDGES if p == "sepsis"} == _ages(ext_net)
     # True (and "six") keep the six of before; the names say which set a network has
     six = build_expert_network("physionet", measurement_age=True)
     assert _ages(six) == set(MEASUREMENT_AGE)
@@ -38,7 +40,8 @@ def test_extended_set_adds_eight_leaves_under_their_organs(ext_net):
     with pytest.raises(NetworkError, match="measurement_age must be"):
         build_expert_network("physionet", measurement_age="all")
     readme = (network_path("physionet").parent / "README.md").read_text()
-    assert all(f"| {p} | {c} | {r} |" in readme for p, c, r in AGE_EDGES_EXTENDED)
+    assert all(f"| {p} | {c} | {r} |" in readme for p, c, r in AGE_EDGES_EXTENDED + AGE_SEPSIS_EDGES)
+    assert all(six.get_parents(c) == [p] for p, c, _ in AGE_EDGES)  # the six of before are unchanged
 
 
 def test_extended_age_evidence_by_hand(ext_net):
