@@ -92,8 +92,9 @@ def main() -> None:
     ap.add_argument("--derived", action="store_true",
                     help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
     ap.add_argument("--measurement-age", nargs="?", const="six", default=None, choices=["six", "extended"],
-                    help="networks with the six measurement-age leaves (build_expert_network(measurement_age=True); names "
-                         "+age); --measurement-age extended: the 14 of measurement_age='extended' (names +age_extended)")
+                    help="networks with the six measurement-age leaves (build_expert_network(measurement_age=True); "
+                         "names +age); --measurement-age extended: measurement_age='extended' (14 ages, sepsis a "
+                         "parent of each; names +age_extended)")
     ap.add_argument("--evidence-states", type=int, default=None, metavar="K",
                     help="concept leaves re-cut at K training-fold quantile states (SepsisCPN evidence_states); "
                          "names +qK (+cK with --evidence-cuts clinical)")

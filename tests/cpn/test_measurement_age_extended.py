@@ -1,7 +1,7 @@
 """The extended measurement-age set (issue 13): ``build_expert_network(..., measurement_age="extended")``
 adds eight more "hours since last measured" leaves (platelets, glucose, potassium, FiO2, PTT, AST,
-bicarbonate, haemoglobin) beside the six, each of the 14 with ``sepsis`` as a second parent; structure, evidence by hand, exact inference against pgmpy,
-save/load of the network and of a fitted model."""
+bicarbonate, haemoglobin) beside the six, each of the 14 with ``sepsis`` as a second parent; structure,
+evidence by hand, exact inference against pgmpy, save/load of the network and of a fitted model."""
 
 from __future__ import annotations
 
