@@ -56,6 +56,10 @@ def test_extended_age_evidence_by_hand(ext_net):
 
 def test_engine_matches_pgmpy_on_the_extended_age_network(ext_net):
     assert_engine_matches_pgmpy(ext_net, seed=13, missing=slice(None, None, 4))
+    # the network of the cross-validation (with the derived leaves), with and without the hours band
+    for drop, seed in (((), 17), (("hours_band",), 19)):
+        assert_engine_matches_pgmpy(build_expert_network("physionet", derived=True, measurement_age="extended",
+                                                         drop=drop), seed=seed, missing=slice(None, None, 4))
 
 
 def test_extended_network_and_model_round_trip(ext_net, sampled_screens, tmp_path):
