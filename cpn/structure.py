@@ -32,7 +32,8 @@ from ._pgmpy import pgmpy_classes
 
 __all__ = [
     "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "MEASUREMENT_AGE",
-    "DERIVED_LEAVES", "AGE_EDGES", "EDGES",
+    "MEASUREMENT_AGE_EXTENDED", "DERIVED_LEAVES", "AGE_EDGES", "AGE_EDGES_EXTENDED", "AGE_SEPSIS_EDGES",
+    "MEASUREMENT_AGE_SETS", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
     "validate_network", "node_roles", "network_path", "write_shipped_networks", "cuts_of_states",
     "with_concept_cuts",
@@ -100,8 +101,16 @@ MEASUREMENT_AGE = {
     "ph_age": ("ph", "age_h", (1.0, 6.0, 24.0, 1000.0), 1000.0),
     "temp_age": ("temp", "age_h", (1.0, 2.0, 4.0, 1000.0), 2.0),
 }
+#: eight more measurement-age leaves (``build_expert_network(..., measurement_age="extended")``, with the six
+#: above): platelets, glucose, potassium, FiO2, PTT, AST, bicarbonate and haemoglobin. Their prior CPDs are
+#: anchored at "never measured" (typical 1000 h), as in the fold-0 probe that measured them (EM re-estimates
+#: them; docs/cpn_evidence_experiments.md).
+MEASUREMENT_AGE_EXTENDED = {
+    f"{c}_age": (c, "age_h", (1.0, 6.0, 24.0, 1000.0), 1000.0)
+    for c in ("plt", "glucose", "potassium", "fio2", "ptt", "ast", "hco3", "hgb")
+}
 #: every derived leaf (trend statistics and measurement ages): name -> (concept, statistic, cuts, typical)
-DERIVED_LEAVES = {**DERIVED, **MEASUREMENT_AGE}
+DERIVED_LEAVES = {**DERIVED, **MEASUREMENT_AGE, **MEASUREMENT_AGE_EXTENDED}
 
 #: edges of the measurement-age leaves: the ordering clinician's suspicion (as for ``*_tested_24h``)
 AGE_EDGES: tuple[tuple[str, str, str], ...] = (
@@ -112,6 +121,28 @@ AGE_EDGES: tuple[tuple[str, str, str], ...] = (
     ("respiration", "ph_age", "blood gases are drawn as gas exchange fails"),
     ("infection", "temp_age", "temperature is checked more often when clinicians suspect infection"),
 )
+#: edges of the extended measurement-age leaves (:data:`MEASUREMENT_AGE_EXTENDED`): the organ whose
+#: suspected failure makes clinicians repeat the test
+AGE_EDGES_EXTENDED: tuple[tuple[str, str, str], ...] = (
+    ("coagulation", "plt_age", "platelets are rechecked when coagulopathy is suspected"),
+    ("inflammation", "glucose_age", "glucose is checked more often in the unstable, stress-hyperglycaemic patient"),
+    ("kidney", "potassium_age", "potassium is rechecked when renal function worsens"),
+    ("respiration", "fio2_age", "FiO2 is charted when oxygen therapy or ventilation is started or titrated"),
+    ("coagulation", "ptt_age", "clotting times are ordered when DIC is suspected"),
+    ("liver", "ast_age", "liver enzymes are ordered when liver injury is suspected"),
+    ("perfusion", "hco3_age", "bicarbonate is rechecked when metabolic acidosis is suspected"),
+    ("circulation", "hgb_age", "haemoglobin is rechecked when bleeding or haemodilution is suspected"),
+)
+#: in the extended set, ``sepsis`` is a second parent of every measurement-age leaf (the six and the eight):
+#: how recently a test was done depends on the approaching onset directly, not only through one organ node
+AGE_SEPSIS_EDGES: tuple[tuple[str, str, str], ...] = tuple(
+    ("sepsis", k, "tests are repeated as the patient deteriorates towards sepsis, beyond what one organ's state explains")
+    for k in (*MEASUREMENT_AGE, *MEASUREMENT_AGE_EXTENDED))
+#: ``build_expert_network``'s ``measurement_age`` options: name -> (leaves, edges); True means "six"
+MEASUREMENT_AGE_SETS = {
+    "six": (MEASUREMENT_AGE, AGE_EDGES),
+    "extended": ({**MEASUREMENT_AGE, **MEASUREMENT_AGE_EXTENDED}, AGE_EDGES + AGE_EDGES_EXTENDED + AGE_SEPSIS_EDGES),
+}
 
 _LATENT_STATES = {
     "infection": ("no", "yes"),
@@ -293,7 +324,18 @@ def _variant_concepts(variant: str) -> list[str]:
     return list(concepts)
 
 
-def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_age: bool = False):
+def _age_set(measurement_age) -> tuple[dict, tuple]:
+    """The measurement-age leaves and edges that ``build_expert_network``'s ``measurement_age`` names."""
+    if measurement_age is False or measurement_age is None:
+        return {}, ()
+    key = "six" if measurement_age is True else measurement_age
+    if key not in MEASUREMENT_AGE_SETS:
+        raise NetworkError(f"measurement_age must be False, True or one of {sorted(MEASUREMENT_AGE_SETS)}, "
+                           f"got {measurement_age!r}")
+    return MEASUREMENT_AGE_SETS[key]
+
+
+def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_age: bool | str = False):
     import networkx as nx  # (here only: scoring a saved network does not need networkx)
 
     if variant not in DEPARTMENTS:
@@ -315,8 +357,9 @@ def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_a
         for k, (c, _, cuts, _) in DERIVED.items():
             if c in leaves:
                 states[k], roles[k] = state_names(cuts), "derived"
-    if measurement_age:
-        for k, (c, _, cuts, _) in MEASUREMENT_AGE.items():
+    age_leaves, age_edges = _age_set(measurement_age)
+    if age_leaves:
+        for k, (c, _, cuts, _) in age_leaves.items():
             if c in leaves:
                 states[k], roles[k] = state_names(cuts), "derived"
     if variant == "full":
@@ -329,7 +372,7 @@ def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_a
     for v in drop:
         del states[v], roles[v]
     edges = []
-    for parent, child, reason in EDGES + (AGE_EDGES if measurement_age else ()):
+    for parent, child, reason in EDGES + age_edges:
         if parent in drop or child in drop:
             continue
         if child in states or child in _LATENT_STATES:
@@ -388,7 +431,7 @@ def _prior_values(node, role, states, parent_states, concepts):
 
 
 def build_expert_network(variant: str = "full", *, drop=(), derived: bool = False,
-                         measurement_age: bool = False) -> DiscreteBayesianNetwork:
+                         measurement_age: bool | str = False) -> DiscreteBayesianNetwork:
     """The expert DAG of ``variant`` ("full" or "physionet") with monotone prior CPDs.
 
     ``drop`` removes observable nodes (context parents, ``*_tested_24h`` leaves, concept or CXR
@@ -397,7 +440,9 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     in 24 h, 6 h trends, change since the previous lab, monitoring intensity) under their organ
     nodes (off by default: the shipped networks do not have them). ``measurement_age=True`` adds the
     measurement-age leaves of :data:`MEASUREMENT_AGE` (hours since lactate, WBC, ... were last measured;
-    role "derived", edges :data:`AGE_EDGES`; off by default).
+    role "derived", edges :data:`AGE_EDGES`; off by default); ``measurement_age="extended"`` adds those
+    of :data:`MEASUREMENT_AGE_EXTENDED` too (14 in all; edges :data:`AGE_EDGES_EXTENDED`), each of the
+    14 with ``sepsis`` as a second parent (:data:`AGE_SEPSIS_EDGES`).
 
     Examples
     --------
@@ -406,6 +451,8 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     True
     >>> sorted(build_expert_network("physionet", drop=["hours_band"]).get_parents("sepsis"))
     ['age_band', 'department']
+    >>> build_expert_network("physionet", measurement_age="extended").get_parents("plt_age")
+    ['coagulation', 'sepsis']
     """
     DiscreteBayesianNetwork, TabularCPD, _, _ = pgmpy_classes()
     concepts = load_concepts()
@@ -414,7 +461,7 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     net.add_nodes_from(states)
     net.add_edges_from([(p, c) for p, c, _ in edges])
     net.name = f"sepsisscope_{variant}" + "".join(f"_no_{v}" for v in sorted(drop)) + ("_derived" if derived else "") \
-        + ("_age" if measurement_age else "")
+        + ("" if not measurement_age else "_age" if measurement_age is True else f"_age_{measurement_age}")
     for v in net.nodes():
         parents = [p for p, c, _ in edges if c == v]
         vals = _prior_values(v, roles[v], states[v], [(p, states[p]) for p in parents], concepts)
@@ -629,6 +676,12 @@ def write_shipped_networks(directory=None) -> list[Path]:
         "the last state), cut at `cpn.structure.MEASUREMENT_AGE`'s hours; hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES]
+    lines += [
+        "", "`build_expert_network(variant, measurement_age=\"extended\")` adds eight more",
+        "(`cpn.structure.MEASUREMENT_AGE_EXTENDED`, cuts 1/6/24/1000 h) beside the six, and gives all 14",
+        "`sepsis` as a second parent (`cpn.structure.AGE_SEPSIS_EDGES`):", "",
+        "| parent | child | reason |", "|---|---|---|"]
+    lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES_EXTENDED + AGE_SEPSIS_EDGES]
     readme = out / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return written + [readme]

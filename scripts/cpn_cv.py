@@ -12,7 +12,7 @@ observation in their hour; the models are also reported on exactly that subset) 
     nice -n 5 .venv/bin/python scripts/cpn_cv.py --out runs/cpn_cv \\
         [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet] \\
         [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 1e-4] \\
-        [--evidence-states 8 --evidence-cuts quantile]
+        [--evidence-states 8 --evidence-cuts quantile] [--derived] [--measurement-age [extended]]
 
 ``--discriminative N`` adds, per configuration, a ``CONFIG+disc`` model: the same network with the
 discriminative refinement of its CPDs after EM (``SepsisCPN(discriminative_iter=N)``, issue 13).
@@ -55,6 +55,10 @@ CONFIGS = {
 }
 
 
+def _age_tag(measurement_age) -> str:
+    return "" if not measurement_age else "+age" if measurement_age == "six" else f"+age_{measurement_age}"
+
+
 def _metrics(y, p):
     return {"auroc": roc_auc(y, p), "auprc": average_precision(y, p)}
 
@@ -87,8 +91,10 @@ def main() -> None:
                     help="also fit each configuration with N discriminative refinement steps (CONFIG+disc)")
     ap.add_argument("--derived", action="store_true",
                     help="networks with the derived evidence leaves (build_expert_network(derived=True)); names +derived")
-    ap.add_argument("--measurement-age", action="store_true",
-                    help="networks with the measurement-age leaves (build_expert_network(measurement_age=True)); names +age")
+    ap.add_argument("--measurement-age", nargs="?", const="six", default=None, choices=["six", "extended"],
+                    help="networks with the six measurement-age leaves (build_expert_network(measurement_age=True); "
+                         "names +age); --measurement-age extended: measurement_age='extended' (14 ages, sepsis a "
+                         "parent of each; names +age_extended)")
     ap.add_argument("--evidence-states", type=int, default=None, metavar="K",
                     help="concept leaves re-cut at K training-fold quantile states (SepsisCPN evidence_states); "
                          "names +qK (+cK with --evidence-cuts clinical)")
@@ -128,7 +134,7 @@ def main() -> None:
     searches = {"grid": "", "golden": "+golden"}
     discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
     res_tag = f"+{a.evidence_cuts[0]}{a.evidence_states}" if a.evidence_states else ""
-    cpn_models = {f"{c}{'+derived' if a.derived else ''}{'+age' if a.measurement_age else ''}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
+    cpn_models = {f"{c}{'+derived' if a.derived else ''}{_age_tag(a.measurement_age)}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
                   for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
     risk = {m: np.full(len(s), np.nan) for m in models}
