@@ -342,7 +342,9 @@ def _nodes_and_edges(variant: str, drop=(), derived: bool = False, measurement_a
         raise NetworkError(f"unknown network variant '{variant}'; expected one of {sorted(DEPARTMENTS)}")
     drop = set(drop)
     concepts = load_concepts()
-    leaves = set(_variant_concepts(variant))
+    # a list, not a set: the node order (and so the half-life search's order) must not depend on the
+    # process's string-hash seed
+    leaves = list(dict.fromkeys(_variant_concepts(variant)))
     states: dict[str, tuple[str, ...]] = {TARGET: TARGET_STATES, "department": DEPARTMENTS[variant]}
     roles = {TARGET: "target", "department": "context"}
     for k, (st, _) in CONTEXT.items():

@@ -171,3 +171,17 @@ def test_drop_removes_nodes_for_ablations():
     for bad in (["sepsis"], ["kidney"], ["crp"]):  # target, latent, not in the physionet network
         with pytest.raises(NetworkError, match="cannot drop"):
             build_expert_network("physionet", drop=bad)
+
+
+def test_built_network_order_does_not_depend_on_the_hash_seed():
+    # the node order decides the half-life search's order: two processes with other string-hash
+    # seeds must build the same network (they did not while the concept leaves came from a set)
+    import os
+    import subprocess
+    import sys
+
+    code = ("from cpn.structure import build_expert_network as b; "
+            "n = b('physionet', derived=True, measurement_age='extended'); print(list(n.nodes()), list(n.edges()))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
