@@ -273,7 +273,7 @@ def binary_target_evidence(groups: np.ndarray, y: np.ndarray) -> np.ndarray:
 def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, target: str,
                           val_evidence: dict | None = None, val_score=None, max_iter: int = 20,
                           learning_rate: float = 0.1, l2: float = 1e-4, fixed=(), patience: int = 5,
-                          optimizer: str = "gd", progress=None) -> list[dict]:
+                          optimizer: str = "gd", progress=None, counts=None) -> list[dict]:
     """Discriminative refinement of the engine's CPDs (in place): maximise the conditional
     log-likelihood ``sum_n log P(target evidence_n | E_n)`` of the target given the other evidence.
 
@@ -296,6 +296,10 @@ def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, targ
         are kept and the search stops after ``patience`` steps without improvement.
     fixed : iterable of str
         Nodes whose CPDs stay as they are.
+    counts : callable, optional
+        ``counts() -> (D, cll)`` at the engine's current CPDs, in place of
+        ``engine.discriminative_counts(evidence, target_ev)``: a sum over partitions
+        (:mod:`cpn.partitioned`); ``evidence`` is then unused and ``target_ev`` only gives ``n``.
 
     Returns
     -------
@@ -317,7 +321,7 @@ def refine_discriminative(engine, evidence: dict, target_ev: np.ndarray, *, targ
     if val_score is not None:
         logger.info("discriminative refinement: validation %.6f at the start", best[0])
     for it in range(max_iter):
-        diff, cll = engine.discriminative_counts(ev_no_t, target_ev)
+        diff, cll = counts() if counts is not None else engine.discriminative_counts(ev_no_t, target_ev)
         rec = {"cll": cll / n}
         new = {}
         for v in nodes:

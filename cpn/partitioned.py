@@ -11,7 +11,8 @@ map over parts (each a screens frame of whole stays, or a Dask future of one) an
 4. EM (:func:`cpn.learning.run_em`): each iteration sends the CPDs to every part, which returns
    ``engine.expected_counts`` of its evidence (built once per part); the counts are summed in part
    order and the M-step runs here. The traffic per iteration is two CPD-sized messages per part;
-5. half-life selection: each candidate's held-out log-likelihood is a sum over parts.
+5. half-life selection: each candidate's held-out log-likelihood is a sum over parts;
+6. the discriminative refinement: each step's gradient counts are a sum over parts, as in 4.
 
 Sums over parts add the same terms as the single-process sums in another order, so parameters
 agree to rounding (see ``tests/cpn/test_partitioned.py``; ``docs/scale.md`` for PhysioNet set A).
@@ -31,8 +32,8 @@ Examples
 ...     def share(self, obj): return obj
 >>> s = pd.DataFrame({"stay_id": [1, 1, 2, 2, 3], "hr": [80.0, 130.0, 75.0, np.nan, 90.0],
 ...     "hr_age_h": [0.0, 1.0, 0.0, np.nan, 2.0], "onset_in_h": [3.0, 2.0, np.nan, np.nan, np.nan]})
->>> m = fit_partitioned(SepsisCPN("physionet", half_lives="prior", max_iter=3), [s[:4], s[4:]], InOrder())
->>> one = SepsisCPN("physionet", half_lives="prior", max_iter=3).fit(s)
+>>> m = fit_partitioned(SepsisCPN("physionet", half_lives="prior", max_iter=3, discriminative_iter=0), [s[:4], s[4:]], InOrder())
+>>> one = SepsisCPN("physionet", half_lives="prior", max_iter=3, discriminative_iter=0).fit(s)
 >>> bool(np.allclose(m.predict_proba(s), one.predict_proba(s), rtol=0, atol=1e-12))
 True
 """
@@ -50,7 +51,7 @@ from ehr.partitions import resolve_part
 from ehr.splits import held_out_groups
 
 from .evidence import build_evidence, target_states
-from .learning import run_em
+from .learning import binary_target_evidence, refine_discriminative, run_em
 from .evidence import input_columns
 from .model import _GROUPS, _frame_hash
 from .structure import TARGET, TARGET_STATES
@@ -113,6 +114,14 @@ def _counts(ev: dict, engine, cpds, rows_per_batch) -> tuple[dict, float]:
     return _engine(engine, cpds).expected_counts(ev, batch_size=rows_per_batch)
 
 
+def _discriminative_counts(ev: dict, engine, cpds, rows_per_batch) -> tuple[dict, float]:
+    """A part's gradient counts of the refinement: "onset within 48 h" (the target's two groups) as
+    target evidence, as :meth:`SepsisCPN._refine` builds it."""
+    target_ev = binary_target_evidence(_GROUPS, _GROUPS[ev[TARGET].argmax(axis=1), 0])
+    rest = {k: v for k, v in ev.items() if k != TARGET}
+    return _engine(engine, cpds).discriminative_counts(rest, target_ev, batch_size=rows_per_batch)
+
+
 def _loglik(sel: pd.DataFrame, info, candidates, cxr_prior, stays, engine, cpds, rows_per_batch) -> list:
     """Per candidate half-lives: (sum of ``log P(true time-to-onset state | evidence)``, rows) over
     the part's rows of ``stays``."""
@@ -155,6 +164,24 @@ class _Fit:
                                                  rows_per_batch=m.batch_size)))
 
         history = run_em(m.engine_, e_step, n_rows, pseudo_count=m.pseudo_count, max_iter=max_iter, tol=m.tol)
+        if hasattr(mapper, "release"):
+            mapper.release(ev)
+        return history
+
+    def refine(self, half_lives, n_rows) -> list[dict]:
+        """The discriminative refinement (``discriminative_early_stopping=False``): every step's
+        gradient counts are a sum over the parts, as EM's E-step."""
+        m, mapper = self.model, self.mapper
+        ev = mapper.map(_evidence, self.sel, info=self.info, half_lives=half_lives, cxr_prior=m.cxr_prior_,
+                        stays=None)
+
+        def counts():
+            return _add(mapper.gather(mapper.map(_discriminative_counts, ev, engine=self.engine,
+                                                 cpds=dict(m.engine_.cpds), rows_per_batch=m.batch_size)))
+
+        history = refine_discriminative(m.engine_, {}, np.empty((n_rows, 0)), target=TARGET,
+                                        max_iter=int(m.discriminative_iter), learning_rate=m.discriminative_lr,
+                                        l2=m.discriminative_l2, optimizer="adam", counts=counts)
         if hasattr(mapper, "release"):
             mapper.release(ev)
         return history
@@ -211,9 +238,9 @@ def fit_partitioned(model, parts: list, mapper):
     if model.evidence_states:
         raise ValueError(f"evidence_states={model.evidence_states}: learned cut-points have no partitioned fit yet; "
                          "fit in one process, or set evidence_states=None")
-    if model.discriminative_iter:
-        raise ValueError(f"discriminative_iter={model.discriminative_iter}: the discriminative refinement has no "
-                         "partitioned fit yet; fit in one process, or set discriminative_iter=0")
+    if model.discriminative_iter and model.discriminative_early_stopping:
+        raise ValueError("discriminative_early_stopping=True has no partitioned fit yet; fit in one process, or "
+                         "set discriminative_early_stopping=False (or discriminative_iter=0)")
     model._prepare_network()
     summaries = mapper.gather(mapper.map(_summary, parts))
     columns = summaries[0]["columns"]
@@ -249,6 +276,6 @@ def fit_partitioned(model, parts: list, mapper):
         hl = fit.learn_half_lives(hl)
     model.half_lives_ = hl
     model.em_history_ = fit.em(hl, None, n_rows, model.max_iter)
-    model.discriminative_history_ = []
+    model.discriminative_history_ = fit.refine(hl, n_rows) if model.discriminative_iter else []
     model._sync_network()
     return model

@@ -28,7 +28,7 @@ def _parts(screens, n):
 def test_learned_half_lives_subsample_and_em_match_the_single_fit(screens):
     # max_rows below the table size: the same stays must be drawn; half-lives learned on the same holdout
     kw = dict(network="full", max_iter=4, half_life_em_iter=2, half_life_grid=(0.5, 2.0),
-              max_rows=int(0.6 * len(screens)), random_state=3)
+              max_rows=int(0.6 * len(screens)), random_state=3, discriminative_iter=0)
     one = SepsisCPN(**kw).fit(screens)
     parts = fit_partitioned(SepsisCPN(**kw), _parts(screens, 3), SerialMapper())
     assert parts.n_train_rows_ == one.n_train_rows_ < len(screens)
@@ -42,9 +42,10 @@ def test_learned_half_lives_subsample_and_em_match_the_single_fit(screens):
 
 
 def test_a_partitioned_fit_saves_and_loads(screens, tmp_path):
-    parts = fit_partitioned(SepsisCPN("full", half_lives="prior", max_iter=1), _parts(screens, 2), SerialMapper())
+    parts = fit_partitioned(SepsisCPN("full", half_lives="prior", max_iter=1, discriminative_iter=3),
+                            _parts(screens, 2), SerialMapper())
     back = SepsisCPN.load(parts.save(tmp_path / "cpn"))
-    assert back.discriminative_history_ == []
+    assert len(back.discriminative_history_) == 3
     np.testing.assert_array_equal(back.predict_proba(screens), parts.predict_proba(screens))
 
 
@@ -52,7 +53,7 @@ def test_derived_leaves_fit_by_parts_as_in_one_process(screens):
     # the trends read a stay's earlier screens; parts hold whole stays, so the evidence is the same
     from cpn.structure import build_expert_network
 
-    kw = dict(half_lives="prior", max_iter=2)
+    kw = dict(half_lives="prior", max_iter=2, discriminative_iter=0)
     one = SepsisCPN(build_expert_network("full", derived=True), **kw).fit(screens)
     parts = fit_partitioned(SepsisCPN(build_expert_network("full", derived=True), **kw), _parts(screens, 3),
                             SerialMapper())
@@ -60,9 +61,25 @@ def test_derived_leaves_fit_by_parts_as_in_one_process(screens):
         np.testing.assert_allclose(parts.engine_.cpds[v], cpd, rtol=0, atol=1e-9, err_msg=v)
 
 
-def test_the_discriminative_refinement_has_no_partitioned_fit(screens):
+def test_the_discriminative_refinement_by_parts_is_the_single_fit(screens):
+    # each step's gradient counts are a sum over the parts (3e-15 apart here; Adam divides by the root
+    # of the squared gradients, so on a 5-screen table rounding in near-zero gradients grows to 3e-4)
+    kw = dict(network="full", half_lives="prior", max_iter=3, discriminative_iter=8)
+    one = SepsisCPN(**kw).fit(screens)
+    parts = fit_partitioned(SepsisCPN(**kw), _parts(screens, 3), SerialMapper())
+    assert len(parts.discriminative_history_) == len(one.discriminative_history_) == 8
+    np.testing.assert_allclose([h["cll"] for h in parts.discriminative_history_],
+                               [h["cll"] for h in one.discriminative_history_], rtol=1e-9)
+    assert parts.discriminative_history_[-1]["cll"] > parts.discriminative_history_[0]["cll"]
+    np.testing.assert_allclose(parts.predict_proba(screens), one.predict_proba(screens), rtol=0, atol=1e-9)
+    em_only = SepsisCPN(**{**kw, "discriminative_iter": 0}).fit(screens)
+    assert np.abs(em_only.predict_proba(screens) - one.predict_proba(screens)).max() > 1e-3  # (not a no-op)
+
+
+def test_early_stopped_refinement_has_no_partitioned_fit(screens):
     with pytest.raises(ValueError, match="no partitioned fit"):
-        fit_partitioned(SepsisCPN("full", discriminative_iter=5), _parts(screens, 2), SerialMapper())
+        fit_partitioned(SepsisCPN("full", discriminative_iter=5, discriminative_early_stopping=True),
+                        _parts(screens, 2), SerialMapper())
 
 
 def test_parts_must_hold_whole_stays_and_the_same_columns(screens):
