@@ -12,7 +12,7 @@ Examples
 ...     "hr_age_h": [0.0, 1.0, 0.0, np.nan], "onset_in_h": [3.0, 2.0, np.nan, np.nan]})
 >>> m = SepsisCPN(network="physionet", half_lives="prior", max_iter=3).fit(s)
 >>> m.predict_proba(s).shape, m.features_in_
-((4, 2), ['hr', 'hr_age_h'])
+((4, 2), ['stay_id', 'hr', 'hr_age_h'])
 >>> m.predict_proba(s.drop(columns="hr"))  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...

@@ -1,4 +1,4 @@
-"""Draw a CPN's DAG (layered: context, target, latent, leaves) with networkx + matplotlib.
+"""Draw a CPN's DAG (layered: context, target, latent, leaves, derived leaves) with networkx + matplotlib.
 
 ``docs/cpn_network.png`` is made with
 ``python -c "from cpn.plot import save_network_png; save_network_png('docs/cpn_network.png')"``.
@@ -24,7 +24,7 @@ from .structure import TARGET, load_network, node_roles
 __all__ = ["draw_network", "save_network_png", "ROLE_COLOURS"]
 
 ROLE_COLOURS = {"context": "#bbbbbb", "target": "#d62728", "latent": "#ff9f40", "tested": "#9467bd",
-                "concept": "#1f77b4", "cxr": "#2ca02c"}
+                "concept": "#1f77b4", "cxr": "#2ca02c", "derived": "#17becf"}
 _LATENT_ORDER = ["infection", "resp_infection", "inflammation", "circulation", "perfusion",
                  "respiration", "kidney", "liver", "coagulation", "cns"]
 
@@ -46,6 +46,10 @@ def draw_network(net, ax=None):
     pos = {v: (float(i), 0.0 if i % 2 else 0.35) for i, v in enumerate(leaves)}
     pos.update({v: (width * (i + 0.5) / len(lat), 2.0) for i, v in enumerate(lat)})
     pos[TARGET] = (width / 2, 3.3)
+    # derived leaves (trends, measurement ages) in a row of their own under the measured leaves
+    derived = sorted([v for v in g if roles[v] == "derived"],
+                     key=lambda v: (min([rank.get(p, len(rank)) for p in g.predecessors(v)] or [0]), v))
+    pos.update({v: (width * (i + 0.5) / len(derived), -1.6 if i % 2 else -1.25) for i, v in enumerate(derived)})
     ctx = [v for v in g if roles[v] == "context"]
     pos.update({v: (width / 2 + (i - (len(ctx) - 1) / 2) * 6, 4.5) for i, v in enumerate(ctx)})
     if ax is None:
@@ -53,9 +57,9 @@ def draw_network(net, ax=None):
     nx.draw_networkx_edges(g, pos, ax=ax, edge_color="#aaaaaa", width=0.6, arrowsize=7, node_size=700)
     nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[ROLE_COLOURS[roles[v]] for v in g], node_size=700)
     for v, (x, y) in pos.items():
-        low = y == 0.0 and roles[v] != "target"
+        low = y <= 0.0 and roles[v] != "target"
         # long leaf names (e.g. bloodgas_tested_24h) would collide with their neighbours upright
-        rot = 20 if roles[v] in ("concept", "cxr", "tested") else 0
+        rot = 20 if roles[v] in ("concept", "cxr", "tested", "derived") else 0
         ax.text(x, y - 0.22 if low else y + 0.2, v, ha="right" if (rot and low) else "left" if rot else "center",
                 va="top" if low else "bottom" if rot else "center", fontsize=8, rotation=rot,
                 rotation_mode="anchor")

@@ -33,7 +33,7 @@ from ._pgmpy import pgmpy_classes
 __all__ = [
     "TARGET", "TARGET_STATES", "TARGET_EDGES_H", "SEPSIS_STATES", "CONTEXT", "TESTED", "DERIVED", "MEASUREMENT_AGE",
     "MEASUREMENT_AGE_EXTENDED", "DERIVED_LEAVES", "AGE_EDGES", "AGE_EDGES_EXTENDED", "AGE_SEPSIS_EDGES",
-    "MEASUREMENT_AGE_SETS", "EDGES",
+    "MEASUREMENT_AGE_SETS", "SHIPPED_OPTIONS", "EDGES",
     "NetworkError", "state_names", "build_expert_network", "load_network", "save_network",
     "validate_network", "node_roles", "network_path", "write_shipped_networks", "cuts_of_states",
     "with_concept_cuts",
@@ -634,6 +634,11 @@ def save_network(net: DiscreteBayesianNetwork, path) -> Path:
     return path
 
 
+#: the options of the shipped networks (``sepsis_physionet.xml``, ``sepsis_full.xml``): chosen by
+#: patient-grouped 5-fold CV on PhysioNet set A (issue 13; ``docs/cpn_evidence_experiments.md``)
+SHIPPED_OPTIONS = {"derived": True, "measurement_age": "extended"}
+
+
 def write_shipped_networks(directory=None) -> list[Path]:
     """(Re)generate ``sepsis_full.xml``, ``sepsis_physionet.xml`` and the edge README.
 
@@ -641,7 +646,8 @@ def write_shipped_networks(directory=None) -> list[Path]:
     """
     out = Path(directory) if directory is not None else network_path("full").parent
     out.mkdir(parents=True, exist_ok=True)
-    written = [save_network(build_expert_network(v), out / _NETWORK_FILES[v]) for v in ("full", "physionet")]
+    written = [save_network(build_expert_network(v, **SHIPPED_OPTIONS), out / _NETWORK_FILES[v])
+               for v in ("full", "physionet")]
     _, _, full_edges = _nodes_and_edges("full")
     _, _, phys_edges = _nodes_and_edges("physionet")
     in_phys = {(p, c) for p, c, _ in phys_edges}
@@ -665,21 +671,22 @@ def write_shipped_networks(directory=None) -> list[Path]:
     lines += [f"| {p} | {c} | {r} | {'yes' if (p, c) in in_phys else 'no'} |" for p, c, r in full_edges]
     _, _, derived_edges = _nodes_and_edges("physionet", derived=True)
     lines += [
-        "", "## Optional derived evidence leaves", "",
-        "Not in the shipped files: `build_expert_network(variant, derived=True)` adds them (issue 13 item 2).",
+        "", "## Derived evidence leaves", "",
+        "In the shipped files (`cpn.structure.SHIPPED_OPTIONS`, chosen by 5-fold CV on PhysioNet set A,",
+        "issue 13); `build_expert_network(variant, derived=True)` adds them to the core network.",
         "Each is computed from the stay's screens by `ehr.trends` (`cpn.structure.DERIVED`: the concept, the",
         "statistic and the clinical cut-points); a missing value is no evidence, a present one is hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in derived_edges if c in DERIVED]
     lines += [
-        "", "## Optional measurement-age leaves", "",
-        "Not in the shipped files: `build_expert_network(variant, measurement_age=True)` adds them (issue 13).",
+        "", "## Measurement-age leaves", "",
+        "`build_expert_network(variant, measurement_age=True)` adds six (issue 13).",
         "Each is the hours since the concept was last measured in the stay (`<concept>_age_h`; never measured:",
         "the last state), cut at `cpn.structure.MEASUREMENT_AGE`'s hours; hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES]
     lines += [
-        "", "`build_expert_network(variant, measurement_age=\"extended\")` adds eight more",
+        "", "`build_expert_network(variant, measurement_age=\"extended\")` (the shipped files) adds eight more",
         "(`cpn.structure.MEASUREMENT_AGE_EXTENDED`, cuts 1/6/24/1000 h) beside the six, and gives all 14",
         "`sepsis` as a second parent (`cpn.structure.AGE_SEPSIS_EDGES`):", "",
         "| parent | child | reason |", "|---|---|---|"]

@@ -85,6 +85,7 @@ class RunConfig:
     cpn_max_rows: int | None = None    # CPN: fit on at most this many screens (None: every training screen)
     cpn_half_lives: str = "learn"      # learn | prior
     cpn_max_iter: int = 30
+    cpn_discriminative_iter: int = 40  # CPN refinement steps after EM (0: EM only)
     gbdt_backend: str = "lightgbm"
     gbdt_n_estimators: int = 300
     definition: str = "sepsis3"        # MIMIC onset definition
@@ -138,7 +139,8 @@ def _cpn_params(cfg: RunConfig) -> dict:
     synthetic = cfg.source == "synthetic" or (cfg.source == "cohort" and cohort_source_name(cfg.path) == "synthetic")
     network = cfg.cpn_network if cfg.cpn_network != "auto" else ("full" if synthetic else "physionet")
     return {"network": network, "max_rows": cfg.cpn_max_rows, "random_state": cfg.seed,
-            "half_lives": cfg.cpn_half_lives, "max_iter": cfg.cpn_max_iter}
+            "half_lives": cfg.cpn_half_lives, "max_iter": cfg.cpn_max_iter,
+            "discriminative_iter": cfg.cpn_discriminative_iter}
 
 
 def _gbdt_params(cfg: RunConfig) -> dict:

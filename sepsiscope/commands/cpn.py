@@ -93,6 +93,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="model directory to write (replaced as a whole)"),
         network: str = typer.Option("physionet", help="'physionet', 'full' or an XMLBIF path"),
         max_iter: int = typer.Option(30, min=1, max=10_000, help="EM iterations"),
+        discriminative_iter: int = typer.Option(40, min=0, max=10_000, help="discriminative refinement steps after "
+                                                "EM (0: EM only)"),
         max_rows: Optional[int] = typer.Option(None, min=1, help="fit on at most this many screens, drawn by "
                                                "stay (default: every screen)"),
         seed: int = typer.Option(0, callback=seed_value, help="random seed"),
@@ -117,7 +119,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             if y.min() == y.max():
                 raise ValueError(f"every screen has label {y[0]} (onset within 48 h): the CPN needs septic and "
                                  "non-septic screens")
-            model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed).fit(df)
+            model = SepsisCPN(network, max_iter=max_iter, max_rows=max_rows, random_state=seed,
+                              discriminative_iter=discriminative_iter).fit(df)
         used = {"n_train_rows": model.n_train_rows_, "n_screens": len(df)}
         run = run_json_text({"command": "train cpn", "params": model.get_params()}, inputs={"screens": screens},
                             seeds={"model": seed}, extra={"complete": True, **used})

@@ -65,6 +65,8 @@ def run(
     gbdt_n_estimators: int = typer.Option(300, "--gbdt-n-estimators", min=1, max=100_000, help="Boosting rounds "
                                           "(early stopping may use fewer)."),
     cpn_max_iter: int = typer.Option(30, "--cpn-max-iter", min=1, max=10_000, help="CPN EM iterations."),
+    cpn_discriminative_iter: int = typer.Option(40, "--cpn-discriminative-iter", min=0, max=10_000,
+                                                help="CPN discriminative refinement steps after EM (0: EM only)."),
     models: str = typer.Option("cpn,gbdt", "--models", help="Comma-separated: cpn, gbdt, sequence (LSTM over the "
                                "hourly screens), fusion (EHR + chest X-ray; sources with CXR studies: the "
                                "synthetic cohort), stack (fitted on the others' out-of-fold predictions on "
@@ -171,6 +173,7 @@ def run(
                     subgroup_n_boot=subgroup_n_boot, gbdt_backend=gbdt_backend, definition=definition,
                     models=names, horizon_h=horizon_h, window_h=window_h, silencing_h=silencing_h,
                     gbdt_n_estimators=gbdt_n_estimators, cpn_max_iter=cpn_max_iter,
+                    cpn_discriminative_iter=cpn_discriminative_iter,
                     allow_missing=tuple(allow_missing or ()), external_source=ext_source, external_path=ext_path,
                     exclusions=exclusions, oof_folds=oof_folds, stack_meta=stack_meta, partitions=partitions,
                     cpn_max_rows=cpn_max_rows, deep_epochs=deep_epochs, deep_hidden=deep_hidden,

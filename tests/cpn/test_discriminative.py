@@ -97,12 +97,18 @@ def test_early_stopping_keeps_the_best_cpds():
         np.testing.assert_array_equal(eng.cpds[v], kept[v])
 
 
-def test_sepsiscpn_refinement_is_off_by_default_and_records_its_steps_when_on(sampled_screens):
-    base = SepsisCPN(half_lives="prior", max_iter=3).fit(sampled_screens)
+def test_sepsiscpn_refines_by_default_every_step_and_zero_turns_it_off(sampled_screens):
+    base = SepsisCPN(half_lives="prior", max_iter=3, discriminative_iter=0).fit(sampled_screens)
     assert base.discriminative_history_ == []
-    on = SepsisCPN(half_lives="prior", max_iter=3, discriminative_iter=4, discriminative_lr=0.05).fit(sampled_screens)
-    assert 1 <= len(on.discriminative_history_) <= 4
-    assert on.get_params()["discriminative_iter"] == 4
+    on = SepsisCPN(half_lives="prior", max_iter=3).fit(sampled_screens)
+    assert on.get_params()["discriminative_iter"] == 40 and not on.get_params()["discriminative_early_stopping"]
+    hist = on.discriminative_history_
+    assert len(hist) == 40 and "val" not in hist[0]  # no early stopping: every step, no held-out score
+    assert hist[-1]["cll"] > hist[0]["cll"]
+    assert np.abs(on.predict_proba(sampled_screens) - base.predict_proba(sampled_screens)).max() > 1e-3
+    es = SepsisCPN(half_lives="prior", max_iter=3, discriminative_iter=4, discriminative_early_stopping=True)
+    es.fit(sampled_screens)
+    assert 1 <= len(es.discriminative_history_) <= 4 and "val" in es.discriminative_history_[0]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

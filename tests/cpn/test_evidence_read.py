@@ -12,8 +12,9 @@ from cpn.evidence import build_evidence, network_info
 
 def _reference(screens, info, half_lives):
     """Each column read on its own (a frame of single-column blocks, all float)."""
-    alone = pd.DataFrame({c: (screens[c].to_numpy(dtype=float) if c != "department" else screens[c].to_numpy())
-                          for c in screens.columns if c not in ("screen_time", "sex")})
+    alone = pd.DataFrame({c: (screens[c].to_numpy(dtype=float) if c not in ("department", "screen_time")
+                              else screens[c].to_numpy())
+                          for c in screens.columns if c != "sex"})
     return build_evidence(alone, info, half_lives, details=True)
 
 

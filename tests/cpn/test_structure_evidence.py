@@ -11,13 +11,13 @@ from pgmpy.factors.discrete import TabularCPD
 from cpn.decay import cxr_likelihood, decay_weight, soft_evidence
 from cpn.discretise import category_states, concept_states
 from cpn.evidence import build_evidence, network_info, target_states
-from cpn.structure import (NetworkError, build_expert_network, load_network, save_network,
+from cpn.structure import (SHIPPED_OPTIONS, NetworkError, build_expert_network, load_network, save_network,
                            validate_network)
 
 
 def test_shipped_files_match_the_generator(physionet_net, full_net):
     for name, net in (("physionet", physionet_net), ("full", full_net)):
-        ref = build_expert_network(name)
+        ref = build_expert_network(name, **SHIPPED_OPTIONS)
         assert set(net.edges()) == set(ref.edges())
         for v in ref.nodes():
             np.testing.assert_allclose(net.get_cpds(v).values, ref.get_cpds(v).values, atol=1e-12)
