@@ -45,7 +45,7 @@ from .decay import cxr_likelihood, decay_weight, soft_evidence
 from .discretise import band_states, category_states, concept_states
 from .structure import CONTEXT, DERIVED_LEAVES, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
-__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "EvidenceBuilder", "input_columns",
+__all__ = ["NetworkInfo", "network_info", "check_screens", "build_evidence", "EvidenceBuilder", "input_columns", "node_columns", "reads_evidence",
            "half_life_group", "target_states", "small_pages", "EVIDENCE_ROLES"]
 
 EVIDENCE_ROLES = ("context", "concept", "tested", "cxr", "derived")
@@ -123,23 +123,47 @@ def check_screens(screens: pd.DataFrame) -> None:
                              f"known findings are {CXR_FINDINGS}")
 
 
+def node_columns(info: NetworkInfo, v: str) -> list[str]:
+    """Screen columns the evidence of node ``v`` is built from (see :func:`build_evidence`)."""
+    role = info.roles[v]
+    if role == "concept":
+        return [v, f"{v}_age_h"]
+    if role == "cxr":
+        return [v, "cxr_age_h"]
+    if role == "context" and v in _CONTEXT_COLUMN:
+        return [_CONTEXT_COLUMN[v]]
+    if role == "tested":
+        return [f"{c}_age_h" for c in TESTED[v][0]]
+    if role == "derived":
+        c, stat = DERIVED_LEAVES[v][:2]
+        return [f"{c}_age_h"] if stat == "age_h" else ["stay_id", "screen_time", c, f"{c}_age_h"]
+    return []
+
+
+def reads_evidence(info: NetworkInfo, v: str, columns) -> bool:
+    """Whether screens with ``columns`` give node ``v`` evidence (:class:`EvidenceBuilder`'s rule):
+    a concept or CXR leaf needs its value column, a ``*_tested_24h`` leaf one of its tests' ages, a
+    trend leaf every column of :func:`node_columns`. A scorer uses this with the columns it was
+    trained on: a column absent then but present now (say ``potassium_age_h``, empty: "never
+    measured") must not give evidence to a leaf whose CPD EM never saw evidence for.
+
+    >>> from cpn.structure import build_expert_network
+    >>> info = network_info(build_expert_network("physionet", measurement_age="extended"))
+    >>> reads_evidence(info, "potassium_age", ["hr", "hr_age_h"]), reads_evidence(info, "hr", ["hr"])
+    (False, True)
+    """
+    role, have = info.roles[v], set(columns)
+    cols = node_columns(info, v)
+    if role in ("concept", "cxr"):
+        return v in have
+    if role == "tested":
+        return bool(have.intersection(cols))
+    return bool(cols) and set(cols) <= have
+
+
 def input_columns(info: NetworkInfo) -> list[str]:
     """Screen columns the evidence of each node is built from (see :func:`build_evidence`)."""
-    cols: list[str] = []
-    for v in info.evidence_nodes:
-        role = info.roles[v]
-        if role == "concept":
-            cols += [v, f"{v}_age_h"]
-        elif role == "cxr":
-            cols += [v, "cxr_age_h"]
-        elif role == "context" and v in _CONTEXT_COLUMN:
-            cols.append(_CONTEXT_COLUMN[v])
-        elif role == "tested":
-            cols += [f"{c}_age_h" for c in TESTED[v][0]]
-        elif role == "derived":
-            c, stat = DERIVED_LEAVES[v][:2]
-            cols += [f"{c}_age_h"] if stat == "age_h" else ["stay_id", "screen_time", c, f"{c}_age_h"]
-    return list(dict.fromkeys(cols))
+    return list(dict.fromkeys(c for v in info.evidence_nodes for c in node_columns(info, v)))
 
 
 #: from this many screens on, :func:`_numeric_columns` reads column by column

@@ -33,7 +33,7 @@ from ehr.fitted import FittedModel
 
 from . import kernel
 from ._pgmpy import pgmpy_classes
-from .evidence import build_evidence, network_info, small_pages
+from .evidence import build_evidence, network_info, reads_evidence, small_pages
 from .explain import bayes_factors
 from .explain_table import explanation_table
 from .inference import InferenceEngine
@@ -74,8 +74,18 @@ class CPNScoring(FittedModel):
         self.engine_ = InferenceEngine.from_pgmpy(net, TARGET, self.features_ + [TARGET])
 
     def _evidence(self, screens, half_lives=None, details=False):
-        return build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
-                              cxr_prior=self.cxr_prior_, details=details)
+        ev, det = build_evidence(screens, self.info_, self.half_lives_ if half_lives is None else half_lives,
+                                 cxr_prior=self.cxr_prior_, details=details)
+        # only the leaves that had evidence in training (an empty column absent then, e.g. a
+        # measurement age read "never measured", would speak through a CPD EM never fitted to it)
+        trained = getattr(self, "features_in_", None)
+        if trained is not None:
+            drop = [v for v in ev if not reads_evidence(self.info_, v, trained)]
+            for v in drop:
+                del ev[v]
+                if det is not None:
+                    det.pop(v, None)
+        return ev, det
 
     def warm_up(self):
         """Load the compiled kernel now (about 1.5 s of CPU), so that a long-lived process (the
@@ -107,13 +117,27 @@ class CPNScoring(FittedModel):
             ev, _ = self._evidence(screens)
             return bayes_factors(self.engine_, ev, _GROUPS, nodes=self.features_, batch_size=self.batch_size)
 
-    def explain(self, screens: pd.DataFrame, *, model_name: str | None = None) -> pd.DataFrame:
+    @property
+    def reads_history(self) -> bool:
+        """Whether a screen's evidence reads its stay's earlier screens: the derived trend leaves
+        (worst in 24 h, 6 h change, change since the previous lab, measurements in 24 h). Explain such a
+        model's screens with their stays' screens and ``rows=`` (``sepsiscope.alarm_explanations``);
+        a screen read alone falls back to its own value. (The measurement ages read the screen's own
+        ``<concept>_age_h``.)"""
+        from .structure import DERIVED_LEAVES
+
+        return any(self.info_.roles[v] == "derived" and DERIVED_LEAVES[v][1] != "age_h" for v in self.features_)
+
+    def explain(self, screens: pd.DataFrame, rows=None, *, model_name: str | None = None) -> pd.DataFrame:
         """Explanations table (``ehr.schema`` "explanations"): one row per screen and evidence item
-        with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``."""
+        with evidence, plus a ``feature="total"`` row holding ``log10 B(E)``. ``rows`` (positions in
+        ``screens``; default every screen): explain only those, their evidence read with every screen
+        of ``screens`` (a stay's earlier screens feed the derived leaves, :attr:`reads_history`)."""
         self.check_screens(screens)
         with small_pages():
             ev, det = self._evidence(screens, details=True)
-            return self._explanations(screens, ev, det, None, model_name)
+            return self._explanations(screens, ev, det, None if rows is None else np.asarray(rows, dtype=np.intp),
+                                      model_name)
 
     def predict_explain(self, screens: pd.DataFrame, rows, *, model_name: str | None = None):
         """``(predict_proba(screens), explain(screens.iloc[rows]))`` from one reading of the screens.

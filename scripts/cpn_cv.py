@@ -160,7 +160,9 @@ def main() -> None:
                 info = f" half-life x {m.half_life_scale_}, EM {len(m.em_history_)} it"
                 if disc:
                     h = m.discriminative_history_
-                    info += f", discriminative {len(h)} steps (held-out AUROC {max(r['val'] for r in h):.4f})" if h else ""
+                    vals = [r["val"] for r in h if "val" in r]  # (a held-out score only with early stopping)
+                    info += (f", discriminative {len(h)} steps" + (f" (held-out AUROC {max(vals):.4f})" if vals else "")
+                             if h else "")
 
             risk[name][te] = m.predict_proba(s.iloc[te])[:, 1]
             yt, pt, hn = y[te], risk[name][te], has_news2[te]

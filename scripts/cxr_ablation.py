@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cpn import SepsisCPN
-from cpn.structure import build_expert_network
+from cpn.structure import SHIPPED_OPTIONS, build_expert_network
 from ehr.estimator import predictions_frame
 from ehr.screens import build_screens
 from ehr.synthetic import generate_cohort
@@ -59,7 +59,7 @@ def main() -> None:
     rows = []
     # CPN variants: (label, columns dropped, SepsisCPN arguments); the last two isolate the two
     # parts of the CXR evidence fix: the film-timing leaf and the calibration prevalence
-    no_timing = build_expert_network("full", drop=["xray_taken_24h"])
+    no_timing = build_expert_network("full", drop=["xray_taken_24h"], **SHIPPED_OPTIONS)  # the shipped one, less it
     cpn_variants = [("with CXR", [], {}), ("without CXR", cxr_cols, {})]
     if a.cpn_ablations:
         cpn_variants += [("with CXR, no xray_taken_24h leaf", [], {"network": no_timing}),

@@ -74,7 +74,9 @@ def scores_one_screen(path) -> bool:
     predictions (a stack) or the stay's whole history (sequence and fusion models), which a
     service posting one screen at a time cannot give it."""
     cls = model_class(model_kind(path))
-    return not (getattr(cls, "reads_predictions", False) or getattr(cls, "reads_history", False))
+    # (``is True``: a class-level flag; the CPN's ``reads_history`` is a per-network property, and a CPN
+    # given one screen reads the screen's own values for its trend leaves)
+    return not (getattr(cls, "reads_predictions", False) is True or getattr(cls, "reads_history", False) is True)
 
 
 def load_model(path):

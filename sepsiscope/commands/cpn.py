@@ -183,10 +183,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         try:
             row = pick_screen(rows, at) if at is not None else \
                 rows.iloc[[int(np.argmax(m.predict_proba(rows)[:, 1]))]]
-            if hasattr(m, "predict_explain"):  # a CPN reads the screen's evidence once for both
-                proba, explained = m.predict_explain(row, [0])
+            k = int(np.flatnonzero(rows["screen_time"].to_numpy() == row["screen_time"].to_numpy()[0])[0])
+            if hasattr(m, "predict_explain"):  # a CPN reads the evidence once for both, the stay's screens
+                proba, explained = m.predict_explain(rows, [k])  # with it (its trend leaves read them)
+                proba = proba[[k]]
             elif getattr(m, "reads_history", False):  # sequence / fusion: the screen within the stay's hours
-                k = int(np.flatnonzero(rows["screen_time"].to_numpy() == row["screen_time"].to_numpy()[0])[0])
                 proba, explained = m.predict_proba(rows)[[k]], m.explain(rows, rows=[k])
             else:
                 proba, explained = m.predict_proba(row), m.explain(row)

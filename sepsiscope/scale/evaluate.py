@@ -39,6 +39,7 @@ import pandas as pd
 
 from ehr.partitions import PartitionedTable, parts_directory, write_part
 from evaluation.count_sections import evaluate_counts
+from sepsiscope.alarm_explanations import explain_at
 from sepsiscope.progress import step
 from sepsiscope.scale.tasks import cached_model
 
@@ -82,7 +83,7 @@ def _part_alarms(k: int, c, screens: pd.DataFrame, *, alarms_dir: str, explain_d
     parts = []
     for d in model_dirs.values():
         m = cached_model(d)
-        parts.append(m.explain(rows, model_name=m.model_name))
+        parts.append(explain_at(m, m.model_name, rows, screens))  # (a stay's earlier screens: its trends)
     explanations = pd.concat(parts, ignore_index=True)
     write_part(explanations, explain_dir, "explanations", k)
     return explanations

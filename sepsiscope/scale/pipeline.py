@@ -31,6 +31,7 @@ from ehr.cohort import Cohort, cohort_partitions
 from ehr.flow import FLOW_COLUMNS, add_flows
 from ehr.partitions import PartitionedTable, bucket_of, parts_directory, write_part
 from ehr.splits import split_patients
+from sepsiscope.alarm_explanations import explain_at
 from sepsiscope.pipeline import LABEL_COLUMNS, PIPELINE_MODELS, RunConfig, _make_models, finish_run
 from sepsiscope.progress import step
 from sepsiscope.scale.tasks import build_screens_partitioned, cached_model
@@ -157,7 +158,7 @@ def _explain_part(k: int, screens_dir: str, split: pd.Series, fired: pd.DataFram
     if not len(rows):
         return None
     parts = [cached_model(d) for d in model_dirs.values()]
-    return pd.concat([m.explain(rows, model_name=m.model_name) for m in parts], ignore_index=True)
+    return pd.concat([explain_at(m, m.model_name, rows, test) for m in parts], ignore_index=True)
 
 
 def _test_part(k: int, screens_dir: str, split: pd.Series, columns: list) -> pd.DataFrame:

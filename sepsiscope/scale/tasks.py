@@ -33,6 +33,7 @@ from ehr.cohort import Cohort, cohort_partitions
 from ehr.concepts import concept_names
 from ehr.partitions import PartitionedTable, parts_directory, write_part
 from ehr.screens import build_screens
+from sepsiscope.alarm_explanations import explain_at
 from sepsiscope.scale.cluster import SerialMapper
 
 __all__ = ["cohort_concepts", "build_screens_partitioned", "predict_partitioned", "require_partitioned",
@@ -117,7 +118,7 @@ def _score_part(k: int, screens_dir: str, model_dir: str, out: str, name, explai
     n_explained = 0
     if explain_out is not None:
         rows = screens.loc[pred["risk"].to_numpy() >= explain_threshold]
-        ex = model.explain(rows, model_name=name or model.model_name)
+        ex = explain_at(model, name or model.model_name, rows, screens)
         write_part(ex, explain_out, "explanations", k)
         n_explained = len(rows)
     return {"screens": len(screens), "explained": n_explained}

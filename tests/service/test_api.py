@@ -32,8 +32,8 @@ def _direct(served, tmp_path, bundle):
     screens = build_screens(cohort.events, cohort.stays, until_onset=False, concepts=concept_names())
     screens = screens.assign(**{c: np.nan for c in served.cxr_columns})
     cpn = SepsisCPN.load(served.cpn_dir)
-    last = screens.iloc[[-1]]
-    return screens, cpn.predict_proba(last)[0, 1], cpn.explain(last)
+    # the last screen read with the stay's earlier ones (the CPN's trend leaves), as the service does
+    return screens, cpn.predict_proba(screens)[-1, 1], cpn.explain(screens, rows=[len(screens) - 1])
 
 
 def test_score_matches_the_model_on_screens_built_from_the_file_reader(client, served, tmp_path):
