@@ -72,6 +72,10 @@ def test_the_discriminative_refinement_by_parts_is_the_single_fit(screens):
                                [h["cll"] for h in one.discriminative_history_], rtol=1e-9)
     assert parts.discriminative_history_[-1]["cll"] > parts.discriminative_history_[0]["cll"]
     np.testing.assert_allclose(parts.predict_proba(screens), one.predict_proba(screens), rtol=0, atol=1e-9)
+    # every CPD, those of leaves without evidence (potassium, PTT, ... in the synthetic cohort) and of
+    # the always-observed context roots too: their gradient is zero, not rounding noise for Adam to follow
+    for v, cpd in one.engine_.cpds.items():
+        np.testing.assert_allclose(parts.engine_.cpds[v], cpd, rtol=0, atol=1e-12, err_msg=v)
     em_only = SepsisCPN(**{**kw, "discriminative_iter": 0}).fit(screens)
     assert np.abs(em_only.predict_proba(screens) - one.predict_proba(screens)).max() > 1e-3  # (not a no-op)
 

@@ -64,11 +64,13 @@ def test_scores_and_explanations_per_partition(cohort, threads_client, tmp_path)
                                  explain_out=tmp_path / "ex", explain_threshold=0.3)
     pred = _sorted(PartitionedTable(tmp_path / "pred", "predictions").read_all())
     np.testing.assert_allclose(pred["risk"], model.predict_proba(screens)[:, 1], rtol=0, atol=1e-12)
-    risky = screens.loc[model.predict_proba(screens)[:, 1] >= 0.3]
+    at = np.flatnonzero(model.predict_proba(screens)[:, 1] >= 0.3)
+    risky = screens.iloc[at]
     assert counts == {"screens": len(screens), "explained": len(risky)}
     ex = PartitionedTable(tmp_path / "ex", "explanations").read_all()
-    want = model.explain(risky)
+    want = model.explain(screens, rows=at)  # with their stays' earlier screens (the CPN's trend leaves)
     assert len(ex) == len(want) and set(ex.stay_id) == set(risky.stay_id)
+    np.testing.assert_allclose(_sorted(ex)["contribution"], _sorted(want)["contribution"], rtol=0, atol=1e-12)
 
 
 def test_a_bad_part_fails_the_run_and_writes_no_table(cohort, threads_client, tmp_path):
