@@ -140,7 +140,7 @@ class CPNScoring(FittedModel):
                                       model_name)
 
     def predict_explain(self, screens: pd.DataFrame, rows, *, model_name: str | None = None):
-        """``(predict_proba(screens), explain(screens.iloc[rows]))`` from one reading of the screens.
+        """``(predict_proba(screens), explain(screens, rows))`` from one reading of the screens.
 
         The same numbers as the two calls (``tests/cpn/test_explain_table.py``), for a caller that
         needs the risk of every screen and the explanation of a few, such as the scoring service.
