@@ -135,6 +135,10 @@ def test_interrupt_during_the_swap_is_held_until_the_new_folder_is_in(tmp_path, 
 def _cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SEPSISCOPE_THREADS="1",
                PYTHONUNBUFFERED="1")  # the markers must arrive as they are printed
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # a suite started in the background (`cmd &` without job control) ignores SIGINT, and a child
+        # inherits that, so no Ctrl-C would reach it; a handled signal is reset to the default at exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return subprocess.Popen([sys.executable, "-m", "sepsiscope.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
