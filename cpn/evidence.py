@@ -317,7 +317,9 @@ class EvidenceBuilder:
                     state = category_states(screens[col].to_numpy(dtype=object), info.states[v])
                 else:
                     value = read[col]
-                    state = band_states(value, CONTEXT[v][1])
+                    # the network's own bands (a saved network may predate a change of CONTEXT)
+                    cuts = cuts_of_states(info.states[v])
+                    state = band_states(value, CONTEXT[v][1] if cuts is None else cuts)
             elif role == "tested":
                 cols = [f"{c}_age_h" for c in TESTED[v][0] if f"{c}_age_h" in screens.columns]
                 if not cols:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ehr.concepts import load_concepts
 
-from .structure import CONTEXT, TARGET, TARGET_EDGES_H, node_roles
+from .structure import CONTEXT, TARGET, TARGET_EDGES_H, cuts_of_states, node_roles
 
 __all__ = ["sample_states", "sample_screens"]
 
@@ -73,10 +73,12 @@ def sample_screens(net, n: int, *, seed: int = 0, p_missing: float = 0.3,
         present = ~np.isnan(np.column_stack([cols[v] for v, r in roles.items() if r == "cxr"])).all(1)
         cols["cxr_age_h"] = np.where(present, rng.exponential(24.0, n), np.nan)
     for v, col in (("age_band", "age"), ("hours_band", "hours_since_admit")):
-        cuts = np.concatenate([[18.0 if v == "age_band" else 0.0], CONTEXT[v][1],
+        net_cuts = cuts_of_states(net.get_cpds(v).state_names[v])
+        cuts = np.concatenate([[18.0 if v == "age_band" else 0.0], CONTEXT[v][1] if net_cuts is None else net_cuts,
                                [95.0 if v == "age_band" else 300.0]])
         s = st[v]
-        cols[col] = np.floor(cuts[s] + (cuts[s + 1] - cuts[s]) * rng.random(n)) + 1.0
+        # whole hours / years inside the sampled band (the upper cut belongs to the next band)
+        cols[col] = np.floor(cuts[s] + (cuts[s + 1] - cuts[s]) * rng.random(n))
     dept = np.asarray(net.get_cpds("department").state_names["department"], dtype=object)
     cols["department"] = dept[st["department"]]
     edges = np.concatenate([[0.0], TARGET_EDGES_H])

@@ -46,10 +46,16 @@ TARGET_EDGES_H = (6.0, 12.0, 24.0, 48.0)
 #: target states that count as "sepsis within 48 h" for risk and Bayes factors
 SEPSIS_STATES = TARGET_STATES[:4]
 
-#: context parents: name -> (states, cut-points on the source column or None for categorical)
+#: context parents: name -> (states, cut-points on the source column or None for categorical).
+#: ``hours_band`` has seven bands (issue 13): the onset hazard changes within the first three days
+#: (on set A, hours since admission alone scores AUROC 0.67 inside 24-72 h), and four bands (< 6, 6-24,
+#: 24-72, >= 72 h) left that to the physiological leaves. Finer bands after 72 h did not help on a
+#: cross-validation fold (``docs/cpn_evidence_experiments.md``). Evidence reads the cuts from a
+#: network's own state names (:func:`cuts_of_states`), so networks saved with other bands still score.
 CONTEXT = {
     "age_band": (("lt40", "40to60", "60to75", "ge75"), (40.0, 60.0, 75.0)),
-    "hours_band": (("lt6", "6to24", "24to72", "ge72"), (6.0, 24.0, 72.0)),
+    "hours_band": (("lt6", "6to12", "12to24", "24to36", "36to48", "48to72", "ge72"),
+                   (6.0, 12.0, 24.0, 36.0, 48.0, 72.0)),
 }
 DEPARTMENTS = {"physionet": ("MICU", "SICU", "other"), "full": ("ward", "ED", "ICU", "other")}
 

@@ -21,7 +21,8 @@ mean (:func:`evaluation.stratified.auroc_by_hours_band`: screens with new data b
 printed per model and written to ``bands.csv``.
 
 Writes ``cv_results.csv`` (one row per configuration and fold, plus pooled rows) and
-``half_lives.json`` into ``--out``.
+``half_lives.json`` into ``--out``; with ``--save-predictions`` also the out-of-fold risks
+(``predictions.parquet``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def main() -> None:
     ap.add_argument("--disc-l2", type=float, default=1e-4)
     ap.add_argument("--gbdt", action="store_true", help="also fit LightGBM (defaults) on the same folds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-predictions", action="store_true",
+                    help="also write the out-of-fold risks (stay_id, screen_time, label, one column per model) "
+                         "to predictions.parquet")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +211,11 @@ def main() -> None:
             nd = sum(bool(f["profile"].get(g, {}).get("no_decay")) for f in fits)
             print(f"  {g}: x{2 ** x.mean():.3g} [{2 ** (x.mean() - hw):.3g}, {2 ** (x.mean() + hw):.3g}]"
                   f"{f'; no decay in {nd}/{len(fits)} folds' if nd else ''}")
+    if a.save_predictions:
+        oof = s.loc[done, ["stay_id", "screen_time", "hours_since_admit", "label"]].copy()
+        for name in models:
+            oof[name] = risk[name][done]
+        oof.to_parquet(out / "predictions.parquet", index=False)
     bands = _bands(s.iloc[done], stays, {name: risk[name][done] for name in models})
     bands.to_csv(out / "bands.csv", index=False)
     print("\nAUROC within bands of hours since admission (screens with new data before onset):\n"
