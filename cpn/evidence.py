@@ -200,7 +200,9 @@ def _derived_values(screens: pd.DataFrame, info: NetworkInfo) -> dict:
     from ehr.trends import trend_features
 
     concepts = list(dict.fromkeys(DERIVED_LEAVES[v][0] for v in nodes))
-    t = trend_features(screens, concepts, (6, 24), counts=True)
+    stat_of = {"rise_6h": "min_6h", "fall_6h": "max_6h"}
+    wanted = [f"{c}_{stat_of.get(stat, stat)}" for c, stat in (DERIVED_LEAVES[v][:2] for v in nodes)]
+    t = trend_features(screens, concepts, (6, 24), counts=True, names=wanted)
     for v in nodes:
         c, stat = DERIVED_LEAVES[v][:2]
         now = screens[c].to_numpy(dtype=float)
