@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["decay_weight", "soft_evidence", "decay_likelihood", "cxr_likelihood"]
+__all__ = ["decay_weight", "soft_evidence", "decayed_evidence", "decay_likelihood", "cxr_likelihood"]
 
 
 def decay_weight(age_h, half_life_h) -> np.ndarray:
@@ -44,12 +44,48 @@ def soft_evidence(state, weight, n_states: int) -> np.ndarray:
     """
     state = np.asarray(state, dtype=np.int64)
     w = np.asarray(weight, dtype=float)
+    rows = _rows_kernel(state, n_states)
+    if rows is not None:
+        out = np.empty((len(w), n_states))
+        rows.soft_rows(state, w, out)
+        return out
     out = np.empty((len(w), n_states))
     out[:] = (1.0 - w)[:, None]  # (np.repeat is several times slower)
     ok = state >= 0
     out[np.flatnonzero(ok), state[ok]] = 1.0
     out[~ok] = np.nan
     return out
+
+
+def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndarray:
+    """:func:`soft_evidence` of measurements ``age_h`` hours old (a missing age counts as 0) with
+    the :func:`decay_weight` of ``half_life_h``: the likelihood rows of a concept leaf.
+
+    >>> decayed_evidence(np.array([0, 1, -1]), np.array([4.0, np.nan, 1.0]), 4.0, 2).tolist()
+    [[1.0, 0.5], [0.0, 1.0], [nan, nan]]
+    """
+    state = np.asarray(state, dtype=np.int64)
+    age = np.asarray(age_h, dtype=float)
+    rows = _rows_kernel(state, n_states)
+    if rows is None or np.any(age < 0) or not half_life_h > 0:  # (decay_weight names the error)
+        weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_life_h)
+        return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states)
+    out = np.empty((len(state), n_states))
+    rows.decayed_rows(state, age, float(half_life_h), out)
+    return out
+
+
+def _rows_kernel(state: np.ndarray, n_states: int):
+    """:mod:`cpn._evidence_kernel` where the engine's compiled kernel serves a batch this large
+    (:func:`cpn.kernel.wanted`: numba installed, the batch large or the kernel loaded) and every
+    state is in range (else numpy's indexing raises its error); None otherwise."""
+    from . import kernel
+
+    if not kernel.wanted("auto", len(state)) or (len(state) and state.max() >= n_states):
+        return None
+    from . import _evidence_kernel
+
+    return _evidence_kernel
 
 
 def decay_likelihood(likelihood, weight) -> np.ndarray:

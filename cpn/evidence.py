@@ -41,7 +41,7 @@ import pandas as pd
 from ehr.concepts import load_concepts
 from ehr.schema import CXR_FINDINGS
 
-from .decay import cxr_likelihood, decay_weight, soft_evidence
+from .decay import cxr_likelihood, decay_weight, decayed_evidence, soft_evidence
 from .discretise import band_states, category_states, concept_states
 from .structure import CONTEXT, DERIVED_LEAVES, TARGET_EDGES_H, TESTED, cuts_of_states, node_roles
 
@@ -375,8 +375,7 @@ class EvidenceBuilder:
             if cached is not None and cached[0] == h:
                 ev[v] = cached[1]
             elif role == "concept":
-                weight = self._weight(role, state, age, h)
-                ev[v] = soft_evidence(state, np.nan_to_num(weight), k)
+                ev[v] = decayed_evidence(state, age, h, k)
             elif role == "cxr":
                 weight = self._weight(role, state, age, h)
                 ev[v] = cxr_likelihood(value, weight, fixed)
