@@ -1,7 +1,10 @@
-"""The numba loops behind :func:`cpn.decay.soft_evidence` and :func:`cpn.decay.decayed_evidence`
-for large batches: each likelihood row written once, in place of numpy's fill, fancy-indexed
-assignment and masked NaN rows (about ten passes over the evidence); the same numbers (checked
-against the numpy path in ``tests/cpn/test_decay_rows.py``).
+"""Compiled loops that build evidence for large batches (:func:`cpn.kernel.evidence_loops`), with
+the numpy code they replace as their reference (the same numbers: ``tests/cpn/test_evidence_loops.py``):
+
+* likelihood rows (:func:`cpn.decay.soft_evidence`, :func:`cpn.decay.decayed_evidence`), each row
+  written once, in place of numpy's fill, fancy-indexed assignment and masked NaN rows;
+* state indices (:func:`cpn.discretise.concept_states`, :func:`cpn.discretise.band_states`): a count
+  of the cuts at or below each value, in one pass, in place of ``searchsorted`` and three more.
 """
 
 from __future__ import annotations
@@ -51,3 +54,19 @@ def decayed_rows(state, age, half_life, out):
         for x in range(k):
             out[r, x] = f
         out[r, s] = 1.0
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def bin_states(values, cuts, lo, hi, out):
+    """Per value the number of ``cuts`` (non-decreasing) at or below it, written to ``out``
+    (``np.searchsorted(cuts, v, side="right")``; -1 for NaN); returns how many values lie outside
+    ``[lo, hi]``."""
+    bad = 0
+    for r in range(len(values)):
+        v = values[r]
+        s = 0
+        for c in cuts:
+            s += 1 if c <= v else 0
+        out[r] = s if v == v else -1
+        bad += 1 if (v < lo) | (v > hi) else 0
+    return bad

@@ -42,7 +42,7 @@ def soft_evidence(state, weight, n_states: int) -> np.ndarray:
 
     Returns an ``(n, n_states)`` array: 1 at the observed state, ``1 - weight`` elsewhere.
     """
-    state = np.asarray(state, dtype=np.int64)
+    state = _indices(state)
     w = np.asarray(weight, dtype=float)
     rows = _rows_kernel(state, n_states)
     if rows is not None:
@@ -64,7 +64,7 @@ def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndar
     >>> decayed_evidence(np.array([0, 1, -1]), np.array([4.0, np.nan, 1.0]), 4.0, 2).tolist()
     [[1.0, 0.5], [0.0, 1.0], [nan, nan]]
     """
-    state = np.asarray(state, dtype=np.int64)
+    state = _indices(state)
     age = np.asarray(age_h, dtype=float)
     rows = _rows_kernel(state, n_states)
     if rows is None or np.any(age < 0) or not half_life_h > 0:  # (decay_weight names the error)
@@ -75,17 +75,19 @@ def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndar
     return out
 
 
+def _indices(state) -> np.ndarray:
+    """State indices as a signed integer array, not copied if they are one already (int8 or int64)."""
+    state = np.asarray(state)
+    return state if state.dtype in (np.int8, np.int64) else state.astype(np.int64)
+
+
 def _rows_kernel(state: np.ndarray, n_states: int):
-    """:mod:`cpn._evidence_kernel` where the engine's compiled kernel serves a batch this large
-    (:func:`cpn.kernel.wanted`: numba installed, the batch large or the kernel loaded) and every
-    state is in range (else numpy's indexing raises its error); None otherwise."""
-    from . import kernel
+    """The compiled loops (:func:`cpn.kernel.evidence_loops`) where every state is in range (else
+    numpy's indexing raises its error), else None."""
+    from .kernel import evidence_loops
 
-    if not kernel.wanted("auto", len(state)) or (len(state) and state.max() >= n_states):
-        return None
-    from . import _evidence_kernel
-
-    return _evidence_kernel
+    loops = evidence_loops(len(state))
+    return None if loops is None or (len(state) and state.max() >= n_states) else loops
 
 
 def decay_likelihood(likelihood, weight) -> np.ndarray:

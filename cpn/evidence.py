@@ -292,7 +292,7 @@ class EvidenceBuilder:
                     continue
                 value = read[v]
                 # the leaf's own states: concepts.toml's cuts, or learned ones (SepsisCPN evidence_states)
-                state = concept_states(v, value, column=v, cuts=_concept_cuts(info.states[v]))
+                state = concept_states(v, value, column=v, cuts=_concept_cuts(info.states[v]), dtype=np.int8)
                 age_col = f"{v}_age_h"
                 age = read[age_col] if age_col in read else np.zeros(n)
                 if np.any(age < 0):
@@ -321,7 +321,7 @@ class EvidenceBuilder:
                     value = read[col]
                     # the network's own bands (a saved network may predate a change of CONTEXT)
                     cuts = cuts_of_states(info.states[v])
-                    state = band_states(value, CONTEXT[v][1] if cuts is None else cuts)
+                    state = band_states(value, CONTEXT[v][1] if cuts is None else cuts, dtype=np.int8)
             elif role == "tested":
                 cols = [f"{c}_age_h" for c in TESTED[v][0] if f"{c}_age_h" in screens.columns]
                 if not cols:
@@ -329,13 +329,13 @@ class EvidenceBuilder:
                 ages = np.column_stack([read[c] for c in cols])
                 with np.errstate(invalid="ignore"):
                     recent = np.nanmin(np.where(np.isnan(ages), np.inf, ages), axis=1) <= TESTED[v][1]
-                state = recent.astype(np.int64)
+                state = recent.astype(np.int8)
                 value = state.astype(float)
             elif role == "derived":
                 if v not in trends:
                     continue
                 value = trends[v]
-                state = band_states(value, DERIVED_LEAVES[v][2])
+                state = band_states(value, DERIVED_LEAVES[v][2], dtype=np.int8)
             else:  # pragma: no cover - roles are validated with the network
                 continue
             self._parts[v] = (role, value, state, age, h)

@@ -46,7 +46,7 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["Program", "available", "loaded", "load", "run_kernel", "TILE", "SMALL_BATCH"]
+__all__ = ["Program", "available", "loaded", "load", "run_kernel", "evidence_loops", "TILE", "SMALL_BATCH"]
 
 #: screens per tile (see :data:`cpn._kernel.TILE`, where the choice is explained; the same value).
 TILE = 128
@@ -107,6 +107,16 @@ def wanted(backend: str, n_rows: int | None = None) -> bool:
     if not loaded() and n_rows is not None and n_rows < SMALL_BATCH:
         return False
     return available()
+
+
+def evidence_loops(n_rows: int):
+    """:mod:`cpn._evidence_kernel` (compiled loops that build evidence: states, likelihood rows)
+    where the kernel would score ``n_rows`` rows (:func:`wanted` with "auto"), else None."""
+    if not wanted("auto", n_rows):
+        return None
+    from . import _evidence_kernel
+
+    return _evidence_kernel
 
 
 class Program:
