@@ -60,13 +60,14 @@ def decayed_rows(state, age, half_life, out):
 def bin_states(values, cuts, lo, hi, out):
     """Per value the number of ``cuts`` (non-decreasing) at or below it, written to ``out``
     (``np.searchsorted(cuts, v, side="right")``; -1 for NaN); returns how many values lie outside
-    ``[lo, hi]``."""
+    ``[lo, hi]``. One pass per cut, each a straight loop over the values that vectorises."""
+    n = len(values)
     bad = 0
-    for r in range(len(values)):
+    for r in range(n):
         v = values[r]
-        s = 0
-        for c in cuts:
-            s += 1 if c <= v else 0
-        out[r] = s if v == v else -1
+        out[r] = 0 if v == v else -1
         bad += 1 if (v < lo) | (v > hi) else 0
+    for c in cuts:
+        for r in range(n):
+            out[r] += 1 if c <= values[r] else 0  # (a NaN compares False: its -1 stays)
     return bad

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernel import evidence_loops, split_rows
+
 __all__ = ["decay_weight", "soft_evidence", "decayed_evidence", "decay_likelihood", "cxr_likelihood"]
 
 
@@ -47,7 +49,7 @@ def soft_evidence(state, weight, n_states: int) -> np.ndarray:
     rows = _rows_kernel(state, n_states)
     if rows is not None:
         out = np.empty((len(w), n_states))
-        rows.soft_rows(state, w, out)
+        split_rows(lambda a, b: rows.soft_rows(state[a:b], w[a:b], out[a:b]), len(w))
         return out
     out = np.empty((len(w), n_states))
     out[:] = (1.0 - w)[:, None]  # (np.repeat is several times slower)
@@ -71,7 +73,8 @@ def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndar
         weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_life_h)
         return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states)
     out = np.empty((len(state), n_states))
-    rows.decayed_rows(state, age, float(half_life_h), out)
+    h = float(half_life_h)
+    split_rows(lambda a, b: rows.decayed_rows(state[a:b], age[a:b], h, out[a:b]), len(state))
     return out
 
 
@@ -84,8 +87,6 @@ def _indices(state) -> np.ndarray:
 def _rows_kernel(state: np.ndarray, n_states: int):
     """The compiled loops (:func:`cpn.kernel.evidence_loops`) where every state is in range (else
     numpy's indexing raises its error), else None."""
-    from .kernel import evidence_loops
-
     loops = evidence_loops(len(state))
     return None if loops is None or (len(state) and state.max() >= n_states) else loops
 

@@ -20,6 +20,8 @@ import pandas as pd
 
 from ehr.concepts import load_concepts
 
+from .kernel import evidence_loops, split_rows
+
 __all__ = ["concept_states", "band_states", "category_states", "learn_cuts"]
 
 
@@ -40,7 +42,8 @@ def concept_states(concept: str, values, *, column: str | None = None, cuts=None
     loops = _loops(v, cuts)
     if loops is not None:
         s = np.empty(len(v), dtype=dtype)
-        if not loops.bin_states(v, cuts, float(c.min), float(c.max), s):
+        lo, hi = float(c.min), float(c.max)
+        if not sum(split_rows(lambda a, b: loops.bin_states(v[a:b], cuts, lo, hi, s[a:b]), len(v))):
             return s
     bad = ~np.isnan(v) & ((v < c.min) | (v > c.max))
     if bad.any():
@@ -59,8 +62,6 @@ def _index_dtype(dtype, cuts: np.ndarray):
 def _loops(v: np.ndarray, cuts: np.ndarray):
     """The compiled loops (:func:`cpn.kernel.evidence_loops`) for a large batch of 1-D values and
     non-decreasing cuts (what ``searchsorted`` assumes), else None (numpy then)."""
-    from .kernel import evidence_loops
-
     if v.ndim != 1 or cuts.ndim != 1 or not np.all(cuts[1:] >= cuts[:-1]):
         return None
     return evidence_loops(len(v))
@@ -127,7 +128,7 @@ def band_states(values, cuts, *, dtype=np.int64) -> np.ndarray:
     loops = _loops(v, cuts)
     if loops is not None:
         s = np.empty(len(v), dtype=dtype)
-        loops.bin_states(v, cuts, -np.inf, np.inf, s)
+        split_rows(lambda a, b: loops.bin_states(v[a:b], cuts, -np.inf, np.inf, s[a:b]), len(v))
         return s
     s = np.searchsorted(cuts, v, side="right")
     return np.where(np.isnan(v), -1, s).astype(dtype)

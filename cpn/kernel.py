@@ -46,7 +46,8 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["Program", "available", "loaded", "load", "run_kernel", "evidence_loops", "TILE", "SMALL_BATCH"]
+__all__ = ["Program", "available", "loaded", "load", "run_kernel", "evidence_loops", "split_rows", "TILE",
+           "SMALL_BATCH", "SPLIT_ROWS"]
 
 #: screens per tile (see :data:`cpn._kernel.TILE`, where the choice is explained; the same value).
 TILE = 128
@@ -486,6 +487,40 @@ def default_threads() -> int:
         raise ValueError(f"SEPSISCOPE_THREADS must be a whole number of threads, got {env!r}") from None
 
 
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The shared worker threads, at least ``workers`` of them."""
+    global _POOL, _POOL_SIZE
+    if _POOL_SIZE < workers:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpn-kernel")
+        _POOL_SIZE = workers
+    return _POOL
+
+
+#: rows per thread at least in :func:`split_rows` (below, starting a thread costs more than it saves)
+SPLIT_ROWS = 100_000
+
+
+def split_rows(fn, n_rows: int, *, threads: int | None = None) -> list:
+    """``[fn(a, b), ...]`` over consecutive row ranges ``[a, b)`` that cover ``0 .. n_rows``, on up
+    to ``threads`` threads (default :func:`default_threads`; at least :data:`SPLIT_ROWS` rows each);
+    this thread takes the first range. Gains only where ``fn`` releases the GIL (a ``nogil`` numba
+    loop such as those of :mod:`cpn._evidence_kernel`, which write disjoint rows).
+
+    >>> split_rows(lambda a, b: b - a, 250_000, threads=2)
+    [125000, 125000]
+    """
+    k = max(1, min(threads or default_threads(), n_rows // SPLIT_ROWS))
+    cuts = [n_rows * j // k for j in range(k + 1)]
+    if k == 1:
+        return [fn(0, n_rows)]
+    futures = [_pool(k - 1).submit(fn, cuts[j], cuts[j + 1]) for j in range(1, k)]
+    try:
+        first = fn(cuts[0], cuts[1])
+    finally:  # every range done before the caller may free what they write (Ctrl-C included)
+        concurrent.futures.wait(futures)
+    return [first] + [f.result() for f in futures]
+
+
 def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=None, alone_out=None,
                alone_scale: float = 1.0, alone_shift: float = 0.0, log10: bool = False,
                threads: int | None = None):
@@ -496,7 +531,6 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     ``alone_out`` (rows, n) the explanation ratios (see :mod:`cpn._kernel`); with ``log10`` their
     log10 instead (each thread takes the logarithms of its own rows), ``alone_shift`` subtracted
     from the ``alone`` ones."""
-    global _POOL, _POOL_SIZE
     compiled = load()
     if compiled is None:
         raise RuntimeError("the compiled kernel needs numba (pip install numba)")
@@ -526,11 +560,7 @@ def run_kernel(prog: Program, ev: dict, n: int, *, mode: int, z_out, ctx_out=Non
     if k == 1:
         codes = [part(0)]
     else:
-        if _POOL_SIZE < k - 1:
-            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=k - 1,
-                                                          thread_name_prefix="cpn-kernel")
-            _POOL_SIZE = k - 1
-        futures = [_POOL.submit(part, j) for j in range(1, k)]
+        futures = [_pool(k - 1).submit(part, j) for j in range(1, k)]
         try:
             codes = [part(0)]  # this thread takes the first part
         finally:

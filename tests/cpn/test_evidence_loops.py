@@ -88,3 +88,17 @@ def test_out_of_range_value_names_the_first_row():
     with pytest.raises(ValueError, match="value 60 at row 17 .* \\(2 row\\(s\\)\\)"):
         concept_states("temp", v, column="temp")
     assert discretise._loops(v, np.array([2.0, 1.0])) is None  # unsorted cuts: numpy decides
+
+
+def test_rows_split_over_threads_equal_numpy(monkeypatch):
+    state, age, weight = _cases(5, 3001, 4)
+    v = np.where(state < 0, np.nan, age)
+    monkeypatch.setattr(kernel, "SPLIT_ROWS", 100)  # 3001 rows -> 3 threads of about 1000
+    monkeypatch.setenv("SEPSISCOPE_THREADS", "3")
+    assert kernel.split_rows(lambda a, b: (a, b), 3001) == [(0, 1000), (1000, 2000), (2000, 3001)]
+    fast = (soft_evidence(state, weight, 4), decayed_evidence(state, age, 7.5, 4),
+            band_states(v, (1.0, 5.0), dtype=np.int8))
+    _numpy(monkeypatch)
+    ref = (soft_evidence(state, weight, 4), decayed_evidence(state, age, 7.5, 4), band_states(v, (1.0, 5.0)))
+    for a, b in zip(fast, ref):
+        np.testing.assert_array_equal(a, b)
