@@ -39,19 +39,19 @@ def decay_weight(age_h, half_life_h) -> np.ndarray:
     return np.where(np.isinf(h) & np.isfinite(age), 1.0, w)
 
 
-def soft_evidence(state, weight, n_states: int) -> np.ndarray:
+def soft_evidence(state, weight, n_states: int, *, out=None) -> np.ndarray:
     """Likelihood rows for observed state indices (``-1`` = no evidence -> NaN row).
 
-    Returns an ``(n, n_states)`` array: 1 at the observed state, ``1 - weight`` elsewhere.
+    Returns an ``(n, n_states)`` array: 1 at the observed state, ``1 - weight`` elsewhere (written
+    into ``out``, a float64 array of that shape, if given).
     """
     state = _indices(state)
     w = np.asarray(weight, dtype=float)
+    out = _output(out, len(w), n_states)
     rows = _rows_kernel(state, n_states)
     if rows is not None:
-        out = np.empty((len(w), n_states))
         split_rows(lambda a, b: rows.soft_rows(state[a:b], w[a:b], out[a:b]), len(w))
         return out
-    out = np.empty((len(w), n_states))
     out[:] = (1.0 - w)[:, None]  # (np.repeat is several times slower)
     ok = state >= 0
     out[np.flatnonzero(ok), state[ok]] = 1.0
@@ -59,7 +59,7 @@ def soft_evidence(state, weight, n_states: int) -> np.ndarray:
     return out
 
 
-def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndarray:
+def decayed_evidence(state, age_h, half_life_h: float, n_states: int, *, out=None) -> np.ndarray:
     """:func:`soft_evidence` of measurements ``age_h`` hours old (a missing age counts as 0) with
     the :func:`decay_weight` of ``half_life_h``: the likelihood rows of a concept leaf.
 
@@ -71,10 +71,20 @@ def decayed_evidence(state, age_h, half_life_h: float, n_states: int) -> np.ndar
     rows = _rows_kernel(state, n_states)
     if rows is None or np.any(age < 0) or not half_life_h > 0:  # (decay_weight names the error)
         weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_life_h)
-        return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states)
-    out = np.empty((len(state), n_states))
+        return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states, out=out)
+    out = _output(out, len(state), n_states)
     h = float(half_life_h)
     split_rows(lambda a, b: rows.decayed_rows(state[a:b], age[a:b], h, out[a:b]), len(state))
+    return out
+
+
+def _output(out, n: int, n_states: int) -> np.ndarray:
+    """``out`` checked to be a C-ordered float64 ``(n, n_states)`` array, or a new one."""
+    if out is None:
+        return np.empty((n, n_states))
+    if out.shape != (n, n_states) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-ordered float64 array of shape {(n, n_states)}, "
+                         f"got {out.dtype} {out.shape}")
     return out
 
 

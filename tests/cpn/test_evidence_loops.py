@@ -102,3 +102,14 @@ def test_rows_split_over_threads_equal_numpy(monkeypatch):
     ref = (soft_evidence(state, weight, 4), decayed_evidence(state, age, 7.5, 4), band_states(v, (1.0, 5.0)))
     for a, b in zip(fast, ref):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rows_written_into_a_given_buffer():
+    state, age, weight = _cases(9, 50, 3)
+    buf = np.empty((60, 3))
+    got = decayed_evidence(state, age, 2.0, 3, out=buf[:50])
+    assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(got, decayed_evidence(state, age, 2.0, 3))
+    np.testing.assert_array_equal(soft_evidence(state, weight, 3, out=buf[10:]), soft_evidence(state, weight, 3))
+    with pytest.raises(ValueError, match="C-ordered float64 array of shape \\(50, 3\\)"):
+        soft_evidence(state, weight, 3, out=np.empty((50, 3), dtype=np.float32))

@@ -55,3 +55,26 @@ def test_scoring_a_saved_cpn_imports_neither_sklearn_nor_pgmpy_nor_numba(saved, 
         "print(sorted(k for k in ('sklearn', 'pgmpy', 'numba', 'torch', 'scipy.stats') if k in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_large_table_scored_slice_by_slice_gives_the_same_numbers(saved, sampled_screens, monkeypatch):
+    """CPNScoring.posterior scores a table of more than SCORE_ROWS screens in slices (each slice's
+    evidence built just before the engine reads it): the numbers of one pass, bit for bit, with the
+    derived trend leaves (which read the stay's earlier screens, in other slices) and the leaves a
+    model was not trained on left out as before."""
+    from cpn import scoring
+
+    m = SepsisCPN.load(saved)
+    s = sampled_screens.iloc[:1000].copy()
+    s["stay_id"] = np.arange(len(s)) // 40  # stays of 40 hourly screens, cut across slices
+    s["screen_time"] = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(len(s)) % 40, unit="h")
+    whole = m.posterior(s)
+    monkeypatch.setattr(scoring, "SCORE_ROWS", 128)
+    np.testing.assert_array_equal(m.posterior(s), whole)
+    np.testing.assert_array_equal(m.predict_proba(s)[:, 1], whole @ scoring._GROUPS[:, 0])
+    monkeypatch.setattr(m, "features_in_", [c for c in m.features_in_ if c != "hr"], raising=False)
+    monkeypatch.setattr(scoring, "SCORE_ROWS", 10 ** 6)
+    without_hr = m.posterior(s)
+    assert not np.array_equal(without_hr, whole)
+    monkeypatch.setattr(scoring, "SCORE_ROWS", 300)
+    np.testing.assert_array_equal(m.posterior(s), without_hr)
