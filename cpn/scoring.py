@@ -40,7 +40,7 @@ from .inference import InferenceEngine
 from .structure import SEPSIS_STATES, TARGET, TARGET_STATES, validate_network
 from .xmlbif import read_xmlbif
 
-__all__ = ["CPNScoring", "CPNScorer", "NETWORK_FILE", "SCORE_ROWS"]
+__all__ = ["CPNScoring", "CPNScorer", "NETWORK_FILE", "SCORE_ROWS", "posterior_in_slices"]
 
 #: target states -> (onset within the horizon, not): the two groups risk and Bayes factors are about
 _GROUPS = np.array([[1.0, 0.0] if s in SEPSIS_STATES else [0.0, 1.0] for s in TARGET_STATES])
@@ -52,6 +52,34 @@ NETWORK_FILE = "network.xml"
 #: more time first touching fresh memory than computing it: about 2 s of 3.5 s on the 2-core
 #: development machine (loaded), where the pages of freed arrays go back to the OS every time.
 SCORE_ROWS = 65_536
+
+
+def posterior_in_slices(engine, builder, half_lives: dict, nodes=None, *, batch_size: int = 4096,
+                        rows: int | None = None) -> np.ndarray:
+    """``engine.posterior`` of every screen of ``builder`` (a :class:`cpn.evidence.EvidenceBuilder`)
+    with the evidence of ``nodes`` (default all) under ``half_lives``, ``rows`` screens at a time
+    (default :data:`SCORE_ROWS`), each slice's evidence written into the same buffers just before
+    the engine reads it. The numbers of one pass over the whole table's evidence.
+
+    >>> import pandas as pd
+    >>> from cpn.evidence import EvidenceBuilder, network_info
+    >>> from cpn.structure import load_network
+    >>> net = load_network("physionet")
+    >>> eng = InferenceEngine.from_pgmpy(net, TARGET, network_info(net).evidence_nodes)
+    >>> b = EvidenceBuilder(pd.DataFrame({"hr": [120.0, 80.0, 95.0]}), network_info(net))
+    >>> bool(np.array_equal(posterior_in_slices(eng, b, {}, rows=2), eng.posterior(b.evidence({})[0])))
+    True
+    """
+    rows = rows or SCORE_ROWS
+    nodes = builder.nodes if nodes is None else list(nodes)
+    n = builder.n
+    buffers = {v: np.empty((min(rows, n), len(builder.info.states[v]))) for v in nodes}
+    out = np.empty((n, engine.cards[engine.target]))
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        ev = builder.evidence_rows(half_lives, a, b, nodes, out=buffers)
+        out[a:b] = engine.posterior(ev, batch_size=batch_size)
+    return out
 
 
 class CPNScoring(FittedModel):
@@ -118,15 +146,9 @@ class CPNScoring(FittedModel):
                 ev, _ = self._evidence(screens)
                 return self.engine_.posterior(ev, batch_size=self.batch_size)
             builder = EvidenceBuilder(screens, self.info_, cxr_prior=self.cxr_prior_)
-            # one buffer per node, written slice after slice (touched once; see SCORE_ROWS)
-            buffers = {v: np.empty((SCORE_ROWS, len(self.info_.states[v]))) for v in builder.nodes
-                       if self._trained_on(v)}
-            out = np.empty((len(screens), self.engine_.cards[self.engine_.target]))
-            for a in range(0, len(screens), SCORE_ROWS):
-                b = min(len(screens), a + SCORE_ROWS)
-                ev = builder.evidence_rows(self.half_lives_, a, b, buffers, out=buffers)
-                out[a:b] = self.engine_.posterior(ev, batch_size=self.batch_size)
-            return out
+            return posterior_in_slices(self.engine_, builder, self.half_lives_,
+                                       [v for v in builder.nodes if self._trained_on(v)],
+                                       batch_size=self.batch_size)
 
     def predict_proba(self, screens: pd.DataFrame) -> np.ndarray:
         """``[P(no onset within 48 h), P(onset within 48 h)]`` per screen, shape (n, 2)."""
