@@ -15,10 +15,15 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 def soft_rows(state, weight, out):
-    """``out[r]``: 1 at ``state[r]``, ``1 - weight[r]`` elsewhere; a NaN row where ``state[r] < 0``."""
+    """``out[r]``: 1 at ``state[r]``, ``1 - weight[r]`` elsewhere; a NaN row where ``state[r] < 0``.
+    Returns the number of states beyond the row (left unwritten: the caller raises)."""
     n, k = out.shape
+    bad = 0
     for r in range(n):
         s = state[r]
+        if s >= k:
+            bad += 1
+            continue
         if s < 0:
             for x in range(k):
                 out[r, x] = np.nan
@@ -27,21 +32,27 @@ def soft_rows(state, weight, out):
         for x in range(k):
             out[r, x] = f
         out[r, s] = 1.0
+    return bad
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 def decayed_rows(state, age, half_life, out):
     """:func:`soft_rows` with the decay weight ``2**(-age / half_life)`` (a missing age counts as 0;
-    an infinite half-life keeps weight 1 at any finite age; a NaN weight counts as 0)."""
+    an infinite half-life keeps weight 1 at any finite age; a NaN weight counts as 0). Returns the
+    number of states beyond the row and of negative ages (rows left unwritten: the caller raises)."""
     n, k = out.shape
     no_decay = np.isinf(half_life)
+    bad = 0
     for r in range(n):
         s = state[r]
+        a = age[r]
+        if s >= k or a < 0:
+            bad += 1
+            continue
         if s < 0:
             for x in range(k):
                 out[r, x] = np.nan
             continue
-        a = age[r]
         if a != a:
             a = 0.0
         if no_decay and np.isfinite(a):
@@ -54,6 +65,7 @@ def decayed_rows(state, age, half_life, out):
         for x in range(k):
             out[r, x] = f
         out[r, s] = 1.0
+    return bad
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")

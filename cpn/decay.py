@@ -48,9 +48,8 @@ def soft_evidence(state, weight, n_states: int, *, out=None) -> np.ndarray:
     state = _indices(state)
     w = np.asarray(weight, dtype=float)
     out = _output(out, len(w), n_states)
-    rows = _rows_kernel(state, n_states)
-    if rows is not None:
-        split_rows(lambda a, b: rows.soft_rows(state[a:b], w[a:b], out[a:b]), len(w))
+    rows = evidence_loops(len(w))
+    if rows is not None and not sum(split_rows(lambda a, b: rows.soft_rows(state[a:b], w[a:b], out[a:b]), len(w))):
         return out
     out[:] = (1.0 - w)[:, None]  # (np.repeat is several times slower)
     ok = state >= 0
@@ -68,14 +67,15 @@ def decayed_evidence(state, age_h, half_life_h: float, n_states: int, *, out=Non
     """
     state = _indices(state)
     age = np.asarray(age_h, dtype=float)
-    rows = _rows_kernel(state, n_states)
-    if rows is None or np.any(age < 0) or not half_life_h > 0:  # (decay_weight names the error)
-        weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_life_h)
-        return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states, out=out)
     out = _output(out, len(state), n_states)
+    rows = evidence_loops(len(state)) if half_life_h > 0 else None
     h = float(half_life_h)
-    split_rows(lambda a, b: rows.decayed_rows(state[a:b], age[a:b], h, out[a:b]), len(state))
-    return out
+    if rows is not None and not sum(split_rows(lambda a, b: rows.decayed_rows(state[a:b], age[a:b], h, out[a:b]),
+                                               len(state))):
+        return out
+    # numpy (and where the loop met a state out of range or a negative age: the errors named)
+    weight = decay_weight(np.where(np.isnan(age), 0.0, age), half_life_h)
+    return soft_evidence(state, np.nan_to_num(np.where(state < 0, np.nan, weight)), n_states, out=out)
 
 
 def _output(out, n: int, n_states: int) -> np.ndarray:
@@ -92,13 +92,6 @@ def _indices(state) -> np.ndarray:
     """State indices as a signed integer array, not copied if they are one already (int8 or int64)."""
     state = np.asarray(state)
     return state if state.dtype in (np.int8, np.int64) else state.astype(np.int64)
-
-
-def _rows_kernel(state: np.ndarray, n_states: int):
-    """The compiled loops (:func:`cpn.kernel.evidence_loops`) where every state is in range (else
-    numpy's indexing raises its error), else None."""
-    loops = evidence_loops(len(state))
-    return None if loops is None or (len(state) and state.max() >= n_states) else loops
 
 
 def decay_likelihood(likelihood, weight) -> np.ndarray:

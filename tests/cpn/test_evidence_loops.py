@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not kernel.available(), reason="numba is not ins
 
 
 def _numpy(monkeypatch):
-    monkeypatch.setattr(decay, "_rows_kernel", lambda state, n_states: None)
+    monkeypatch.setattr(decay, "evidence_loops", lambda n_rows: None)
     monkeypatch.setattr(discretise, "_loops", lambda v, cuts: None)
 
 
@@ -36,7 +36,7 @@ def _cases(seed, n, k):
        half_life=st.sampled_from([0.25, 1.0, 4.0, 37.5, np.inf]))
 def test_compiled_rows_equal_numpy(seed, n, k, half_life):
     state, age, weight = _cases(seed, n, k)
-    assert decay._rows_kernel(state, k) is not None  # (the kernel is loaded: any batch takes it)
+    assert decay.evidence_loops(n) is not None  # (the kernel is loaded: any batch takes it)
     fast_soft, fast_decayed = soft_evidence(state, weight, k), decayed_evidence(state, age, half_life, k)
     # int8 indices (the evidence builder's): the same rows, read without a copy
     np.testing.assert_array_equal(soft_evidence(state.astype(np.int8), weight, k), fast_soft)
