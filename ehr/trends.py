@@ -113,9 +113,9 @@ def trend_features(screens: pd.DataFrame, concepts: list[str], windows=TREND_WIN
                 raise SchemaError(f"screens: duplicate (stay_id, screen_time) at row {row}")
     first = np.ones(n, dtype=bool)
     first[1:] = stay[1:] != stay[:-1]
-    # the compiled pass counts whole seconds (the numpy path compares against w * 3600 as given)
+    # the compiled pass counts whole seconds: a window of a fraction of a second goes to numpy
     whole = all(float(w * 3600).is_integer() for w in (*windows, baseline_h or 0))
-    compiled = _compiled(backend, n) if whole or backend == "numba" else None
+    compiled = _compiled(backend, n) if whole else None
     if compiled is not None:
         out = _trends_compiled(compiled, screens, concepts, windows, order, t_ns, first, every, baseline_h)
     else:

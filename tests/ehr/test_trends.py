@@ -88,6 +88,13 @@ def test_compiled_pass_by_hand():
     assert_same(t, trend_features(s, ["hr"], (6,), counts=True, backend="numpy"))
 
 
+@needs_numba
+def test_windows_of_a_fraction_of_a_second_take_the_numpy_path():
+    s = random_screens(4, 3)
+    w = (1.0001,)  # 3600.36 s
+    assert_same(trend_features(s, ["a"], w, backend="numba"), trend_features(s, ["a"], w, backend="numpy"))
+
+
 def test_names_and_backend_errors():
     s = random_screens(1, 2)
     with pytest.raises(ValueError, match="unknown feature"):
