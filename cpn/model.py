@@ -124,9 +124,12 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         more as the training set grows); each step pulls by ``discriminative_l2 / n_train_rows_`` on the
         mean. The default 78.4 is the 1e-4 per screen of the set A cross-validation on all 783,819
         screens, so the shipped physionet fit is unchanged. A pull of 1e-4 per screen whatever the
-        size let a small cohort's refinement overfit: on 160 synthetic stays (13,244 screens) it erased
-        the CXR findings (a shown consolidation's in-context log10 B fell from +0.13 to +0.006, test
-        AUROC 0.790 with EM's CPDs, 0.775 refined), while 78.4 (5.9e-3 per screen) kept them (issue 13).
+        size let a small cohort's refinement overfit: on 160 synthetic stays (13,244 screens; the full
+        network with derived leaves) it erased the CXR findings (median in-context log10 B of a shown
+        consolidation +0.135 with EM's CPDs, +0.006 refined; AUROC on 80 test stays 0.823 and 0.775),
+        while 78.4 (5.9e-3 per screen there) kept them (+0.129; AUROC 0.807). On 2,000-stay cohorts
+        (3-fold CV, seeds 1-3) the two pulls score alike (full network with derived leaves: 0.828
+        against 0.827 pooled AUROC; issue 13, ``cpn/networks/README.md``).
     discriminative_lr : float
         Adam's step size (0.05: the step size of the set A cross-validation).
     discriminative_early_stopping : bool
