@@ -12,7 +12,7 @@ against today's EM measured in the same run. Fits, on every screen of ``--screen
 * ``core``: ``SepsisCPN(build_expert_network("physionet"), discriminative_iter=0)`` (the network
   shipped before issue 13's defaults: no derived or measurement-age leaves; learned half-lives, EM);
 * ``full``: ``SepsisCPN()``, the default: the shipped PhysioNet network (derived leaves and the 14
-  measurement-age leaves, ``cpn.structure.SHIPPED_OPTIONS``) and 40 discriminative steps.
+  measurement-age leaves, ``cpn.structure.SHIPPED_OPTIONS["physionet"]``) and 40 discriminative steps.
 
 Prints each fit's wall time (building the network included, as a user pays it), its phases --
 reading the screens into evidence (:class:`cpn.evidence.EvidenceBuilder`: discretising, the

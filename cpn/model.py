@@ -118,9 +118,20 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
         5-fold grouped CV (issue 13, shipped network, 300k-screen EM of 15 iterations): all 40 steps
         at 0.05 gave 0.782 pooled AUROC, early-stopped 0.767; as shipped (every screen, 30 iterations)
         0.788 (``docs/cpn_evidence_experiments.md``).
-    discriminative_l2, discriminative_lr : float
-        The L2 pull (on the mean conditional log-likelihood) and Adam's step size (0.05: the step size
-        of the set A cross-validation).
+    discriminative_l2 : float
+        Precision of the L2 pull of the refined log-parameters towards EM's, on the *summed* conditional
+        log-likelihood of the training screens (a Gaussian prior of fixed strength: the data outweigh it
+        more as the training set grows); each step pulls by ``discriminative_l2 / n_train_rows_`` on the
+        mean. The default 78.4 is the 1e-4 per screen of the set A cross-validation on all 783,819
+        screens, so the shipped physionet fit is unchanged. A pull of 1e-4 per screen whatever the
+        size let a small cohort's refinement overfit: on 160 synthetic stays (13,244 screens; the full
+        network with derived leaves) it erased the CXR findings (median in-context log10 B of a shown
+        consolidation +0.135 with EM's CPDs, +0.006 refined; AUROC on 80 test stays 0.823 and 0.775),
+        while 78.4 (5.9e-3 per screen there) kept them (+0.129; AUROC 0.807). On 2,000-stay cohorts
+        (3-fold CV, seeds 1-3) the two pulls score alike (full network with derived leaves: 0.828
+        against 0.827 pooled AUROC; issue 13, ``cpn/networks/README.md``).
+    discriminative_lr : float
+        Adam's step size (0.05: the step size of the set A cross-validation).
     discriminative_early_stopping : bool
         False (the default): all ``discriminative_iter`` steps on every training screen, the last CPDs
         kept. True: steps on the training stays only, keeping the step with the best AUROC on
@@ -170,7 +181,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
                  half_life_grid=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), pseudo_count=1.0, max_iter=30,
                  tol=1e-5, max_rows=None, cxr_prior="auto", validation_fraction=0.2,
                  random_state=0, batch_size=2048, half_life_em_iter=10, half_life_search="grid",
-                 half_life_fixed=("cxr",), discriminative_iter=40, discriminative_l2=1e-4,
+                 half_life_fixed=("cxr",), discriminative_iter=40, discriminative_l2=78.4,
                  discriminative_lr=0.05, discriminative_early_stopping=False, evidence_states=None,
                  evidence_cuts="quantile"):
         self.network = network
@@ -343,7 +354,7 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
             ev = {k: v for k, v in ev.items() if k != TARGET}
             return refine_discriminative(self.engine_, ev, binary_target_evidence(_GROUPS, y), target=TARGET,
                                          max_iter=int(self.discriminative_iter), learning_rate=self.discriminative_lr,
-                                         l2=self.discriminative_l2, optimizer="adam")
+                                         l2=self._l2_per_row(len(y)), optimizer="adam")
         if len(np.unique(s)) < 2:
             logger.warning("too few stays for the discriminative refinement; EM's CPDs kept")
             return []
@@ -365,8 +376,13 @@ class SepsisCPN(SepsisEstimator, CPNScoring):
 
         return refine_discriminative(self.engine_, ev_tr, binary_target_evidence(_GROUPS, y[tr]), target=TARGET,
                                      val_score=val_score, max_iter=int(self.discriminative_iter),
-                                     learning_rate=self.discriminative_lr, l2=self.discriminative_l2,
+                                     learning_rate=self.discriminative_lr, l2=self._l2_per_row(len(tr)),
                                      optimizer="adam", patience=15)
+
+    def _l2_per_row(self, n_rows: int) -> float:
+        """The refinement's pull on the mean conditional log-likelihood of ``n_rows`` screens
+        (``discriminative_l2`` is on their sum)."""
+        return float(self.discriminative_l2) / max(int(n_rows), 1)
 
     def _learn_half_lives(self, builder, stays, t_state, hl):
         """Half-lives by held-out likelihood. ``builder``: the training screens' :class:`EvidenceBuilder`;

@@ -181,7 +181,7 @@ class _Fit:
 
         history = refine_discriminative(m.engine_, {}, np.empty((n_rows, 0)), target=TARGET,
                                         max_iter=int(m.discriminative_iter), learning_rate=m.discriminative_lr,
-                                        l2=m.discriminative_l2, optimizer="adam", counts=counts)
+                                        l2=m._l2_per_row(n_rows), optimizer="adam", counts=counts)
         if hasattr(mapper, "release"):
             mapper.release(ev)
         return history

@@ -446,9 +446,10 @@ def build_expert_network(variant: str = "full", *, drop=(), derived: bool = Fals
     leaves) with their edges, for ablations; latent nodes left without an observable descendant
     go with them. ``derived=True`` adds the derived evidence leaves of :data:`DERIVED` (worst value
     in 24 h, 6 h trends, change since the previous lab, monitoring intensity) under their organ
-    nodes (off by default: the shipped networks do not have them). ``measurement_age=True`` adds the
-    measurement-age leaves of :data:`MEASUREMENT_AGE` (hours since lactate, WBC, ... were last measured;
-    role "derived", edges :data:`AGE_EDGES`; off by default); ``measurement_age="extended"`` adds those
+    nodes (off by default; both shipped networks have them, :data:`SHIPPED_OPTIONS`).
+    ``measurement_age=True`` adds the measurement-age leaves of :data:`MEASUREMENT_AGE` (hours since
+    lactate, WBC, ... were last measured; role "derived", edges :data:`AGE_EDGES`; off by default, in
+    the shipped physionet network); ``measurement_age="extended"`` adds those
     of :data:`MEASUREMENT_AGE_EXTENDED` too (14 in all; edges :data:`AGE_EDGES_EXTENDED`), each of the
     14 with ``sepsis`` as a second parent (:data:`AGE_SEPSIS_EDGES`).
 
@@ -640,9 +641,40 @@ def save_network(net: DiscreteBayesianNetwork, path) -> Path:
     return path
 
 
-#: the options of the shipped networks (``sepsis_physionet.xml``, ``sepsis_full.xml``): chosen by
-#: patient-grouped 5-fold CV on PhysioNet set A (issue 13; ``docs/cpn_evidence_experiments.md``)
-SHIPPED_OPTIONS = {"derived": True, "measurement_age": "extended"}
+#: the :func:`build_expert_network` options of each shipped network, chosen per variant (issue 13).
+#: ``physionet`` (``sepsis_physionet.xml``): derived leaves and the 14 measurement ages, by
+#: patient-grouped 5-fold CV on PhysioNet set A (``docs/cpn_evidence_experiments.md``).
+#: ``full`` (``sepsis_full.xml``): derived leaves only. No real data has its variable set, so it is
+#: chosen on the synthetic linked cohort of the main job (``scripts/cpn_full_options.py``: 2,000
+#: stays, 3-fold patient-grouped CV, cohort seeds 1-3; pooled AUROC, mean of the seeds, with the
+#: default 40 refinement steps / EM only): core 0.825 / 0.824, derived 0.828 / 0.828, derived + six
+#: ages 0.825 / 0.826, derived + 14 ages 0.811 / 0.787. The generator does not model when clinicians
+#: order tests, so the age leaves cost AUROC there; the derived leaves are physiology (trends, worst
+#: values) and add AUPRC (0.323 / 0.320 against 0.293 / 0.288 for the core network).
+SHIPPED_OPTIONS = {"physionet": {"derived": True, "measurement_age": "extended"},
+                   "full": {"derived": True, "measurement_age": False}}
+
+#: the evidence for ``SHIPPED_OPTIONS["full"]`` in ``cpn/networks/README.md`` (written by
+#: :func:`write_shipped_networks`)
+_FULL_OPTIONS_README = (
+    "Synthetic cohort, 2,000 stays per seed, 3-fold patient-grouped CV, the main job's CPN (`SepsisCPN`",
+    "defaults: learned half-lives, 30 EM iterations; \"+ refinement\": the default 40 discriminative steps);",
+    "pooled out-of-fold AUROC / AUPRC, the mean of cohort seeds 1, 2 and 3 (AUROC per seed in brackets):", "",
+    "| `build_expert_network(\"full\", ...)` | EM only | + refinement |",
+    "|---|---|---|",
+    "| core (no options) | 0.824 / 0.288 (0.817, 0.818, 0.837) | 0.825 / 0.293 (0.817, 0.816, 0.842) |",
+    "| **`derived=True` (shipped)** | **0.828 / 0.320** (0.821, 0.817, 0.847) "
+    "| **0.828 / 0.323** (0.822, 0.811, 0.851) |",
+    "| `derived=True, measurement_age=True` (six ages) | 0.826 / 0.308 (0.818, 0.817, 0.842) "
+    "| 0.825 / 0.314 (0.817, 0.811, 0.849) |",
+    "| `derived=True, measurement_age=\"extended\"` (14 ages, as physionet) | 0.787 / 0.186 (0.773, 0.794, 0.794) "
+    "| 0.811 / 0.275 (0.799, 0.804, 0.831)\\* |", "",
+    "\\* refinement with the pull of before (1e-4 per screen); the other refined rows use the default",
+    "`discriminative_l2` (78.4 on the summed likelihood). The generator does not model when clinicians",
+    "order tests, so the measurement ages add nothing there and the 14 cost AUROC; the derived leaves",
+    "(worst values, trends) are physiology and add AUPRC. Refinement is a wash on this cohort and stays",
+    "on, as for physionet. `SEPSISCOPE_THREADS=1 python scripts/cpn_full_options.py --seeds 1 2 3`.",
+)
 
 
 def write_shipped_networks(directory=None) -> list[Path]:
@@ -652,7 +684,7 @@ def write_shipped_networks(directory=None) -> list[Path]:
     """
     out = Path(directory) if directory is not None else network_path("full").parent
     out.mkdir(parents=True, exist_ok=True)
-    written = [save_network(build_expert_network(v, **SHIPPED_OPTIONS), out / _NETWORK_FILES[v])
+    written = [save_network(build_expert_network(v, **SHIPPED_OPTIONS[v]), out / _NETWORK_FILES[v])
                for v in ("full", "physionet")]
     _, _, full_edges = _nodes_and_edges("full")
     _, _, phys_edges = _nodes_and_edges("physionet")
@@ -670,10 +702,15 @@ def write_shipped_networks(directory=None) -> list[Path]:
         "re-estimates them (Dirichlet prior, EM for the latent nodes). Node roles are the XMLBIF property",
         "`role` (target, latent, context, concept, tested, cxr, derived). Concept leaves take their states from the",
         "`cuts` of `ehr/concepts.toml`; a missing value is no evidence, never a state. The `*_tested_24h`",
-        "leaves model informative missingness (was the test ordered in the last 24 h). Both files also carry",
-        "the derived leaves and the 14 measurement-age leaves below (`cpn.structure.SHIPPED_OPTIONS`, chosen",
-        "by 5-fold patient-grouped CV on PhysioNet set A, issue 13); `build_expert_network(variant)` is the",
-        "core network without them.", "",
+        "leaves model informative missingness (was the test ordered in the last 24 h). The extra leaves of each",
+        "file are chosen per variant (`cpn.structure.SHIPPED_OPTIONS`, issue 13); `build_expert_network(variant)`",
+        "is the core network without them:", "",
+        "- `sepsis_physionet.xml`: the derived leaves and the 14 measurement-age leaves below, chosen by 5-fold",
+        "  patient-grouped CV on PhysioNet set A.",
+        "- `sepsis_full.xml`: the derived leaves only. No real data has the full variable set, so its options",
+        "  are chosen on the synthetic linked cohort of the main job (`sepsiscope run`), which the table",
+        "  below summarises.", "",
+        *_FULL_OPTIONS_README, "",
         "Picture: `docs/cpn_network.png`.", "",
         "## Edges and their clinical reasons", "",
         "| parent | child | reason | in physionet |", "|---|---|---|---|"]
@@ -681,21 +718,22 @@ def write_shipped_networks(directory=None) -> list[Path]:
     _, _, derived_edges = _nodes_and_edges("physionet", derived=True)
     lines += [
         "", "## Derived evidence leaves", "",
-        "In the shipped files (`cpn.structure.SHIPPED_OPTIONS`, chosen by 5-fold CV on PhysioNet set A,",
-        "issue 13); `build_expert_network(variant, derived=True)` adds them to the core network.",
+        "In both shipped files (`cpn.structure.SHIPPED_OPTIONS`, issue 13);",
+        "`build_expert_network(variant, derived=True)` adds them to the core network.",
         "Each is computed from the stay's screens by `ehr.trends` (`cpn.structure.DERIVED`: the concept, the",
         "statistic and the clinical cut-points); a missing value is no evidence, a present one is hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in derived_edges if c in DERIVED]
     lines += [
         "", "## Measurement-age leaves", "",
-        "`build_expert_network(variant, measurement_age=True)` adds six (issue 13).",
+        "In `sepsis_physionet.xml`, not in `sepsis_full.xml`. `build_expert_network(variant, measurement_age=True)`",
+        "adds six (issue 13).",
         "Each is the hours since the concept was last measured in the stay (`<concept>_age_h`; never measured:",
         "the last state), cut at `cpn.structure.MEASUREMENT_AGE`'s hours; hard evidence.", "",
         "| parent | child | reason |", "|---|---|---|"]
     lines += [f"| {p} | {c} | {r} |" for p, c, r in AGE_EDGES]
     lines += [
-        "", "`build_expert_network(variant, measurement_age=\"extended\")` (the shipped files) adds eight more",
+        "", "`build_expert_network(variant, measurement_age=\"extended\")` (`sepsis_physionet.xml`) adds eight more",
         "(`cpn.structure.MEASUREMENT_AGE_EXTENDED`, cuts 1/6/24/1000 h) beside the six, and gives all 14",
         "`sepsis` as a second parent (`cpn.structure.AGE_SEPSIS_EDGES`):", "",
         "| parent | child | reason |", "|---|---|---|"]

@@ -11,7 +11,7 @@ observation in their hour; the models are also reported on exactly that subset) 
 
     nice -n 5 .venv/bin/python scripts/cpn_cv.py --out runs/cpn_cv \\
         [--configs full no_context no_hours no_tested] [--gbdt] [--screens CACHE.parquet] \\
-        [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 1e-4] \\
+        [--half-life-search grid golden] [--discriminative 150 --disc-lr 0.05 --disc-l2 78.4] \\
         [--evidence-states 8 --evidence-cuts quantile] [--derived] [--measurement-age [extended]]
 
 ``--discriminative N`` adds, per configuration, a ``CONFIG+disc`` model: the same network with the
@@ -102,7 +102,8 @@ def main() -> None:
     ap.add_argument("--evidence-cuts", default="quantile", choices=["quantile", "clinical"])
     ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
     ap.add_argument("--disc-lr", type=float, default=0.05)
-    ap.add_argument("--disc-l2", type=float, default=1e-4)
+    ap.add_argument("--disc-l2", type=float, default=78.4,
+                    help="the refinement's L2 pull on the summed conditional log-likelihood (SepsisCPN discriminative_l2)")
     ap.add_argument("--gbdt", action="store_true", help="also fit LightGBM (defaults) on the same folds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-predictions", action="store_true",

@@ -6,7 +6,7 @@ onset for pneumonia-associated septic stays, with thresholds chosen on a develop
 85 % protocol sensitivity and applied unchanged to the test cohort.
 
     .venv/bin/python scripts/cxr_ablation.py [--train 1500] [--dev 600] [--test 800] [--seed 10] \
-        [--cpn-ablations]
+        [--cpn-ablations [timing] [prior]]
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=600)
     ap.add_argument("--test", type=int, default=800)
     ap.add_argument("--seed", type=int, default=10)
-    ap.add_argument("--cpn-ablations", action="store_true",
-                    help="also fit the CPN without the xray_taken_24h leaf and with cxr_prior=0.5")
+    ap.add_argument("--cpn-ablations", nargs="*", default=None, choices=["timing", "prior"],
+                    help="also fit the CPN without the xray_taken_24h leaf (timing: the findings alone) and "
+                         "with cxr_prior=0.5 (prior); no value: both")
     a = ap.parse_args()
     _, s_tr = _cohort(a.train, a.seed, 0)
     st_dev, s_dev = _cohort(a.dev, a.seed + 1, 10_000_000)
@@ -59,11 +60,14 @@ def main() -> None:
     rows = []
     # CPN variants: (label, columns dropped, SepsisCPN arguments); the last two isolate the two
     # parts of the CXR evidence fix: the film-timing leaf and the calibration prevalence
-    no_timing = build_expert_network("full", drop=["xray_taken_24h"], **SHIPPED_OPTIONS)  # the shipped one, less it
+    # the shipped network, less the film-timing leaf
+    no_timing = build_expert_network("full", drop=["xray_taken_24h"], **SHIPPED_OPTIONS["full"])
     cpn_variants = [("with CXR", [], {}), ("without CXR", cxr_cols, {})]
-    if a.cpn_ablations:
-        cpn_variants += [("with CXR, no xray_taken_24h leaf", [], {"network": no_timing}),
-                         ("with CXR, cxr_prior=0.5", [], {"cxr_prior": 0.5})]
+    ablations = ["timing", "prior"] if a.cpn_ablations == [] else a.cpn_ablations or []
+    if "timing" in ablations:
+        cpn_variants.append(("with CXR, no xray_taken_24h leaf", [], {"network": no_timing}))
+    if "prior" in ablations:
+        cpn_variants.append(("with CXR, cxr_prior=0.5", [], {"cxr_prior": 0.5}))
     lgb_variants = [("with CXR", [], {}), ("without CXR", cxr_cols, {})]
     for model_name, variants in (("cpn", cpn_variants), ("lightgbm", lgb_variants)):
         for variant, drop, kw in variants:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cpn import SepsisCPN
-from cpn.structure import build_expert_network
+from cpn.structure import SHIPPED_OPTIONS, build_expert_network
 from ehr.schema import CXR_FINDINGS
 from ehr.screens import build_screens
 from ehr.synthetic import generate_cohort
@@ -84,8 +84,9 @@ def main() -> None:
     print(f"train {len(s_tr):,} screens; test {len(s_te):,} (pneumonia-associated subgroup {int(sub.sum()):,} "
           f"screens, {int(y[sub].sum())} positive, {int((septic & pneu).sum())} septic pneumonia stays)", flush=True)
 
-    full = build_expert_network("full")
-    no_findings = build_expert_network("full", drop=FINDING_NODES)
+    # the shipped full network (its options, cpn.structure.SHIPPED_OPTIONS), with and without the findings
+    full = build_expert_network("full", **SHIPPED_OPTIONS["full"])
+    no_findings = build_expert_network("full", drop=FINDING_NODES, **SHIPPED_OPTIONS["full"])
     risk, models = {}, {}
     for name, net in (("with findings", full), ("without findings", no_findings)):
         t0 = time.perf_counter()

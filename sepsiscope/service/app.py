@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -154,8 +155,8 @@ def create_app(engine: Engine, *, token: str, cohort: CohortStays | None = None,
 
         def compute():
             screens = lookup(stay_id).screens(stay_id, engine)
-            rows = screens[screens["screen_time"] == t]
-            return rows, (engine.explain(rows) if len(rows) else None), screens
+            at = np.flatnonzero((screens["screen_time"] == t).to_numpy())
+            return screens.iloc[at], (engine.explain(screens, at) if len(at) else None), screens
 
         rows, models, screens = await batcher.run(compute)
         if models is None:

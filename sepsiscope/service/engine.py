@@ -184,9 +184,16 @@ class Engine:
                         "fired": fired, "explanation": {c: v[cuts[i]:cuts[i + 1]] for c, v in table.items()}})
         return out
 
-    def explain(self, rows: pd.DataFrame) -> list[tuple[ServedModel, pd.DataFrame, np.ndarray]]:
-        """Each model's risk and explanation of the given screens."""
-        return [(m, m.explain(rows), m.risk(rows)) for m in self.models]
+    def explain(self, screens: pd.DataFrame, rows) -> list[tuple[ServedModel, pd.DataFrame, np.ndarray]]:
+        """Each model's explanation and risk of the screens ``rows`` (positions in ``screens``, one stay's
+        screens): read with the whole of ``screens``, since a model may read the stay's history (the
+        CPN's derived leaves: trends, worst values in 24 h), so an alarm's risk here is the risk that fired it."""
+        rows = np.asarray(rows, dtype=np.intp)
+        out = []
+        for m in self.models:
+            risk, explained = m.risk_and_explain(screens, rows)
+            out.append((m, explained, risk[rows]))
+        return out
 
 
 def _with_columns(screens: pd.DataFrame, columns) -> pd.DataFrame:

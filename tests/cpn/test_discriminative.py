@@ -111,6 +111,26 @@ def test_sepsiscpn_refines_by_default_every_step_and_zero_turns_it_off(sampled_s
     assert 1 <= len(es.discriminative_history_) <= 4 and "val" in es.discriminative_history_[0]
 
 
+def test_the_l2_pull_is_a_prior_on_the_summed_likelihood(sampled_screens, monkeypatch):
+    # a prior of fixed strength: the pull per screen falls as the training set grows, so a small
+    # cohort stays nearer EM's CPDs (with 1e-4 per screen whatever the size, 160 synthetic stays lost
+    # the CXR findings' Bayes factors, tests/cpn/test_integration.py); 78.4 is 1e-4 on all of set A
+    import cpn.model
+
+    seen = []
+
+    def record(*args, l2, **kw):
+        seen.append(l2)
+        return []
+
+    monkeypatch.setattr(cpn.model, "refine_discriminative", record)
+    half = sampled_screens.iloc[: len(sampled_screens) // 2]
+    for s in (sampled_screens, half):
+        SepsisCPN(half_lives="prior", max_iter=1, discriminative_iter=1).fit(s)
+    assert seen == [pytest.approx(78.4 / len(sampled_screens)), pytest.approx(78.4 / len(half))]
+    assert SepsisCPN()._l2_per_row(783_819) == pytest.approx(1e-4, rel=1e-3)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_discriminative_counts_are_the_two_e_steps_in_one_pass(backend):
     # one forward pass (Z keeps the target) and one adjoint seeded w T_t / P(T, E) - w / P(E) per

@@ -17,13 +17,16 @@ from cpn.structure import (SHIPPED_OPTIONS, NetworkError, build_expert_network, 
 
 def test_shipped_files_match_the_generator(physionet_net, full_net):
     for name, net in (("physionet", physionet_net), ("full", full_net)):
-        ref = build_expert_network(name, **SHIPPED_OPTIONS)
+        ref = build_expert_network(name, **SHIPPED_OPTIONS[name])
         assert set(net.edges()) == set(ref.edges())
         for v in ref.nodes():
             np.testing.assert_allclose(net.get_cpds(v).values, ref.get_cpds(v).values, atol=1e-12)
     assert "crp" in full_net and "crp" not in physionet_net
     assert {"cxr_consolidation", "cxr_effusion", "cxr_edema", "cxr_atelectasis"} <= set(full_net.nodes())
     assert "cns" in full_net and "cns" not in physionet_net
+    # the options are the variant's own: the measurement ages only in physionet (issue 13)
+    assert "hr_rise_6h" in full_net and "hr_rise_6h" in physionet_net
+    assert "lact_age" in physionet_net and not any(v.endswith("_age") for v in full_net.nodes())
 
 
 def test_em_recovers_cxr_leaf_only_with_the_calibration_prior():

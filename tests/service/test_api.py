@@ -181,6 +181,13 @@ def test_explain_a_cohort_alarm_with_every_model(client, served, engine):
     assert gbdt_view["total"] == pytest.approx(want["total"], abs=1e-6)
     assert gbdt_view["risk"] == pytest.approx(gb.predict_proba(row)[0, 1], abs=1e-6)
     assert cpn_view["risk"] >= engine.threshold
+    # the risk that fired the alarm: the CPN's derived leaves read the stay's earlier screens, so the
+    # screen is explained with its stay's history, not alone
+    from cpn import SepsisCPN
+
+    s = served.screens[served.screens.stay_id == stay]
+    fired_risk = SepsisCPN.load(served.cpn_dir).predict_proba(s)[(s.screen_time == t).to_numpy(), 1][0]
+    assert cpn_view["risk"] == pytest.approx(fired_risk, abs=1e-6)
 
 
 def test_explain_errors_name_what_is_wrong(client, served, engine):
