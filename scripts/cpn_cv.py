@@ -100,6 +100,8 @@ def main() -> None:
                     help="concept leaves re-cut at K training-fold quantile states (SepsisCPN evidence_states); "
                          "names +qK (+cK with --evidence-cuts clinical)")
     ap.add_argument("--evidence-cuts", default="quantile", choices=["quantile", "clinical"])
+    ap.add_argument("--hours-cuts", type=float, nargs="+", default=None, metavar="H",
+                    help="hours_band cut-points instead of 6 24 72 (build_expert_network hours_cuts); names +hH1_H2_...")
     ap.add_argument("--disc-only", action="store_true", help="with --discriminative: only the +disc models")
     ap.add_argument("--disc-lr", type=float, default=0.05)
     ap.add_argument("--disc-l2", type=float, default=78.4,
@@ -139,6 +141,7 @@ def main() -> None:
     searches = {"grid": "", "golden": "+golden"}
     discs = ([] if a.disc_only else [0]) + ([a.discriminative] if a.discriminative else [])
     res_tag = f"+{a.evidence_cuts[0]}{a.evidence_states}" if a.evidence_states else ""
+    res_tag += "+h" + "_".join(f"{c:g}" for c in a.hours_cuts) if a.hours_cuts else ""
     cpn_models = {f"{c}{'+derived' if a.derived else ''}{_age_tag(a.measurement_age)}{res_tag}{searches[h]}{'+disc' if d else ''}": (c, h, d) for c in a.configs
                   for h in a.half_life_search for d in discs}
     models = list(cpn_models) + (["lightgbm"] if a.gbdt else [])
@@ -155,7 +158,7 @@ def main() -> None:
             else:
                 config, search, disc = cpn_models[name]
                 net = build_expert_network("physionet", drop=CONFIGS[config], derived=a.derived,
-                                           measurement_age=a.measurement_age)
+                                           measurement_age=a.measurement_age, hours_cuts=a.hours_cuts)
                 m = SepsisCPN(net, half_lives=a.half_lives, max_rows=a.max_rows or None, max_iter=a.max_iter,
                               half_life_search=search, random_state=a.seed + k, discriminative_iter=disc,
                               discriminative_lr=a.disc_lr, discriminative_l2=a.disc_l2,

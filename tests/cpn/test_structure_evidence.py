@@ -191,19 +191,19 @@ def test_built_network_order_does_not_depend_on_the_hash_seed():
 
 
 def test_hours_band_evidence_follows_the_networks_own_bands():
-    """The shipped networks have seven hours bands; a network saved with the four of before (or any
-    other cut-point state names) still gets its own bands' evidence, not CONTEXT's."""
+    """Evidence for ``hours_band`` follows the network's own bands: the shipped four, or a network
+    built (or saved) with others, not CONTEXT's."""
     import pandas as pd
     from cpn.structure import CONTEXT, state_names
 
     s = pd.DataFrame({"hours_since_admit": [0.0, 5.0, 11.0, 30.0, 47.0, 71.0, 72.0, 400.0, np.nan]})
-    new = network_info(build_expert_network("physionet"))
-    assert new.states["hours_band"] == CONTEXT["hours_band"][0] == state_names((6, 12, 24, 36, 48, 72))
+    new = network_info(build_expert_network("physionet", hours_cuts=(6, 12, 24, 36, 48, 72)))
+    assert new.states["hours_band"] == state_names((6, 12, 24, 36, 48, 72)) != CONTEXT["hours_band"][0]
     ev, _ = build_evidence(s, new, {})
     assert ev["hours_band"][:8].argmax(1).tolist() == [0, 0, 1, 3, 4, 5, 6, 6]
     assert np.isnan(ev["hours_band"][8]).all() or (ev["hours_band"][8] == 1).all()  # no evidence
     old = network_info(build_expert_network("physionet"))
-    old.states["hours_band"] = ("lt6", "6to24", "24to72", "ge72")
+    assert old.states["hours_band"] == ("lt6", "6to24", "24to72", "ge72") == CONTEXT["hours_band"][0]
     ev, _ = build_evidence(s, old, {})
     assert ev["hours_band"].shape[1] == 4
     assert ev["hours_band"][:8].argmax(1).tolist() == [0, 0, 1, 2, 2, 2, 3, 3]
