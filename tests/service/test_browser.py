@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import TOKEN
@@ -48,8 +49,12 @@ def test_click_an_alarm_and_read_its_explanation(live_server, served, engine, tm
     first = alarms[alarms.fired].iloc[0]
     row = served.screens[(served.screens.stay_id == stay) & (served.screens.screen_time == first.screen_time)]
     cpn = SepsisCPN.load(served.cpn_dir)
-    want = cpn.explain(row).set_index("feature")
-    risk = cpn.predict_proba(row)[0, 1]
+    # the page explains the alarm's screen with its stay's history (the CPN's trend leaves read the
+    # earlier screens), so the reference does too: the risk is the one that fired
+    history = served.screens[served.screens.stay_id == stay].reset_index(drop=True)
+    at = int(np.flatnonzero((history.screen_time == first.screen_time).to_numpy())[0])
+    want = cpn.explain(history, rows=[at]).set_index("feature")
+    risk = cpn.predict_proba(history)[at, 1]
     shap = GBDTClassifier.load(served.gbdt_dir).explain(row).set_index("feature")["contribution"]
 
     with sync_playwright() as p:
